@@ -1,0 +1,338 @@
+"""Command line: ``python -m nas_core search|worker|train|export|datasets|blocks|spaces|serve|library``.
+
+Every problem a user can fix exits with code 2 and one ``error: ...`` line; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from nas_core.errors import NasCoreError
+
+__all__ = ["main", "build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+class _Fail(Exception):
+    """Exit with code 2 and this one-line message."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
+    from nas_core.search import OBJECTIVES, SAMPLERS
+
+    p.add_argument("--dataset", default="digits", help="digits (default), mnist, fashion-mnist, cifar10, or a path to a .zip/.csv/.npz/folder")
+    p.add_argument("--trials", type=_positive_int, default=None if worker else 20, help="number of trials to run now (default 20)")
+    p.add_argument("--timeout", type=_positive_float, default=None, help="wall-clock budget in seconds")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, sampler and training (default 0)")
+    p.add_argument("--workspace", default=None, help="folder for all outputs (default $MOCA_HOME or ./moca_runs)")
+    p.add_argument("--study", default=None, required=worker, help="study name; the same name resumes it (default <dataset>-<space>)")
+    p.add_argument("--objectives", default="accuracy,latency_ms", help=f"comma-separated subset of {','.join(OBJECTIVES)}")
+    p.add_argument("--space", default="seed-cnn", help="seed-cnn (default), modular, or a .json/.yaml space file")
+    p.add_argument("--sampler", default="tpe", help=f"one of {', '.join(SAMPLERS.names())}")
+    p.add_argument("--fidelity", default="train", help="train (default), cached, zero-cost")
+    p.add_argument("--pruner", default="none", help="none (default), median/hyperband/sh (single objective), asha (multi-objective)")
+    p.add_argument("--epochs", type=_positive_int, default=20, help="max epochs per trial (default 20; early stopping on validation)")
+    p.add_argument("--patience", type=_positive_int, default=5, help="early-stopping patience in epochs (default 5)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<workspace>/optuna.db; PostgreSQL for many workers)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<workspace>/mlflow.db)")
+    p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
+    p.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist) or downloads")
+    p.add_argument("--train-samples", type=_positive_int, default=None, help="subsample the training split to N samples")
+    p.add_argument("--val-samples", type=_positive_int, default=None, help="subsample the validation split to N samples")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m nas_core", description="MoCA-NAS: find the best and fastest network for your dataset.")
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("search", help="run a multi-objective architecture search", description="Run a search; the last stdout line is the path of best_config.json.")
+    _add_search_args(p)
+    p = sub.add_parser("worker", help="join a shared study (same --study and --storage) from another process or machine")
+    _add_search_args(p, worker=True)
+
+    p = sub.add_parser("train", help="rebuild a config and retrain it; last stdout line is a JSON object of metrics")
+    p.add_argument("--config", required=True, help="a best_config.json")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--epochs", type=_positive_int, default=None, help="override the config's epochs")
+    p.add_argument("--patience", type=_positive_int, default=None)
+    p.add_argument("--dataset", default=None, help="override the dataset (default: the one recorded in the config)")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--train-samples", type=_positive_int, default=None)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("export", help="export a config's network as TorchScript, ONNX or safetensors")
+    p.add_argument("--config", required=True)
+    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--weights", default=None, help="safetensors weights to load first (e.g. best_weights.safetensors)")
+
+    p = sub.add_parser("datasets", help="list built-in datasets, whether each is available here and why not")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--json", action="store_true")
+
+    sub.add_parser("blocks", help="list the registered blocks")
+    p = sub.add_parser("spaces", help="list search-space presets or print one as JSON (a starting point for --space FILE)")
+    p.add_argument("name", nargs="?")
+
+    p = sub.add_parser("serve", help="start the dashboard (optionally through an authenticated ngrok tunnel)")
+    p.add_argument("--port", type=_positive_int, default=8501)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--tunnel", action="store_true", help="expose through ngrok, protected by basic auth")
+    p.add_argument("--password", default=None, help="basic-auth password for the tunnel (default: generated and printed once)")
+    p.add_argument("--user", default="moca", help="basic-auth user name (default moca)")
+    p.add_argument("--ngrok-token", default=None, help="ngrok authtoken (default $NGROK_AUTHTOKEN)")
+
+    try:
+        from nas_core.library import add_library_parser
+    except ImportError:
+        add_library_parser = None
+    if add_library_parser is not None:
+        add_library_parser(sub)
+    return parser
+
+
+def _version() -> str:
+    from nas_core import __version__
+
+    return f"moca-nas {__version__}"
+
+
+def _workspace(arg: str | None) -> Path:
+    from nas_core.workspace import default_workspace
+
+    return Path(arg) if arg else default_workspace()
+
+
+def _search_config(args: argparse.Namespace) -> Any:
+    from nas_core.search import SearchConfig
+
+    return SearchConfig(
+        dataset=args.dataset,
+        trials=args.trials,
+        timeout=args.timeout,
+        seed=args.seed,
+        workspace=str(_workspace(args.workspace)),
+        study=args.study,
+        objectives=tuple(o.strip() for o in args.objectives.split(",") if o.strip()),
+        space=args.space,
+        sampler=args.sampler,
+        fidelity=args.fidelity,
+        pruner=args.pruner,
+        epochs=args.epochs,
+        patience=args.patience,
+        storage=args.storage,
+        tracking_uri=args.tracking_uri,
+        tracking=not args.no_tracking,
+        device=args.device,
+        data_dir=args.data_dir,
+        train_samples=args.train_samples,
+        val_samples=args.val_samples,
+    ).validate()
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from nas_core import events as ev
+    from nas_core.runner import SearchRunner
+
+    config = _search_config(args)
+    runner = SearchRunner(config)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.trials, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
+
+    def show(event: ev.Event) -> None:
+        if bar is None:
+            return
+        if isinstance(event, ev.EpochProgress):
+            bar.set_postfix_str(f"trial {event.number} epoch {event.epoch}/{event.epochs} val {event.metrics.get('val_accuracy', 0):.3f}")
+        elif isinstance(event, ev.TrialFinished):
+            bar.update(1)
+            if event.state == "COMPLETE":
+                m = event.metrics
+                bar.write(f"trial {event.number}: val {m.get('val_accuracy', 0):.4f}  {m.get('latency_ms', 0):.3f} ms  {int(m.get('params', 0)):,} params"
+                          + (f"  ({event.reason})" if event.reason else ""), file=sys.stderr)
+            else:
+                bar.write(f"trial {event.number}: {event.state} - {event.reason}", file=sys.stderr)
+
+    runner.subscribe(show)
+    runner.start()
+    try:
+        while not runner.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        print("\nstopping: the current trial ends at its next batch and is recorded...", file=sys.stderr)
+        runner.stop(wait=60)
+    if bar is not None:
+        bar.close()
+    snap = runner.snapshot()
+    if snap.error:
+        raise _Fail(snap.error)
+    result = runner.result
+    assert result is not None
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed in {result.wall_s:.1f} s "
+          f"(stopped: {result.reason}); study {result.study!r} in {result.storage.split('://')[0]} storage", file=sys.stderr)
+    if result.best_config is None:
+        raise _Fail(f"no trial of study {result.study!r} completed, so there is no best config; "
+                    "see the trial reasons above (try more --timeout, fewer --epochs or another --space)")
+    print(result.best_config)
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from nas_core.export import load_config, retrain
+
+    cfg = load_config(args.config)
+    bar = None
+    if not args.quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=args.epochs or cfg.training.epochs, desc="retrain", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+
+    def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"val {row['val_accuracy']:.4f}")
+
+    stop = threading.Event()
+    try:
+        out = retrain(cfg, workspace=_workspace(args.workspace), epochs=args.epochs, dataset=args.dataset, data_dir=args.data_dir,
+                      device=args.device, seed=args.seed, train_samples=args.train_samples, patience=args.patience,
+                      on_epoch=on_epoch, should_stop=stop.is_set)
+    finally:
+        if bar is not None:
+            bar.close()
+    for note in out.get("notes", []):
+        print(f"note: {note}", file=sys.stderr)
+    summary = {k: v for k, v in out.items() if k not in ("history", "confusion")}
+    summary["config_params"] = cfg.metrics.get("params")
+    print(json.dumps(summary))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nas_core.export import export_model
+
+    path = export_model(args.config, fmt=args.format, out=args.out, weights=args.weights)
+    print(path)
+    return 0
+
+
+def _cmd_datasets(args: argparse.Namespace) -> int:
+    from nas_core.data import list_datasets
+
+    infos = list_datasets(data_dir=args.data_dir)
+    if args.json:
+        print(json.dumps([{"name": i.name, "available": i.available, "reason": i.reason, "description": i.description} for i in infos]))
+        return 0
+    for i in infos:
+        status = "available" if i.available else f"not available: {i.reason}"
+        print(f"{i.name:15s} {status}\n{'':15s} {i.description}")
+    print("custom data: pass a path to a folder or .zip of class sub-folders of images, a .csv (label + pixel columns) or an .npz (x, y)")
+    return 0
+
+
+def _cmd_blocks(args: argparse.Namespace) -> int:
+    from nas_core.blocks import BLOCKS
+
+    for name in BLOCKS.names():
+        cls = BLOCKS.get(name)
+        params = ", ".join(f"{k}={v}" for k, v in cls.defaults.items())
+        print(f"{name:10s} {cls.layout_in}->{cls.layout_out:7s} {cls.description}" + (f"  [{params}]" if params else ""))
+    return 0
+
+
+def _cmd_spaces(args: argparse.Namespace) -> int:
+    from nas_core.space import PRESETS, load_space
+
+    if args.name:
+        print(json.dumps(load_space(args.name).to_dict(), indent=2))
+    else:
+        for name, space in PRESETS.items():
+            print(f"{name:10s} {space.description}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from nas_core.tunnel import serve
+
+    return serve(port=args.port, host=args.host, workspace=_workspace(args.workspace), tunnel=args.tunnel, password=args.password,
+                 user=args.user, token=args.ngrok_token or os.environ.get("NGROK_AUTHTOKEN"))
+
+
+COMMANDS = {
+    "search": _cmd_search,
+    "worker": _cmd_search,
+    "train": _cmd_train,
+    "export": _cmd_export,
+    "datasets": _cmd_datasets,
+    "blocks": _cmd_blocks,
+    "spaces": _cmd_spaces,
+    "serve": _cmd_serve,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("alembic", "mlflow", "optuna", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    try:
+        return int(handler(args) or 0)
+    except (NasCoreError, _Fail) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

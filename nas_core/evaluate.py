@@ -1,0 +1,327 @@
+"""Fidelities (how a candidate is scored) and measurements (accuracy, macro F1, params, FLOPs, latency, size).
+
+A fidelity is a function ``(EvalContext) -> EvalResult`` in the :data:`FIDELITIES` registry:
+``train`` trains from scratch with early stopping; ``cached`` (MoCAFT) and ``zero-cost`` live in
+their own modules and register here. Training never looks at the test split for decisions; the test
+accuracy is measured once at the end for reporting only.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from nas_core.assemble import MocaNet, assemble
+from nas_core.errors import ConfigError, NasCoreError
+from nas_core.genotype import Architecture, TrainingRecipe
+from nas_core.registry import Registry
+
+__all__ = [
+    "EvalContext",
+    "EvalResult",
+    "FIDELITIES",
+    "StopRequested",
+    "Diverged",
+    "resolve_device",
+    "train_model",
+    "measure_model",
+    "count_params",
+    "count_flops",
+    "measure_latency",
+    "model_size_mb",
+    "classification_metrics",
+    "set_seed",
+]
+
+
+class StopRequested(Exception):
+    """Raised at a batch boundary when the user pressed Stop; the trial is recorded, not lost."""
+
+
+class Diverged(NasCoreError):
+    """Training produced a NaN/inf loss."""
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; asking for CUDA without one is a clear error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was asked for but no CUDA GPU is visible; use --device auto or cpu.")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.")
+    return torch.device(device)
+
+
+def set_seed(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % (2**32))
+
+
+EpochCallback = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass
+class EvalContext:
+    """Everything a fidelity needs for one candidate."""
+
+    arch: Architecture
+    recipe: TrainingRecipe
+    data: Any  # nas_core.data.DatasetSplits
+    device: torch.device = torch.device("cpu")
+    seed: int = 0
+    on_epoch: EpochCallback | None = None
+    should_stop: Callable[[], bool] = lambda: False
+    workspace: Any = None  # pathlib.Path for caches
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """Final metrics, per-epoch history and the trained weights of one candidate."""
+
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    confusion: list[list[int]] = field(default_factory=list)
+    per_class_accuracy: list[float] = field(default_factory=list)
+    latency: dict[str, Any] = field(default_factory=dict)
+    state_dict: dict[str, torch.Tensor] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+FIDELITIES: Registry[Callable[[EvalContext], EvalResult]] = Registry("fidelity")
+
+
+# --- measurements -----------------------------------------------------------------------------
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def model_size_mb(model: nn.Module) -> float:
+    total = sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+    return total / 1e6
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one batch-1 forward (``torch.utils.flop_counter``; a multiply-add counts as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, *input_shape))
+    return int(counter.get_total_flops())
+
+
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, warmup: int = 5, repeats: int = 30, budget_s: float = 3.0) -> dict[str, Any]:
+    """CPU latency: median of repeated batch-1 forwards after warm-up, with the thread count recorded."""
+    model = copy.deepcopy(model).cpu().eval()
+    x = torch.randn(1, *input_shape)
+    times: list[float] = []
+    with torch.inference_mode():
+        for _ in range(warmup):
+            model(x)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1000)
+            if time.perf_counter() - start > budget_s and len(times) >= 5:
+                break
+    return {
+        "latency_ms": statistics.median(times),
+        "how": f"median of {len(times)} batch-1 forwards on CPU after {warmup} warm-up, {torch.get_num_threads()} threads",
+        "device": "cpu",
+        "batch_size": 1,
+        "threads": torch.get_num_threads(),
+        "repeats": len(times),
+        "p90_ms": float(np.percentile(times, 90)),
+    }
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, Any]:
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    cm = confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
+    support = cm.sum(axis=1)
+    per_class = [float(cm[i, i] / support[i]) if support[i] else float("nan") for i in range(num_classes)]
+    return {
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(num_classes)), zero_division=0)),
+        "confusion": cm.tolist(),
+        "per_class_accuracy": per_class,
+    }
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(x), batch_size):
+        out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
+
+
+def measure_model(model: nn.Module, data: Any, device: torch.device) -> dict[str, Any]:
+    """Validation/test accuracy, macro F1, confusion matrix, params, FLOPs, latency and size of a trained model."""
+    shape = tuple(data.input_shape)
+    val_pred = predict(model, data.x_val, device)
+    test_pred = predict(model, data.x_test, device)
+    val = classification_metrics(data.y_val.numpy(), val_pred, data.num_classes)
+    test = classification_metrics(data.y_test.numpy(), test_pred, data.num_classes)
+    latency = measure_latency(model, shape)
+    metrics = {
+        "val_accuracy": val["accuracy"],
+        "test_accuracy": test["accuracy"],
+        "macro_f1": test["macro_f1"],
+        "val_macro_f1": val["macro_f1"],
+        "params": count_params(model),
+        "flops": count_flops(model, shape),
+        "latency_ms": latency["latency_ms"],
+        "size_mb": model_size_mb(model),
+    }
+    return {"metrics": metrics, "confusion": test["confusion"], "per_class_accuracy": test["per_class_accuracy"], "latency": latency}
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+def make_optimizer(params: Any, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+    cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
+    if "shift" in mode and x.dim() == 4 and x.shape[-1] >= 8:
+        pad = max(1, x.shape[-1] // 14)
+        dx, dy = (int(v) for v in torch.randint(-pad, pad + 1, (2,), generator=gen))
+        x = torch.roll(x, shifts=(dy, dx), dims=(2, 3))
+    if "flip" in mode and x.dim() == 4 and bool(torch.rand(1, generator=gen) < 0.5):
+        x = torch.flip(x, dims=(3,))
+    return x
+
+
+def train_model(
+    model: nn.Module,
+    data: Any,
+    recipe: TrainingRecipe,
+    *,
+    device: torch.device,
+    seed: int = 0,
+    epochs: int | None = None,
+    on_epoch: EpochCallback | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    params: Any = None,
+    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    x_train: torch.Tensor | None = None,
+    x_val: torch.Tensor | None = None,
+) -> list[dict[str, float]]:
+    """Train with the recipe, early-stop on validation accuracy and restore the best weights.
+
+    ``forward``/``x_train``/``x_val`` let the cached fidelity train a head on precomputed features.
+    Raises :class:`StopRequested` at a batch boundary when ``should_stop()`` turns true and
+    :class:`Diverged` on a NaN loss.
+    """
+    epochs = epochs or recipe.epochs
+    forward = forward or model
+    xt = data.x_train if x_train is None else x_train
+    xv = data.x_val if x_val is None else x_val
+    yt, yv = data.y_train, data.y_val
+    model.to(device)
+    opt = make_optimizer(params if params is not None else model.parameters(), recipe)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    best_acc, best_state, best_epoch, bad = -1.0, None, 0, 0
+    history: list[dict[str, float]] = []
+    n = len(xt)
+    bs = max(1, min(recipe.batch_size, n))
+    for epoch in range(1, epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        total_loss, seen = 0.0, 0
+        for i in range(0, n, bs):
+            if should_stop():
+                raise StopRequested(f"stopped by the user during epoch {epoch}")
+            idx = perm[i : i + bs]
+            if len(idx) < 2 and n >= 2:
+                continue  # batch norm cannot train on a single sample
+            xb = xt[idx]
+            if recipe.augmentation != "none" and x_train is None:
+                xb = augment(xb, recipe.augmentation, gen)
+            xb, yb = xb.to(device, non_blocking=True), yt[idx].to(device, non_blocking=True)
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(forward(xb), yb)
+            if not torch.isfinite(loss):
+                raise Diverged(f"training diverged: the loss became {loss.item()} in epoch {epoch} (try a lower learning rate)")
+            loss.backward()
+            opt.step()
+            total_loss += loss.item() * len(idx)
+            seen += len(idx)
+        sched.step()
+        model.eval()
+        with torch.no_grad():
+            correct = 0
+            for i in range(0, len(xv), 512):
+                correct += int((forward(xv[i : i + 512].to(device)).argmax(1).cpu() == yv[i : i + 512]).sum())
+        val_acc = correct / max(1, len(xv))
+        row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
+        history.append(row)
+        if val_acc > best_acc:
+            best_acc, best_epoch, bad = val_acc, epoch, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            bad += 1
+        if on_epoch is not None:
+            on_epoch(epoch, epochs, row)  # may raise optuna.TrialPruned through the search's callback
+        if bad >= recipe.patience:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    for row in history:
+        row["best_epoch"] = best_epoch
+    return history
+
+
+@FIDELITIES.register("train")
+def full_training(ctx: EvalContext) -> EvalResult:
+    """Train from scratch with the sampled recipe (early stopping on validation), then measure everything."""
+    set_seed(ctx.seed)
+    model = assemble(ctx.arch)
+    start = time.perf_counter()
+    history = train_model(
+        model, ctx.data, ctx.recipe, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch, should_stop=ctx.should_stop
+    )
+    train_s = time.perf_counter() - start
+    return finish(model, ctx, history, train_s)
+
+
+def finish(model: MocaNet, ctx: EvalContext, history: list[dict[str, float]], train_s: float, **extra: Any) -> EvalResult:
+    measured = measure_model(model, ctx.data, ctx.device)
+    metrics = dict(measured["metrics"])
+    metrics["train_seconds"] = train_s
+    metrics["epochs_trained"] = len(history)
+    if any(not math.isfinite(float(v)) for v in metrics.values()):
+        raise Diverged("a metric came out NaN/inf; the model diverged")
+    return EvalResult(
+        metrics=metrics,
+        history=history,
+        confusion=measured["confusion"],
+        per_class_accuracy=measured["per_class_accuracy"],
+        latency=measured["latency"],
+        state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        extra=dict(extra),
+    )

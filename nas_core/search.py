@@ -1,0 +1,514 @@
+"""SearchConfig -> an Optuna (multi-objective) study: sampling, evaluation, pruning, dedup, tracking, outputs.
+
+The loop uses Optuna's ask/tell interface rather than ``study.optimize`` so that a trial can be
+stopped at a batch boundary and still be recorded, identical candidates are answered from the
+study instead of retrained, and every step emits a typed progress event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nas_core import events as ev
+from nas_core.errors import ConfigError, NasCoreError
+from nas_core.registry import Registry
+from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir
+
+__all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "PRUNERS",
+    "SearchConfig",
+    "SearchResult",
+    "run_search",
+    "open_study",
+    "default_study_name",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    direction: str  # "maximize" | "minimize"
+    metric: str  # key in EvalResult.metrics
+    label: str
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "accuracy": Objective("accuracy", "maximize", "val_accuracy", "validation accuracy"),
+    "latency_ms": Objective("latency_ms", "minimize", "latency_ms", "CPU latency (ms, batch 1)"),
+    "params": Objective("params", "minimize", "params", "parameters"),
+    "flops": Objective("flops", "minimize", "flops", "FLOPs (batch 1)"),
+    "size_mb": Objective("size_mb", "minimize", "size_mb", "model size (MB)"),
+}
+
+SamplerFactory = Callable[..., Any]
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+PRUNERS: Registry[Callable[..., Any]] = Registry("pruner")
+
+
+def _population(trials: int | None) -> int:
+    return max(4, min(20, (trials or 40) // 2))
+
+
+@SAMPLERS.register("tpe")
+def _tpe(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
+
+
+@SAMPLERS.register("nsga2")
+def _nsga2(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=_population(trials))
+
+
+@SAMPLERS.register("nsga3")
+def _nsga3(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIIISampler(seed=seed, population_size=_population(trials))
+
+
+@SAMPLERS.register("random")
+def _random(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@SAMPLERS.register("gp")
+def _gp(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(3, (trials or 30) // 3)), warn_independent_sampling=False)
+
+
+@SAMPLERS.register("grid")
+def _grid(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+
+
+# Single-objective pruners are Optuna's own; "asha"/"sh" on a multi-objective study use nas_core.mo_pruning.
+@PRUNERS.register("none")
+def _no_pruner(**_: Any) -> Any:
+    return None
+
+
+@PRUNERS.register("median")
+def _median(*, epochs: int, **_: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 4))
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(*, epochs: int, **_: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+
+
+@PRUNERS.register("sh")
+def _sh(*, epochs: int, **_: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+
+def default_study_name(dataset: str, space: str) -> str:
+    stem = Path(dataset).stem if ("/" in dataset or "." in dataset) else dataset
+    clean = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in f"{stem}-{Path(space).stem}")
+    return clean.strip("-.") or "study"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs; ``validate()`` checks it all before any storage is touched."""
+
+    dataset: str = "digits"
+    trials: int | None = 20
+    timeout: float | None = None
+    seed: int = 0
+    workspace: str = field(default_factory=lambda: str(default_workspace()))
+    study: str | None = None
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    space: str = "seed-cnn"
+    space_data: dict[str, Any] | None = None  # an edited space (from the dashboard), overrides ``space``
+    sampler: str = "tpe"
+    fidelity: str = "train"
+    pruner: str = "none"
+    epochs: int = 20
+    patience: int = 5
+    storage: str | None = None
+    tracking_uri: str | None = None
+    tracking: bool = True
+    device: str = "auto"
+    data_dir: str | None = None
+    train_samples: int | None = None
+    val_samples: int | None = None
+    save_weights: bool = True
+    fidelity_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def study_name(self) -> str:
+        return self.study or default_study_name(self.dataset, self.space)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o].direction for o in self.objectives]
+
+    def storage_url(self) -> str:
+        return self.storage or default_storage(self.workspace)
+
+    def validate(self) -> SearchConfig:
+        """Raise a :class:`ConfigError` naming the first bad value and its fix."""
+        from nas_core.evaluate import FIDELITIES, resolve_device
+
+        if self.trials is None and self.timeout is None:
+            raise ConfigError("a search needs a budget: give --trials N and/or --timeout SECONDS.")
+        if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 1):
+            raise ConfigError(f"--trials must be a positive integer, but got {self.trials}; use e.g. --trials 20.")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ConfigError(f"--timeout must be a positive number of seconds, but got {self.timeout}; use e.g. --timeout 600.")
+        if self.epochs < 1 or self.patience < 1:
+            raise ConfigError(f"--epochs and patience must be >= 1, but got epochs={self.epochs}, patience={self.patience}.")
+        if not self.objectives:
+            raise ConfigError(f"give at least one objective; choose from {', '.join(OBJECTIVES)}.")
+        for o in self.objectives:
+            if o not in OBJECTIVES:
+                raise ConfigError(f"unknown objective {o!r}; choose from {', '.join(OBJECTIVES)} (comma-separated).")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objective listed twice in {','.join(self.objectives)}; list each once.")
+        SAMPLERS.get(self.sampler)
+        FIDELITIES.get(self.fidelity)
+        if self.pruner not in PRUNERS and self.pruner not in ("asha",):
+            raise ConfigError(f"unknown pruner {self.pruner!r}; use none, median, hyperband, sh or asha.")
+        if len(self.objectives) > 1 and self.pruner in ("median", "hyperband"):
+            raise ConfigError(
+                f"pruner {self.pruner!r} supports single-objective studies only; use --pruner asha (multi-objective) or one objective."
+            )
+        for name, value in (("train_samples", self.train_samples), ("val_samples", self.val_samples)):
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, but got {value}.")
+        check_study_name(self.study_name)
+        resolve_device(self.device)
+        self.search_space()
+        return self
+
+    def search_space(self) -> Any:
+        from nas_core.space import SearchSpace, load_space
+
+        if self.space_data is not None:
+            return SearchSpace.from_dict(self.space_data, source="edited search space")
+        return load_space(self.space)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["objectives"] = list(self.objectives)
+        d["study"] = self.study_name
+        d.pop("storage", None)  # a PostgreSQL URL may carry a password: never recorded
+        return d
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study: str
+    workspace: str
+    storage: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_config: str | None
+    wall_s: float
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+def open_study(config: SearchConfig, *, create: bool = True) -> Any:
+    """Create or load the study with RDB storage (heartbeats mark crashed trials failed and retry them)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = config.storage_url()
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = optuna.storages.RDBStorage(
+            url,
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
+            heartbeat_interval=30,
+            grace_period=120,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+        )
+    except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
+    space = config.search_space()
+    sampler = SAMPLERS.get(config.sampler)(seed=config.seed, space=space, trials=config.trials, n_objectives=len(config.objectives))
+    pruner = PRUNERS.get(config.pruner)(epochs=config.epochs) if config.pruner in PRUNERS else None
+    name = config.study_name
+    existing = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        old = [d.name.lower() for d in study.directions]
+        if old != config.directions or study.user_attrs.get("objectives", list(config.objectives)) != list(config.objectives):
+            raise ConfigError(
+                f"study {name!r} exists with objectives {study.user_attrs.get('objectives', old)}; "
+                f"resume it with the same --objectives or pick a new --study name."
+            )
+        return study
+    if not create:
+        raise ConfigError(f"study {name!r} does not exist in {url}; run `search` first or check --study.")
+    if len(config.directions) == 1:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=config.directions[0])
+    else:
+        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=config.directions)
+    study.set_user_attr("objectives", list(config.objectives))
+    study.set_user_attr("config", config.to_dict())
+    study.set_user_attr("space", space.to_dict())
+    return study
+
+
+class _Heartbeat:
+    """Records Optuna heartbeats for the running trial (ask/tell has no heartbeat thread of its own)."""
+
+    def __init__(self, study: Any, trial: Any, interval: float = 30.0) -> None:
+        self._stop = threading.Event()
+        storage = study._storage
+        self._thread = None
+        if getattr(storage, "is_heartbeat_enabled", lambda: False)():
+            def beat() -> None:
+                while not self._stop.wait(interval):
+                    try:
+                        storage.record_heartbeat(trial._trial_id)
+                    except Exception:  # noqa: BLE001 - a missed beat only risks a retry
+                        pass
+
+            storage.record_heartbeat(trial._trial_id)
+            self._thread = threading.Thread(target=beat, daemon=True, name="moca-heartbeat")
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+def _emit(emit: Callable[[ev.Event], None] | None, event: ev.Event) -> None:
+    if emit is not None:
+        try:
+            emit(event)
+        except Exception:  # noqa: BLE001 - a broken listener must not break the search
+            log.exception("progress listener failed")
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    emit: Callable[[ev.Event], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> SearchResult:
+    """Run a study to its budget (trials and/or timeout) or until ``stop_event`` is set.
+
+    Everything is validated and the dataset loaded before the storage is opened, so bad input
+    never touches recorded studies. Trials that raise or diverge are recorded as FAIL with their
+    reason; a stop ends the running trial at the next batch boundary and records it as PRUNED.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas_core.data import load_dataset
+    from nas_core.evaluate import FIDELITIES, Diverged, EvalContext, StopRequested, resolve_device
+    from nas_core.export import trial_config, write_study_outputs
+    from nas_core.genotype import DatasetRef, ModelConfig
+    from nas_core.tracking import Tracker, default_tracking_uri
+
+    config.validate()
+    # Heartbeats are recorded by _Heartbeat for ask/tell, which Optuna warns about; fail_stale_trials is "experimental".
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    stop_event = stop_event or threading.Event()
+    workspace = Path(config.workspace)
+    space = config.search_space()
+    device = resolve_device(config.device)
+    data = load_dataset(
+        config.dataset,
+        seed=config.seed,
+        data_dir=config.data_dir,
+        train_samples=config.train_samples,
+        val_samples=config.val_samples,
+        cache_dir=workspace / "cache" / "data",
+    )
+    workspace.mkdir(parents=True, exist_ok=True)
+    study = open_study(config)
+    name = study.study_name
+    out_dir = study_dir(workspace, name)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    optuna.storages.fail_stale_trials(study)
+    dataset_ref = DatasetRef(
+        name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
+        fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
+    )
+    study.set_user_attr("dataset", dataset_ref.to_dict())
+    tracker = Tracker(
+        tracking_uri=config.tracking_uri or default_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
+    )
+    tracker.start({**config.to_dict(), "space": space.name, "device": str(device)})
+    objectives = [OBJECTIVES[o] for o in config.objectives]
+    fidelity = FIDELITIES.get(config.fidelity)
+    mo_pruner = None
+    if config.pruner == "asha" or (config.pruner == "sh" and len(objectives) > 1):
+        from nas_core.mo_pruning import MOSuccessiveHalving
+
+        mo_pruner = MOSuccessiveHalving(epochs=config.epochs, asynchronous=config.pruner == "asha")
+
+    seen: dict[str, tuple[int, list[float]]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        h = t.user_attrs.get("candidate_hash")
+        if h and t.values is not None:
+            seen.setdefault(h, (t.number, list(t.values)))
+
+    start = time.perf_counter()
+    deadline = start + config.timeout if config.timeout else math.inf
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    reason = "budget"
+    n_run = 0
+    while True:
+        if stop_event.is_set():
+            reason = "stopped"
+            break
+        if config.trials is not None and n_run >= config.trials:
+            reason = "budget"
+            break
+        if time.perf_counter() >= deadline:
+            reason = "timeout"
+            break
+        trial = study.ask()
+        n_run += 1
+        t0 = time.perf_counter()
+        state, values, why, metrics = "FAIL", None, "", {}
+        beat = _Heartbeat(study, trial)
+        try:
+            sampled = space.sample(trial)
+            arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
+            recipe = replace(recipe, patience=config.patience)
+            candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
+            chash = candidate.candidate_hash()
+            trial.set_user_attr("candidate_hash", chash)
+            trial.set_user_attr("summary", arch.summary())
+            _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
+            if chash in seen:
+                first, old_values = seen[chash]
+                trial.set_user_attr("duplicate_of", first)
+                src = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, first))
+                for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy", "mlflow_run_id"):
+                    if key in src.user_attrs:
+                        trial.set_user_attr(key, src.user_attrs[key])
+                study.tell(trial, old_values)
+                state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
+                metrics = dict(src.user_attrs.get("metrics", {}))
+                counts["COMPLETE"] += 1
+                _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
+                                             metrics=metrics, duration_s=time.perf_counter() - t0))
+                continue
+
+            def on_epoch(epoch: int, total: int, row: dict[str, float], _trial: Any = trial) -> None:
+                _emit(emit, ev.EpochProgress(name, number=_trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
+                if len(objectives) == 1 and objectives[0].name == "accuracy":
+                    _trial.report(row["val_accuracy"], epoch)
+                    if _trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
+                elif mo_pruner is not None:
+                    mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)
+
+            ctx = EvalContext(
+                arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
+                on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= deadline,
+                workspace=workspace, options=dict(config.fidelity_options),
+            )
+            result = fidelity(ctx)
+            metrics = dict(result.metrics)
+            values = [float(metrics[o.metric]) for o in objectives]
+            if not all(math.isfinite(v) for v in values):
+                raise Diverged(f"objective values are not finite: {values}")
+            cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
+                               fidelity=config.fidelity, extra=result.extra,
+                               provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
+                                           "train_samples": config.train_samples, "val_samples": config.val_samples,
+                                           "space": space.name, "device": str(device)})
+            trial.set_user_attr("metrics", metrics)
+            trial.set_user_attr("history", result.history)
+            trial.set_user_attr("latency", result.latency)
+            trial.set_user_attr("confusion", result.confusion)
+            trial.set_user_attr("per_class_accuracy", result.per_class_accuracy)
+            trial.set_user_attr("config", cfg.to_dict())
+            if result.extra:
+                trial.set_user_attr("fidelity_extra", json.loads(json.dumps(result.extra, default=str)))
+            if config.save_weights and result.state_dict is not None:
+                _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
+            run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
+                                       state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
+            if run_id:
+                trial.set_user_attr("mlflow_run_id", run_id)
+            study.tell(trial, values)
+            state = "COMPLETE"
+            seen.setdefault(chash, (trial.number, values))
+        except optuna.TrialPruned as exc:
+            state, why = "PRUNED", str(exc) or "pruned"
+        except StopRequested as exc:
+            state = "PRUNED"
+            why = str(exc) if stop_event.is_set() else "time budget (--timeout) reached during training"
+        except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+            state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
+            state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            log.exception("trial %s failed", trial.number)
+        finally:
+            beat.close()
+        if state != "COMPLETE":
+            trial.set_user_attr("reason", why)
+            run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
+                                       tags={"reason": why[:500]})
+            if run_id:
+                trial.set_user_attr("mlflow_run_id", run_id)
+            study.tell(trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+        counts[state] += 1
+        _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
+                                     metrics=metrics, duration_s=time.perf_counter() - t0))
+
+    wall = time.perf_counter() - start
+    best = write_study_outputs(study, workspace=workspace)
+    tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
+                   status="KILLED" if reason == "stopped" else "FINISHED")
+    if best is None:
+        reason = reason if counts["COMPLETE"] else "no trials completed"
+    _emit(emit, ev.StudyFinished(name, n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"],
+                                 best_config=str(best) if best else None, reason=reason, wall_s=wall))
+    return SearchResult(
+        study=name, workspace=str(workspace), storage=config.storage_url(), n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"],
+        n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
+        warnings=tuple(w for w in (tracker.warning,) if w),
+    )
+
+
+def _save_weights(path: Path, state_dict: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
+    tmp.replace(path)
