@@ -99,6 +99,9 @@ class EvalResult:
 
 
 FIDELITIES: Registry[Callable[[EvalContext], EvalResult]] = Registry("fidelity")
+# Optional second phase per fidelity, run once after the search loop (e.g. cached -> fine-tune the top-k end to end):
+# finalize(*, study, config, data, device, workspace, emit, stop_event) -> None
+FINALIZERS: Registry[Callable[..., None]] = Registry("fidelity finalizer")
 
 
 # --- measurements -----------------------------------------------------------------------------
@@ -325,3 +328,18 @@ def finish(model: MocaNet, ctx: EvalContext, history: list[dict[str, float]], tr
         state_dict={k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         extra=dict(extra),
     )
+
+
+def _register_plugins() -> None:
+    """Import the fidelity modules that register themselves (cached/MoCAFT, zero-cost proxies)."""
+    import importlib
+
+    for module in ("nas_core.moca", "nas_core.proxies"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+_register_plugins()

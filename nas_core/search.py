@@ -332,7 +332,7 @@ def run_search(
     from optuna.trial import TrialState
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import FIDELITIES, Diverged, EvalContext, StopRequested, resolve_device
+    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, resolve_device
     from nas_core.export import trial_config, write_study_outputs
     from nas_core.genotype import DatasetRef, ModelConfig
     from nas_core.tracking import Tracker, default_tracking_uri
@@ -490,6 +490,9 @@ def run_search(
         _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
                                      metrics=metrics, duration_s=time.perf_counter() - t0))
 
+    if config.fidelity in FINALIZERS and counts["COMPLETE"] and not stop_event.is_set():
+        FINALIZERS.get(config.fidelity)(study=study, config=config, data=data, device=device, workspace=workspace,
+                                        emit=emit, stop_event=stop_event)
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
