@@ -175,15 +175,16 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     config = _search_config(args)
     runner = SearchRunner(config)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=config.trials, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
+    bar: Any = None
 
     def show(event: ev.Event) -> None:
-        if bar is None:
+        nonlocal bar
+        if args.quiet:
             return
+        if bar is None:  # created on the first event, so a dataset error prints no empty bar
+            from tqdm import tqdm
+
+            bar = tqdm(total=config.trials, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
         if isinstance(event, ev.EpochProgress):
             bar.set_postfix_str(f"trial {event.number} epoch {event.epoch}/{event.epochs} val {event.metrics.get('val_accuracy', 0):.3f}")
         elif isinstance(event, ev.TrialFinished):

@@ -19,11 +19,13 @@ import importlib.util
 import io
 import json
 import math
+import numbers
 import operator
 import os
 import re
 import stat
 import struct
+import threading
 import warnings
 import zipfile
 import zlib
@@ -262,8 +264,9 @@ def load_dataset(
             f"val_fraction + test_fraction must be below 1 to leave training data, but got "
             f"{val_fraction=} and {test_fraction=}; lower one of them (0.15 each is the default)."
         )
-    for arg, value in (("train_samples", train_samples), ("val_samples", val_samples), ("test_samples", test_samples)):
-        _check_samples(arg, value)
+    train_samples = _check_samples("train_samples", train_samples)
+    val_samples = _check_samples("val_samples", val_samples)
+    test_samples = _check_samples("test_samples", test_samples)
 
     raw = _load_raw(name_or_path, data_dir=data_dir, cache_dir=cache_dir)
     _validate_raw(raw)
@@ -402,6 +405,8 @@ def _load_raw(
         if candidate in DATASETS:
             return DATASETS.get(candidate)(data_dir=data_dir, cache_dir=cache)
     path = Path(text).expanduser()
+    if not path.exists() and data_dir and not path.is_absolute():
+        path = Path(data_dir).expanduser() / path  # "pets.zip" with --data-dir /data means /data/pets.zip
     if path.exists():
         return _load_path(path, cache)
     if _looks_like_path(text):
@@ -437,6 +442,11 @@ def _validate_raw(raw: RawDataset) -> None:
         raise DatasetError(
             f"dataset {raw.name!r} loader returned x of shape {raw.x.shape} and y of shape {raw.y.shape}; "
             "x must be (N, C, H, W) with one label per sample. Fix the loader."
+        )
+    if raw.y.dtype.kind not in "iu" or (raw.y_test is not None and raw.y_test.dtype.kind not in "iu"):
+        raise DatasetError(
+            f"dataset {raw.name!r} loader returned labels of dtype {raw.y.dtype}; return int64 class indices "
+            "into `classes`. Fix the loader."
         )
     if raw.y.shape[0] == 0:
         raise DatasetError(f"dataset {raw.name!r} has no samples ({raw.source}); add labelled samples and try again.")
@@ -475,15 +485,16 @@ def _check_seed(seed: int) -> int:
 
 
 def _check_fraction(arg: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
         raise DatasetError(f"{arg} must be a number between 0 and 1 (exclusive), but got {value!r}; try 0.15.")
 
 
-def _check_samples(arg: str, value: int | None) -> None:
+def _check_samples(arg: str, value: int | None) -> int | None:
     if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise DatasetError(f"{arg} must be a whole number > 0 or None for all samples, but got {value!r}.")
+    return int(value)  # numpy integers would not survive json.dumps in the fingerprint
 
 
 def _rng(seed: int, stage: int) -> np.random.Generator:
@@ -603,7 +614,7 @@ def _cached(cache_dir: Path | None, key_parts: Sequence[Any], build: Callable[[]
     raw = build()
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         arrays: dict[str, np.ndarray] = {
             "name": np.array(raw.name),
             "source": np.array(raw.source),
@@ -845,7 +856,8 @@ def _torchvision_fix() -> str:
 
 
 def _default_download_root() -> Path:
-    return Path(os.environ.get("MOCA_HOME", "moca_runs")) / "datasets"  # downloads stay in the workspace
+    # Same rule as nas_core.workspace.default_workspace(): downloads stay in the workspace.
+    return Path(os.environ.get("MOCA_HOME") or "moca_runs") / "datasets"
 
 
 def _check_cifar10(data_dir: str | None) -> str | None:
@@ -935,6 +947,8 @@ def _walk_folder(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
             if _is_hidden([fname]) or not _is_image_name(fname):
                 continue
             path = Path(dirpath) / fname
+            if not path.is_file():
+                continue  # a dangling link is not a sample
             st = path.stat()
             count += 1
             total += st.st_size
@@ -949,9 +963,17 @@ def _walk_folder(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
 
 def _load_folder(root: Path, name: str, listing: list[tuple[Path, os.stat_result]]) -> RawDataset:
     entries = [
-        _ImageEntry(label=f"file {str(p)!r}", parts=p.relative_to(root).parts, read=p.read_bytes) for p, _ in listing
+        _ImageEntry(label=f"file {str(p)!r}", parts=p.relative_to(root).parts, read=partial(_read_file, p))
+        for p, _ in listing
     ]
     return _images_to_raw(entries, name=name, origin=str(root), source=f"{root} (folder of class sub-folders)")
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"file {str(path)!r} cannot be read ({exc}); check its permissions.") from exc
 
 
 def _load_zip(path: Path, name: str) -> RawDataset:
@@ -1067,8 +1089,7 @@ def _decode_rgb(entry: _ImageEntry, size: tuple[int, int]) -> np.ndarray:
         raise DatasetError(f"{entry.label} is too large to decode safely ({exc}); shrink the image.") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DatasetError(
-            f"{entry.label} is not a valid image ({type(exc).__name__}: {exc}); remove it or replace it "
-            "with a PNG or JPEG file."
+            f"{entry.label} is not a valid image ({exc}); remove it or replace it with a PNG or JPEG file."
         ) from exc
 
 
