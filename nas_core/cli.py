@@ -181,7 +181,9 @@ def _cmd_search(args: argparse.Namespace) -> int:
         nonlocal bar
         if args.quiet:
             return
-        if bar is None:  # created on the first event, so a dataset error prints no empty bar
+        if bar is None:
+            if not isinstance(event, ev.TrialStarted):
+                return  # the bar starts with the first trial, so an early error prints no empty bar
             from tqdm import tqdm
 
             bar = tqdm(total=config.trials, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)

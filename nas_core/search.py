@@ -254,7 +254,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
             heartbeat_interval=30,
             grace_period=120,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=1),
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
         )
     except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

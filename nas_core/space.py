@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from nas_core.errors import SearchSpaceError
+from nas_core.errors import ConfigError, RegistryError, SearchSpaceError
 from nas_core.genotype import Architecture, BlockSpec, HeadSpec, TrainingRecipe
 from nas_core.registry import Registry
 
@@ -157,7 +157,8 @@ class SearchSpace:
         return [p.name for p in self.params]
 
     def validate(self) -> SearchSpace:
-        SPACE_BUILDERS.get(self.kind)
+        if self.kind not in SPACE_BUILDERS:
+            raise SearchSpaceError(f"unknown search-space kind {self.kind!r}; use one of {', '.join(SPACE_BUILDERS.names())}.")
         names = set(self.names())
         for p in self.params:
             p.validate()
@@ -175,7 +176,12 @@ class SearchSpace:
         # Build the smallest and the largest corner once, so a broken edit fails here and not in trial 7.
         for pick in (0, -1):
             values = _corner(self, pick)
-            self.build(values, input_shape=(1, 8, 8), num_classes=2, epochs=1)
+            try:
+                self.build(values, input_shape=(1, 8, 8), num_classes=2, epochs=1)
+            except (ConfigError, RegistryError) as exc:
+                if isinstance(exc, SearchSpaceError):
+                    raise
+                raise SearchSpaceError(f"space {self.name!r} builds an invalid network at its {'low' if pick == 0 else 'high'} corner: {exc}") from None
         return self
 
     def sample(self, trial: _TrialLike) -> dict[str, Any]:

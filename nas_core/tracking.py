@@ -54,9 +54,11 @@ class Tracker:
             return None
         try:
             os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
-            for noisy in ("alembic", "mlflow"):  # MLflow logs its DB migrations at INFO on first use
-                logging.getLogger(noisy).setLevel(logging.WARNING)
             from mlflow.tracking import MlflowClient
+
+            # MLflow configures its logger on import and logs its DB migrations at INFO on first use.
+            for noisy in ("alembic", "mlflow"):
+                logging.getLogger(noisy).setLevel(logging.WARNING)
 
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             name = f"moca-{self.study_name}"
