@@ -248,17 +248,24 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
     url = config.storage_url()
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
-            heartbeat_interval=30,
-            grace_period=120,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-        )
-    except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
+    storage = None
+    for attempt in range(5):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
+                heartbeat_interval=30,
+                grace_period=120,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
+            # Workers starting together race to create the tables; the loser retries and finds them made.
+            if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation")):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
     space = config.search_space()
     sampler = SAMPLERS.get(config.sampler)(seed=config.seed, space=space, trials=config.trials, n_objectives=len(config.objectives))
     pruner = PRUNERS.get(config.pruner)(epochs=config.epochs) if config.pruner in PRUNERS else None
@@ -275,10 +282,9 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
         return study
     if not create:
         raise ConfigError(f"study {name!r} does not exist in {url}; run `search` first or check --study.")
-    if len(config.directions) == 1:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, direction=config.directions[0])
-    else:
-        study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=config.directions)
+    # load_if_exists: another worker may create the same study between our check and this call.
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=config.directions,
+                                load_if_exists=True)
     study.set_user_attr("objectives", list(config.objectives))
     study.set_user_attr("config", config.to_dict())
     study.set_user_attr("space", space.to_dict())
@@ -405,6 +411,9 @@ def run_search(
         try:
             sampled = space.sample(trial)
             arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
+            prepare = getattr(fidelity, "prepare_architecture", None)
+            if prepare is not None:  # e.g. cached binds blocks to the module library: the trial records the bound network
+                arch = prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
             recipe = replace(recipe, patience=config.patience)
             candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
             chash = candidate.candidate_hash()
