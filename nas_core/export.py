@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import json
 import platform
 import shutil
@@ -19,6 +20,7 @@ from nas_core.genotype import Architecture, ModelConfig
 
 __all__ = [
     "trial_config",
+    "with_final_results",
     "load_config",
     "build_model",
     "load_weights",
@@ -37,7 +39,8 @@ __all__ = [
 EXPORT_FORMATS = ("torchscript", "onnx", "safetensors")
 
 
-def package_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple[tuple[str, str], ...]:
     from importlib import metadata
 
     out = {"python": platform.python_version()}
@@ -49,7 +52,12 @@ def package_versions() -> dict[str, str]:
     from nas_core import __version__
 
     out["moca-nas"] = __version__
-    return out
+    return tuple(out.items())
+
+
+def package_versions() -> dict[str, str]:
+    """Versions recorded in every config's provenance (read once: metadata lookups cost ~25 ms)."""
+    return dict(_package_versions())
 
 
 def trial_config(candidate: ModelConfig, *, metrics: dict[str, Any], latency: dict[str, Any], study: str, trial: int, seed: int,
@@ -140,11 +148,33 @@ def load_weights(model: Any, path: str | Path) -> Any:
 # --- study tables and outputs ----------------------------------------------------------------
 
 
+def with_final_results(study: Any, trials: list[Any]) -> list[Any]:
+    """Trials with their post-search record laid over their user attributes.
+
+    Optuna freezes a finished trial, so a fidelity's second phase (e.g. the cached fidelity's
+    end-to-end fine-tune) stores each trial's final ``metrics``/``config`` in the study user
+    attribute ``final_results`` ({trial number: {...}}); every table and output reads them through here.
+    """
+    final = study.user_attrs.get("final_results") or {}
+    if not final:
+        return trials
+    import copy
+
+    out = []
+    for t in trials:
+        record = final.get(str(t.number))
+        if record:
+            t = copy.copy(t)
+            t.user_attrs = {**t.user_attrs, **record}
+        out.append(t)
+    return out
+
+
 def study_rows(study: Any) -> list[dict[str, Any]]:
     """One flat dict per trial: number, state, values, metrics, params, duration, reason, MLflow run id."""
     objectives = study.user_attrs.get("objectives") or [f"value_{i}" for i in range(len(study.directions))]
     rows = []
-    for t in study.get_trials(deepcopy=False):
+    for t in with_final_results(study, study.get_trials(deepcopy=False)):
         metrics = t.user_attrs.get("metrics", {})
         row: dict[str, Any] = {
             "number": t.number,
@@ -158,7 +188,7 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
         }
         for i, name in enumerate(objectives):
             row[f"objective_{name}"] = t.values[i] if t.values is not None and i < len(t.values) else None
-        for k in ("val_accuracy", "test_accuracy", "macro_f1", "params", "flops", "latency_ms", "size_mb", "epochs_trained", "proxy_accuracy", "final_accuracy"):
+        for k in ("val_accuracy", "test_accuracy", "macro_f1", "params", "flops", "latency_ms", "size_mb", "epochs_trained", "proxy_accuracy", "final_accuracy", "proxy_score"):
             if k in metrics:
                 row[k] = metrics[k]
         for k, v in t.params.items():
@@ -178,7 +208,7 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     from nas_core.pareto import pareto_front
     from nas_core.search import OBJECTIVES
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "metrics" in t.user_attrs]
+    trials = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if "metrics" in t.user_attrs]
     if not trials:
         return [], []
     objectives = study.user_attrs.get("objectives") or ["accuracy"]

@@ -21,7 +21,7 @@ from typing import Any
 from nas_core import events as ev
 from nas_core.errors import ConfigError, NasCoreError
 from nas_core.registry import Registry
-from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir
+from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
 
 __all__ = [
     "OBJECTIVES",
@@ -66,7 +66,8 @@ def _population(trials: int | None) -> int:
 def _tpe(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
     import optuna
 
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
+    # multivariate over the shared parameters; group=True would re-decompose every trial's space on each ask (quadratic).
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, warn_independent_sampling=False, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
 
 
 @SAMPLERS.register("nsga2")
@@ -248,6 +249,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
     url = config.storage_url()
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    tune_sqlite()
     storage = None
     for attempt in range(5):
         try:

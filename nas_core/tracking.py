@@ -56,6 +56,10 @@ class Tracker:
             os.environ.setdefault("MLFLOW_ENABLE_ASYNC_LOGGING", "false")
             from mlflow.tracking import MlflowClient
 
+            from nas_core.workspace import tune_sqlite
+
+            tune_sqlite()
+
             # MLflow configures its logger on import and logs its DB migrations at INFO on first use.
             for noisy in ("alembic", "mlflow"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -55,3 +55,37 @@ def list_studies(workspace: str | Path, storage: str | None = None) -> list[dict
         )
     out.sort(key=lambda d: str(d["started"] or ""), reverse=True)
     return out
+
+
+_SQLITE_TUNED = False
+
+
+def tune_sqlite() -> None:
+    """Make every SQLite connection of this process use WAL + ``synchronous=NORMAL``.
+
+    With the default rollback journal each Optuna ``suggest``/``set_user_attr`` is an fsync'ed commit
+    (~10 ms each on a laptop disk, ~40 per trial). WAL with NORMAL sync is SQLite's recommended mode
+    for applications: an app crash loses nothing, a power cut at most the last transactions.
+    ``MOCA_SQLITE_WAL=0`` keeps the rollback journal (for network drives where WAL's shared memory fails).
+    """
+    global _SQLITE_TUNED
+    if _SQLITE_TUNED or os.environ.get("MOCA_SQLITE_WAL", "1") == "0":
+        return
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            cur = dbapi_connection.cursor()
+            try:
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            except sqlite3.OperationalError:
+                pass  # a locked or read-only database keeps its mode
+            finally:
+                cur.close()
+
+    _SQLITE_TUNED = True
