@@ -67,7 +67,7 @@ def _tpe(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any
     import optuna
 
     # multivariate over the shared parameters; group=True would re-decompose every trial's space on each ask (quadratic).
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, warn_independent_sampling=False, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
 
 
 @SAMPLERS.register("nsga2")
