@@ -293,6 +293,19 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
     return study
 
 
+class _GridExhausted(Exception):
+    """Every point of the grid has been tried (GridSampler asks for a stop Optuna only allows inside optimize)."""
+
+
+def _tell(study: Any, trial: Any, values: Any = None, **kwargs: Any) -> None:
+    try:
+        study.tell(trial, values, **kwargs)
+    except RuntimeError as exc:
+        if "stop" not in str(exc).lower():
+            raise
+        raise _GridExhausted() from None  # the trial itself was recorded before the sampler's hook raised
+
+
 class _Heartbeat:
     """Records Optuna heartbeats for the running trial (ask/tell has no heartbeat thread of its own)."""
 
@@ -395,7 +408,11 @@ def run_search(
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     reason = "budget"
     n_run = 0
+    grid_done = False
     while True:
+        if grid_done:
+            reason = "grid exhausted"
+            break
         if stop_event.is_set():
             reason = "stopped"
             break
@@ -429,10 +446,13 @@ def run_search(
                 for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy", "mlflow_run_id"):
                     if key in src.user_attrs:
                         trial.set_user_attr(key, src.user_attrs[key])
-                study.tell(trial, old_values)
                 state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
                 metrics = dict(src.user_attrs.get("metrics", {}))
                 counts["COMPLETE"] += 1
+                try:
+                    _tell(study, trial, old_values)
+                except _GridExhausted:
+                    grid_done = True
                 _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
                                              metrics=metrics, duration_s=time.perf_counter() - t0))
                 continue
@@ -475,9 +495,11 @@ def run_search(
                                        state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
             if run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
-            study.tell(trial, values)
+            _tell(study, trial, values)
             state = "COMPLETE"
             seen.setdefault(chash, (trial.number, values))
+        except _GridExhausted:
+            state, grid_done = "COMPLETE", True
         except optuna.TrialPruned as exc:
             state, why = "PRUNED", str(exc) or "pruned"
         except StopRequested as exc:
@@ -496,7 +518,10 @@ def run_search(
                                        tags={"reason": why[:500]})
             if run_id:
                 trial.set_user_attr("mlflow_run_id", run_id)
-            study.tell(trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+            try:
+                _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+            except _GridExhausted:
+                grid_done = True
         counts[state] += 1
         _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
                                      metrics=metrics, duration_s=time.perf_counter() - t0))

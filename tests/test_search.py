@@ -157,3 +157,19 @@ def test_single_objective_with_median_pruner(tmp_path: Path) -> None:
     study = optuna.load_study(study_name="so", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert study.direction.name == "MAXIMIZE"
     assert study.trials[0].intermediate_values  # per-epoch values reported for the pruner
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "nsga3", "random", "gp", "grid"])
+def test_every_sampler_runs_a_real_search(tmp_path: Path, sampler: str) -> None:
+    space = "seed-cnn"
+    if sampler == "grid":  # a two-point grid: pooling on/off; the third trial finds it exhausted
+        path = Path(_one_point_space(tmp_path))
+        data = json.loads(path.read_text())
+        del data["params"]["pooling"]
+        path.write_text(json.dumps(data))
+        space = str(path)
+    result = run_search(SearchConfig(trials=3 if sampler == "grid" else 2, workspace=str(tmp_path), study=f"s-{sampler}",
+                                     sampler=sampler, space=space, tracking=False, **{**TINY, "epochs": 1}))
+    assert result.n_complete == 2 and result.best_config
+    if sampler == "grid":
+        assert result.reason == "grid exhausted"
