@@ -67,6 +67,27 @@ def run(trials: int, sampler: str, tracking: bool) -> dict[str, float]:
                 "events": n_events, "complete": snap.n_complete}
 
 
+def stop_latency(repeats: int = 3) -> dict[str, float]:
+    """Seconds from ``stop()`` to the runner being idle, with a real digits trial mid-epoch."""
+    import threading
+
+    from nas_core.events import EpochProgress
+
+    times = []
+    for i in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            config = SearchConfig(dataset="digits", trials=5, epochs=500, patience=500, workspace=tmp, study=f"stop{i}",
+                                  tracking=True, device="cpu", seed=i)
+            runner = RunnerRegistry().start(config)
+            training = threading.Event()
+            runner.subscribe(lambda e: isinstance(e, EpochProgress) and e.epoch >= 2 and training.set())
+            training.wait(300)
+            t0 = time.perf_counter()
+            runner.stop(wait=120)
+            times.append(time.perf_counter() - t0)
+    return {"stop_to_idle_s": max(times), "all_s": times}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=500)
@@ -84,6 +105,7 @@ def main() -> None:
         "without_mlflow": no_tracking,
         "mlflow_ms_per_trial": full["ms_per_trial"] - no_tracking["ms_per_trial"],
         "meets_goal": full["ms_per_trial"] <= 50,
+        "stop": stop_latency(),
         "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
     }
     results = ROOT / "benchmarks" / "results"

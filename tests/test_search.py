@@ -173,3 +173,21 @@ def test_every_sampler_runs_a_real_search(tmp_path: Path, sampler: str) -> None:
     assert result.n_complete == 2 and result.best_config
     if sampler == "grid":
         assert result.reason == "grid exhausted"
+
+
+def test_a_nan_loss_is_a_fail_with_its_reason(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import torch
+
+    real = FIDELITIES.get("train")
+
+    def poisoned(ctx):  # type: ignore[no-untyped-def]
+        ctx.data = dataclasses.replace(ctx.data, x_train=torch.full_like(ctx.data.x_train, float("nan")))
+        return real(ctx)
+
+    monkeypatch.setitem(FIDELITIES._entries, "train", poisoned)
+    result = run_search(SearchConfig(trials=1, workspace=str(tmp_path), study="nan", tracking=False, **TINY))
+    study = optuna.load_study(study_name="nan", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert result.n_failed == 1 and result.best_config is None and result.reason == "no trials completed"
+    assert "diverged" in study.trials[0].user_attrs["reason"]
