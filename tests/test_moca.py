@@ -1,0 +1,131 @@
+"""Tests for nas_core.moca: binding to library blocks, prefix-feature cache reuse, the cached fidelity and its fine-tune phase."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from nas_core import moca
+from nas_core.assemble import assemble
+from nas_core.data import load_dataset
+from nas_core.evaluate import FIDELITIES, FINALIZERS, EvalContext
+from nas_core.genotype import Architecture, BlockSpec, HeadSpec, TrainingRecipe
+from nas_core.library import build_library, open_library
+from nas_core.moca import FeatureCache, bind_architecture, cache_stats, frozen_prefix, reset_cache_stats
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = tmp_path_factory.mktemp("moca")
+    build_library(dataset="digits", workspace=ws, minutes=0.02, train_samples=300, donors=("conv-a", "sepconv-a"), min_steps=10)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def data():  # type: ignore[no-untyped-def]
+    return load_dataset("digits", seed=0, train_samples=300, val_samples=100)
+
+
+def _arch(head: HeadSpec = HeadSpec()) -> Architecture:
+    stem = BlockSpec("conv", {"out_channels": 24, "stride": 1})
+    stages = ((BlockSpec("conv", {"out_channels": 64, "stride": 2}), BlockSpec("conv", {"out_channels": 64})),
+              (BlockSpec("attention", {"heads": 2}),))
+    return Architecture((1, 8, 8), 10, stages, head, stem=stem)
+
+
+def test_registered() -> None:
+    assert "cached" in FIDELITIES and "cached" in FINALIZERS
+
+
+def test_bind_uses_library_blocks_and_keeps_strides(workspace: Path) -> None:
+    lib = open_library(workspace)
+    bound = bind_architecture(_arch(), lib, dataset="digits")
+    blocks = bound.blocks()
+    for spec in blocks[:3]:
+        meta = lib.get(spec.library_id)
+        assert spec.sha256 == meta.sha256 and spec.kind == meta.kind == "conv"
+        assert spec.params["in_channels"] == meta.in_channels
+    assert blocks[1].params["stride"] == 2 and blocks[2].params.get("stride", 1) == 1
+    assert blocks[3].library_id is None  # attention has no library block at this width: it is trained
+    assert bound.to_dict()["stem"]["library_id"]  # the downloadable config names blocks by id + sha256
+    model = assemble(bound)
+    assert frozen_prefix(model) >= 1
+
+
+def test_second_candidate_sharing_a_prefix_computes_no_features(workspace: Path, data, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    reset_cache_stats()
+    for f in (workspace / "cache" / "features").glob("*"):
+        f.unlink()
+    calls = []
+    real = moca._run_prefix
+    monkeypatch.setattr(moca, "_run_prefix", lambda *a, **k: calls.append(1) or real(*a, **k))
+    lib = open_library(workspace)
+    first = bind_architecture(_arch(), lib, dataset="digits")
+    second = replace(first, head=HeadSpec(hidden=(32,), dropout=0.1))  # same blocks, different head
+    recipe = TrainingRecipe(epochs=1)
+    r1 = moca.cached_fidelity(EvalContext(arch=first, recipe=recipe, data=data, workspace=workspace))
+    assert len(calls) == 3 and r1.extra["cache"]["trial_misses"] == 3  # train, val, test computed once
+    r2 = moca.cached_fidelity(EvalContext(arch=second, recipe=recipe, data=data, workspace=workspace))
+    assert len(calls) == 3, "the second candidate recomputed prefix features"
+    assert r2.extra["cache"]["trial_misses"] == 0 and r2.extra["cache"]["trial_hits"] == 3
+    assert cache_stats(workspace).hit_rate == pytest.approx(0.5)
+    assert r2.extra["frozen_prefix_layers"] == r1.extra["frozen_prefix_layers"] >= 1
+    # a fresh process (empty memory cache) reads the features from disk instead of computing them
+    reset_cache_stats()
+    moca.cached_fidelity(EvalContext(arch=second, recipe=recipe, data=data, workspace=workspace))
+    assert len(calls) == 3 and cache_stats(workspace).disk_hits == 3
+
+
+def test_frozen_blocks_keep_their_library_weights(workspace: Path, data) -> None:  # type: ignore[no-untyped-def]
+    lib = open_library(workspace)
+    arch = bind_architecture(_arch(), lib, dataset="digits")
+    result = moca.cached_fidelity(EvalContext(arch=arch, recipe=TrainingRecipe(epochs=1), data=data, workspace=workspace))
+    model = assemble(arch)
+    model.load_state_dict(result.state_dict)
+    for info, layer in zip(model.layers_info, model.body):
+        if info.spec is not None and info.spec.library_id and not info.adapter:
+            for key, value in lib.load_state(info.spec.library_id).items():
+                assert torch.equal(layer.state_dict()[key], value), f"{info.name}.{key} changed while frozen"
+    assert result.extra["proxy"] == "cached" and 0 <= result.extra["proxy_accuracy"] <= 1
+    assert result.extra["trainable_params"] < result.metrics["params"]
+
+
+def test_feature_cache_lru_and_torn_files(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path, max_bytes=3 * 100 * 2)  # room for three float16 tensors of 100 values
+    for i in range(4):
+        cache.get_or_compute(f"k{i}", lambda i=i: torch.full((100,), float(i)))
+    assert cache.misses == 4 and "k0" not in cache._mem
+    assert float(cache.get_or_compute("k0", lambda: torch.zeros(1))[0]) == 0.0 and cache.disk_hits == 1
+    (tmp_path / "k1.safetensors").write_bytes(b"garbage")
+    cache._mem.clear()
+    assert float(cache.get_or_compute("k1", lambda: torch.full((100,), 7.0))[0]) == 7.0 and cache.misses == 5
+
+
+def test_cached_search_records_proxy_and_final_and_retrains_from_the_library(workspace: Path, tmp_path: Path) -> None:
+    from nas_core.export import load_config, retrain
+    from nas_core.search import SearchConfig, run_search
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace / "library", ws / "library")
+    result = run_search(SearchConfig(
+        dataset="digits", trials=3, epochs=2, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
+        train_samples=200, val_samples=80, study="cached-e2e",
+        fidelity_options={"finetune_top_k": 1, "finetune_epochs": 1}))
+    assert result.n_complete == 3 and result.best_config
+    best = json.loads(Path(result.best_config).read_text())
+    m = best["metrics"]
+    assert m["proxy"] == "cached" and 0 <= m["proxy_accuracy"] <= 1 and m["final_accuracy"] == m["val_accuracy"]
+    refs = best["provenance"]["library_blocks"]
+    assert refs and all(len(r["sha256"]) == 64 for r in refs)
+    assert best["provenance"]["finetune"]["epochs"] == 1
+    assert any(b.get("library_id") for stage in best["architecture"]["stages"] for b in stage)
+    out = retrain(load_config(result.best_config), workspace=ws, epochs=1, train_samples=100)
+    assert out["init"].startswith("library weights") and not out["notes"]
+    shutil.rmtree(ws / "library")
+    out = retrain(load_config(result.best_config), workspace=ws, epochs=1, train_samples=100)
+    assert out["init"] == "from scratch" and "trained from scratch" in out["notes"][0]
