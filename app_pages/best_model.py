@@ -69,7 +69,7 @@ if details["duplicate_of"] is not None:
 tab_arch, tab_metrics, tab_dl, tab_retrain = st.tabs(["Architecture", "Metrics", "Downloads", "Retrain longer"])
 
 with tab_arch:
-    diagram, table = st.columns([2, 3])
+    diagram, table = st.columns([1, 2])
     try:
         diagram.graphviz_chart(dashboard.architecture_dot(config.architecture))
         table.dataframe(dashboard.layer_table(config.architecture), hide_index=True, key="bm_layers",

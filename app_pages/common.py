@@ -62,11 +62,9 @@ def sidebar() -> None:
                 st.session_state["study"] = pending
             if st.session_state.get("study") not in names:
                 st.session_state["study"] = next((n for n in running if n in names), names[0])
-            counts = {s["name"]: s["n_trials"] for s in items}
-            st.selectbox("Study", names, key="study",
-                         format_func=lambda n: f"{n} · {counts[n]} trials" + (" · running" if n in running else ""),
-                         help="The study shown on Results, Best Model and Analytics.")
-            with st.expander(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} in this workspace"):
+            # Plain names: a label that changes while the value stays the same is not redrawn by the browser.
+            st.selectbox("Study", names, key="study", help="The study shown on Results, Best Model and Analytics.")
+            with st.expander(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} in this workspace", expanded=len(items) <= 4):
                 for s in items:
                     objectives = ", ".join(s["attrs"].get("objectives") or [])
                     dataset = (s["attrs"].get("dataset") or {}).get("name") or (s["attrs"].get("config") or {}).get("dataset", "")

@@ -108,11 +108,38 @@ def retrain_for(model: Any, data: Any, recipe: Any, *, seconds: float, arm: str,
             "history": [{k: v for k, v in r.items()} for r in history], "latency_how": measured["latency"]["how"]}
 
 
+# Both spaces are trimmed the same way for a CPU budget: no full-resolution stages, at most 64-128 channels.
+SPACES = {
+    "modular": {"base": "modular", "name": "modular-cpu", "params": {"stem_stride": {"choices": [2]}, "stage_channels": {"choices": [16, 32, 64]}}},
+    "seed-cnn": {"base": "seed-cnn", "name": "seed-cnn-cpu", "params": {
+        "pooling": {"type": "categorical", "choices": [True]}, "conv_filters": {"choices": [32, 64, 128]}, "n_conv": {"high": 3},
+        "fc_units": {"choices": [64, 128, 256]}}},
+}
+
+
+def pick_for_budget(result: Any, data: Any, seconds: float, *, min_epochs: int, arm: str, recipe: Any = None) -> tuple[Any, Path]:
+    """The most accurate Pareto config that can train ``min_epochs`` full epochs in ``seconds`` (else the fastest)."""
+    from nas_core.export import build_model, load_config
+
+    folder = Path(result.best_config).parent
+    options = []
+    for path in sorted((folder / "pareto").glob("trial_*.json")):
+        cfg = load_config(path)
+        epoch_s = _epoch_seconds(build_model(cfg), data, recipe or cfg.training, batches=6)
+        options.append((cfg, path, epoch_s))
+        _log(arm, f"pareto {path.stem}: val {cfg.metrics.get('val_accuracy', 0):.4f}, {cfg.metrics.get('params', 0):,} params, "
+                  f"~{epoch_s:.0f} s/epoch")
+    fits = [o for o in options if o[2] * min_epochs <= seconds]
+    cfg, path, _ = max(fits, key=lambda o: o[0].metrics.get("val_accuracy", 0)) if fits else min(options, key=lambda o: o[2])
+    return cfg, path
+
+
 def _search(arm: str, ws: Path, *, space: str, fidelity: str, timeout: float, args: Any, options: dict[str, Any]) -> Any:
     from nas_core.search import SearchConfig, run_search
 
     cfg = SearchConfig(dataset="fashion-mnist", trials=None, timeout=timeout, seed=0, workspace=str(ws), study=f"fmnist-{arm}",
-                       objectives=("accuracy", "params"), space=space, sampler="tpe", fidelity=fidelity, epochs=args.search_epochs,
+                       objectives=("accuracy", "params"), space=space, space_data=SPACES[space], sampler="tpe", fidelity=fidelity,
+                       epochs=args.search_epochs,
                        patience=3, train_samples=args.search_train, val_samples=args.search_val, tracking=False,
                        fidelity_options=options)
 
@@ -142,7 +169,8 @@ def _pareto_small(study_name: str, ws: Path, limit: int = 100_000) -> dict[str, 
 
 
 def arm_moca(args: Any) -> dict[str, Any]:
-    from nas_core.export import build_model, load_config, load_weights
+    from nas_core.export import build_model, load_weights
+    from nas_core.genotype import TrainingRecipe
     from nas_core.library import build_library, load_library_weights
     from nas_core.moca import cache_stats
 
@@ -156,20 +184,23 @@ def arm_moca(args: Any) -> dict[str, Any]:
     phase = args.budget_s * args.search_fraction
     finetune_reserve = 0.2 * phase
     search_timeout = max(60.0, phase - library_s - finetune_reserve)
-    opts = {"finetune_top_k": 2, "finetune_epochs": 4, "cached_epochs": 2}
+    opts = {"finetune_top_k": 2, "finetune_epochs": 3, "finetune_seconds": finetune_reserve, "cached_lr": 3e-3}
     res = _search("moca", ws, space="modular", fidelity="cached", timeout=search_timeout, args=args, options=opts)
     search_s = time.perf_counter() - start
     _log("moca", f"search phase done at {search_s:.0f} s: {res.n_complete} complete; best {res.best_config}")
-    cfg = load_config(res.best_config)
+    remaining = args.budget_s - (time.perf_counter() - start) - args.eval_reserve_s
+    # the fine-tune phase's recipe (Adam 1e-3, batch 64): the proxy phase never evaluated the sampled one
+    recipe = TrainingRecipe(optimizer="adam", lr=1e-3, batch_size=64)
+    cfg, path = pick_for_budget(res, data, remaining, min_epochs=args.min_retrain_epochs, arm="moca", recipe=recipe)
     model = build_model(cfg)
-    weights = Path(res.best_config).parent / "best_weights.safetensors"
+    weights = Path(res.best_config).parent / "weights" / f"{path.stem}.safetensors"
     if weights.exists():
         load_weights(model, weights)
-        init = "fine-tuned search weights (library blocks + adapters, fine-tuned end to end)"
+        init = f"search weights of {path.stem} (library blocks + adapters{', fine-tuned end to end' if cfg.metrics.get('final_accuracy') else ''})"
     else:
         init = f"library weights for {load_library_weights(model, cfg, workspace=ws)} blocks"
     remaining = args.budget_s - (time.perf_counter() - start) - args.eval_reserve_s
-    final = retrain_for(model, data, cfg.training, seconds=remaining, arm="moca")
+    final = retrain_for(model, data, recipe, seconds=remaining, arm="moca")
     wall = time.perf_counter() - start
     return {"arm": "moca", "wall_s": wall, "library_s": library_s, "library_blocks": len(lib), "search_phase_s": search_s,
             "n_trials": res.n_complete, "n_failed": res.n_failed, "feature_cache": cache_stats(ws).to_dict(),
@@ -190,7 +221,7 @@ def _reference_arch(input_shape: tuple[int, int, int], num_classes: int) -> Any:
 def arm_baseline(args: Any) -> dict[str, Any]:
     from nas_core.assemble import assemble
     from nas_core.evaluate import set_seed
-    from nas_core.export import build_model, load_config
+    from nas_core.export import build_model
     from nas_core.genotype import TrainingRecipe
 
     ws = Path(args.workspace) / "baseline"
@@ -200,7 +231,8 @@ def arm_baseline(args: Any) -> dict[str, Any]:
     res = _search("baseline", ws, space="seed-cnn", fidelity="train", timeout=args.budget_s * args.search_fraction, args=args, options={})
     search_s = time.perf_counter() - start
     _log("baseline", f"search phase done at {search_s:.0f} s: {res.n_complete} complete")
-    cfg = load_config(res.best_config)
+    remaining = args.budget_s - (time.perf_counter() - start) - args.eval_reserve_s
+    cfg, _ = pick_for_budget(res, data, remaining, min_epochs=args.min_retrain_epochs, arm="baseline")
     set_seed(0)
     model = build_model(cfg)
     remaining = args.budget_s - (time.perf_counter() - start) - args.eval_reserve_s
@@ -271,6 +303,7 @@ def main() -> int:
     ap.add_argument("--search-val", type=int, default=1500)
     ap.add_argument("--search-epochs", type=int, default=6)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--min-retrain-epochs", type=int, default=8, help="retrain the most accurate Pareto config that fits this many epochs")
     ap.add_argument("--sequential", action="store_true", help="run the arms one after the other in this process")
     ap.add_argument("--workspace", default=str(ROOT / "work" / "fashion_mnist"))
     ap.add_argument("--out", default=str(ROOT / "results"))

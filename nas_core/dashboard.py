@@ -576,6 +576,9 @@ def history_figures(study: Any) -> list[tuple[str, Any]]:
         with _quiet():
             fig = vis.plot_optimization_history(study, target=_target(i), target_name=_objective_label(name))
         fig.update_layout(title=f"Optimization history: {_objective_label(name)}", height=380)
+        values = [t.values[i] for t in _complete(study)]
+        if study.directions[i].name.lower() == "minimize" and values and min(values) > 0:
+            fig.update_yaxes(type="log")  # costs span orders of magnitude; one slow trial must not flatten the rest
         out.append((name, fig))
     return out
 
@@ -1014,6 +1017,8 @@ def compare_studies(workspace: str | Path, first: str, second: str, *, x: str = 
                                      line={"color": color, "shape": "hv", "width": 2}))
     fig.update_layout(title=f"accuracy vs {METRIC_LABELS.get(x, x)}: {first} vs {second}", xaxis_title=METRIC_LABELS.get(x, x),
                       yaxis_title="validation accuracy", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    if len(both) and float(both[x].min()) > 0:
+        fig.update_xaxes(type="log")
     return pd.DataFrame(rows), fig
 
 

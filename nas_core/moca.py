@@ -161,12 +161,12 @@ def frozen_prefix(model: MocaNet) -> int:
 
 
 def _prefix_key(model: MocaNet, k: int) -> list[Any]:
+    """What the prefix's features depend on: each layer's block id + sha256 and its parameters (a library
+    block reused at another stride gives other features), plus the shapes."""
     parts: list[Any] = []
     for info in model.layers_info[:k]:
-        if info.spec is not None and info.spec.library_id:
-            parts.append([info.spec.library_id, info.spec.sha256])
-        else:
-            parts.append([info.kind, sorted((info.spec.params if info.spec else {}).items()), str(info.out_shape)])
+        spec = info.spec.to_dict() if info.spec is not None else {"kind": info.kind}
+        parts.append([spec, str(info.in_shape), str(info.out_shape)])
     return parts
 
 
@@ -365,7 +365,7 @@ def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
 def cached_fidelity(ctx: EvalContext) -> EvalResult:
     """MoCAFT: frozen library blocks + trainable adapters and head, on cached prefix features.
 
-    Options (``SearchConfig.fidelity_options``): ``cached_epochs`` (1), ``cached_lr`` (3e-3),
+    Options (``SearchConfig.fidelity_options``): ``cached_epochs`` (1), ``cached_lr`` (1e-2: one epoch must fit a head on small-scale frozen features),
     ``cached_batch_size`` (64), ``cached_train_samples`` (all), ``cached_test_samples`` (2000: the proxy's
     test accuracy is measured on a fixed subset; the fine-tune phase measures the full test split), ``cache_mb`` (2048),
     ``auto_build_library`` (True), ``library_minutes`` (2).
@@ -411,7 +411,7 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
 
     model.eval()  # frozen blocks keep the donor's batch-norm statistics; train_model switches only `parts` to train mode
 
-    recipe = TrainingRecipe(optimizer="adam", lr=float(opts.get("cached_lr", 3e-3)), weight_decay=0.0,
+    recipe = TrainingRecipe(optimizer="adam", lr=float(opts.get("cached_lr", 1e-2)), weight_decay=0.0,
                             epochs=int(opts.get("cached_epochs", 1)), batch_size=int(opts.get("cached_batch_size", 64)),
                             augmentation="none", patience=10)
     t0 = time.perf_counter()
@@ -500,6 +500,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     ``metrics``/``config`` user attributes get ``final_accuracy``, ``proxy_accuracy`` and the final
     validation/test accuracy; its saved weights become the fine-tuned ones. Options:
     ``finetune_top_k`` (2), ``finetune_epochs`` (min(epochs, 10)), ``finetune_patience`` (3),
+    ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far),
     ``finetune_recipe`` ("fixed": Adam, ``finetune_lr`` 1e-3, ``finetune_batch_size`` 64, recorded as the
     config's training recipe; "sampled": the trial's own recipe).
     """
@@ -513,12 +514,15 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     epochs = int(opts.get("finetune_epochs", min(int(config.epochs), 10)))
     patience = int(opts.get("finetune_patience", 3))
     out_dir = study_dir(workspace, study.study_name)
+    deadline = time.perf_counter() + float(opts.get("finetune_seconds", math.inf))
     done = []
     for trial in _top_k(study, k):
         if stop_event is not None and stop_event.is_set():
             break
         if str(trial.number) in (study.user_attrs.get("final_results") or {}):
             continue  # a resumed study: already fine-tuned
+        if time.perf_counter() > deadline:
+            break
         cfg = ModelConfig.from_dict(trial.user_attrs["config"])
         seed = int(cfg.provenance.get("seed", config.seed))
         set_seed(seed)
@@ -552,11 +556,22 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
                     pass
 
         t0 = time.perf_counter()
+        user_stop = stop_event.is_set if stop_event is not None else (lambda: False)
+        rows: list[dict[str, float]] = []
+
+        def keep(epoch: int, total: int, row: dict[str, float]) -> None:
+            rows.append(row)
+            on_epoch(epoch, total, row)
+
         try:
-            history = train_model(model, data, recipe, device=device, seed=seed, on_epoch=on_epoch,
-                                  should_stop=(stop_event.is_set if stop_event is not None else (lambda: False)))
-        except (StopRequested, Diverged):
-            break
+            history = train_model(model, data, recipe, device=device, seed=seed, on_epoch=keep,
+                                  should_stop=lambda: user_stop() or time.perf_counter() > deadline)
+        except Diverged:
+            continue
+        except StopRequested:
+            if user_stop():
+                break
+            history = rows  # the phase's time budget ran out mid-epoch: the weights so far are the result
         wall = time.perf_counter() - t0
         measured = measure_model(model, data, device)
         m_old = dict(trial.user_attrs.get("metrics", {}))

@@ -263,7 +263,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             break
         except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
             # Workers starting together race to create the tables; the loser retries and finds them made.
-            if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation")):
+            if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint")):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

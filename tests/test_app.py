@@ -89,7 +89,8 @@ def test_unreadable_workspace_shows_an_error_not_a_traceback(tmp_path: Path) -> 
 def test_sidebar_lists_the_studies(tiny_study: Any) -> None:
     at = _app(tiny_study.workspace)
     study = at.sidebar.selectbox(key="study")
-    assert study.value == "tiny" and study.options == ["tiny · 3 trials"]
+    assert study.value == "tiny" and study.options == ["tiny"]
+    assert "**tiny** — 3 trials, digits, accuracy, latency_ms" in _texts(at.sidebar.caption)
     assert at.selectbox(key="study_choice").options == ["New study", "Resume tiny"]
 
 

@@ -129,3 +129,16 @@ def test_cached_search_records_proxy_and_final_and_retrains_from_the_library(wor
     shutil.rmtree(ws / "library")
     out = retrain(load_config(result.best_config), workspace=ws, epochs=1, train_samples=100)
     assert out["init"] == "from scratch" and "trained from scratch" in out["notes"][0]
+
+
+def test_a_block_reused_at_another_stride_does_not_share_cached_features(workspace: Path, data) -> None:  # type: ignore[no-untyped-def]
+    reset_cache_stats()
+    lib = open_library(workspace)
+    one = bind_architecture(_arch(), lib, dataset="digits")
+    stem = one.stem
+    assert stem is not None
+    other = replace(one, stem=replace(stem, params={**stem.params, "stride": 2 if stem.params.get("stride", 1) == 1 else 1}))
+    recipe = TrainingRecipe(epochs=1)
+    moca.cached_fidelity(EvalContext(arch=one, recipe=recipe, data=data, workspace=workspace))
+    result = moca.cached_fidelity(EvalContext(arch=other, recipe=recipe, data=data, workspace=workspace))
+    assert result.extra["cache"]["trial_hits"] == 0
