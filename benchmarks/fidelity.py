@@ -61,11 +61,13 @@ def main() -> int:
     ap.add_argument("--archs", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=6, help="ground-truth training epochs (fixed budget, no early stopping)")
     ap.add_argument("--train", type=int, default=3000)
+    ap.add_argument("--batch-size", type=int, default=32, help="ground-truth and 1-epoch training batch size (default 32)")
     ap.add_argument("--val", type=int, default=1000)
     ap.add_argument("--test", type=int, default=2000)
     ap.add_argument("--max-mflops", type=float, default=8.0, help="FLOPs cap of the sampled networks (keeps ground truth affordable)")
     ap.add_argument("--library-min", type=float, default=3.0)
     ap.add_argument("--library-from", default=None, help="copy this library folder instead of building one")
+    ap.add_argument("--library-build-s", type=float, default=None, help="with --library-from: the measured build time to report")
     ap.add_argument("--cached-options", default=None, help="JSON object overriding the cached fidelity options")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
@@ -96,13 +98,14 @@ def main() -> int:
     if args.library_from:  # reuse a library built on the same split seed (its donors never saw validation or test data)
         shutil.copytree(Path(args.library_from), ws / "library")
         library = open_library(ws)
+        print(f"library copied from {args.library_from} (built in {args.library_build_s} s by the same command)", flush=True)
     else:
         library = build_library(dataset="fashion-mnist", workspace=ws, minutes=args.library_min, seed=args.seed, data=data, min_steps=100,
                                 emit=lambda m: print(m, flush=True))
-    library_s = time.perf_counter() - t0
+    library_s = time.perf_counter() - t0 if not args.library_from else float(args.library_build_s or 0.0)
     archs = sample_architectures(args.archs, data, library, seed=args.seed, max_mflops=args.max_mflops)
     print(f"{len(archs)} architectures; library {library_s:.0f} s", flush=True)
-    recipe = TrainingRecipe(optimizer="adam", lr=1e-3, batch_size=128, epochs=args.epochs, patience=args.epochs + 1)
+    recipe = TrainingRecipe(optimizer="adam", lr=1e-3, batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs + 1)
     cpu = torch.device("cpu")
     rows: list[dict[str, Any]] = []
     for i, arch in enumerate(archs):
@@ -162,7 +165,7 @@ def main() -> int:
     md = ["# Fidelity benchmark: rank correlation with full training (Fashion-MNIST subset)", "",
           f"{len(rows)} architectures sampled (seeded) from the `modular` space (<= {args.max_mflops:g} MFLOPs) and bound to a "
           f"{len(library)}-block library built on the same {args.train}-sample training subset in {library_s:.0f} s (not counted below). "
-          f"Ground truth: trained from scratch for {args.epochs} epochs (Adam 1e-3, batch 128), accuracy on {args.test} official test images "
+          f"Ground truth: trained from scratch for {args.epochs} epochs (Adam 1e-3, batch {args.batch_size}), accuracy on {args.test} official test images "
           f"(range {truth.min():.3f}-{truth.max():.3f}); {truth_s:.0f} s in total. {args.threads} torch threads; the machine was shared.",
           f"Cached options: {CACHED_OPTIONS}; its cost is the whole fidelity call (prefix features on a miss, training, "
           "validation/test prediction, latency and FLOPs measurement). Zero-cost proxies: one minibatch of 64.", "",

@@ -496,9 +496,11 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     """Train the top-k candidates end to end and record final metrics beside the proxy ones.
 
     ``init="library"`` starts from the trial's saved weights (library blocks + trained adapters and
-    head) or the library; ``"scratch"`` from a fresh initialisation. Each fine-tuned trial's
-    ``metrics``/``config`` user attributes get ``final_accuracy``, ``proxy_accuracy`` and the final
-    validation/test accuracy; its saved weights become the fine-tuned ones. Options:
+    head) or the library; ``"scratch"`` from a fresh initialisation. Optuna freezes finished trials, so
+    each fine-tuned trial's new ``metrics``/``config`` (with ``final_accuracy``, ``proxy_accuracy`` and
+    the final validation/test accuracy) go to the study attribute ``final_results``, which
+    :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
+    fine-tuned ones. Options:
     ``finetune_top_k`` (2), ``finetune_epochs`` (min(epochs, 10)), ``finetune_patience`` (3),
     ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far),
     ``finetune_recipe`` ("fixed": Adam, ``finetune_lr`` 1e-3, ``finetune_batch_size`` 64, recorded as the
@@ -579,11 +581,11 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         final = dict(measured["metrics"])
         new_metrics = {**m_old, **final, "proxy_accuracy": proxy_acc, "proxy_test_accuracy": m_old.get("test_accuracy"),
                        "final_accuracy": final["val_accuracy"], "final_test_accuracy": final["test_accuracy"],
-                       "finetune_seconds": wall, "finetune_epochs": len(history), "phase": "finetuned"}
+                       "finetune_seconds": wall, "finetune_epochs": len(history)}
         if "proxy_score" in m_old:
             new_metrics["proxy_score"] = m_old["proxy_score"]
         cfg_dict = dict(trial.user_attrs["config"])
-        cfg_metrics = {**cfg_dict.get("metrics", {}), **{k_: v for k_, v in new_metrics.items() if k_ != "phase"}}
+        cfg_metrics = {**cfg_dict.get("metrics", {}), **new_metrics}
         cfg_metrics["proxy"] = proxy
         cfg_dict["metrics"] = cfg_metrics
         cfg_dict["training"] = replace(recipe, epochs=int(cfg.training.epochs), patience=int(cfg.training.patience)).to_dict()
