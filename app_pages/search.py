@@ -142,6 +142,18 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
     train_samples = left.number_input("Training samples (0 = all)", min_value=0, max_value=10_000_000, value=0, step=100,
                                       key="train_samples", help="Subsample the training split for a quick search.")
     right.caption(dashboard.device_note())
+    if fidelity == "cached":
+        with st.expander("Module library (pretrained blocks the cached fidelity assembles from)"):
+            try:
+                library = dashboard.library_frame(common.workspace())
+            except NasCoreError as exc:
+                st.error(str(exc))
+            else:
+                if library.empty:
+                    st.info("No library in this workspace yet: the first cached search builds one (about 2 minutes), "
+                            "or run `python -m nas_core library build --dataset digits --workspace <workspace>`.")
+                else:
+                    st.dataframe(library, hide_index=True, width="stretch")
     return {
         "study": study_name, "objectives": tuple(objectives), "trials": int(trials), "timeout": float(timeout) or None,
         "epochs": int(epochs), "seed": int(seed), "sampler": sampler, "fidelity": fidelity, "pruner": pruner,

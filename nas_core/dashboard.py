@@ -1162,3 +1162,12 @@ def _first_line(exc: BaseException) -> str:
 
 def jsonable_params(params: dict[str, Any]) -> str:
     return json.dumps(params, indent=2, default=str)
+
+
+def library_frame(workspace: str | Path) -> pd.DataFrame:
+    """The module library of the workspace as a table (empty when none has been built yet)."""
+    from nas_core.library import library_dir, library_rows
+
+    if not library_dir(workspace).exists():
+        return pd.DataFrame()
+    return pd.DataFrame(library_rows(workspace))

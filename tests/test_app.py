@@ -294,3 +294,16 @@ def test_start_refuses_a_second_start_and_stop_keeps_the_study(tmp_path: Path) -
     finally:
         for r in registry.running(tmp_path):
             r.stop(wait=30)
+
+
+def test_cached_fidelity_shows_the_module_library(tmp_path: Path) -> None:
+    from nas_core.library import build_library
+
+    at = _app(tmp_path)
+    at.selectbox(key="fidelity").set_value("cached").run()
+    assert any("No library in this workspace yet" in t for t in _texts(at.info))
+    build_library(dataset="digits", workspace=tmp_path, minutes=0.02, train_samples=300, donors=("conv-a",), min_steps=10)
+    at.run()
+    table = at.dataframe[-1].value
+    assert len(table) > 0 and {"id", "kind", "params", "sha256", "donor_accuracy"} <= set(table.columns)
+    assert set(table["status"]) == {"ok"}
