@@ -501,7 +501,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     the final validation/test accuracy) go to the study attribute ``final_results``, which
     :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
     fine-tuned ones. Options:
-    ``finetune_top_k`` (2), ``finetune_epochs`` (min(epochs, 10)), ``finetune_patience`` (3),
+    ``finetune_top_k`` (2), ``finetune_epochs`` (the search's epochs), ``finetune_patience`` (the search's patience),
     ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far),
     ``finetune_recipe`` ("fixed": Adam, ``finetune_lr`` 1e-3, ``finetune_batch_size`` 64, recorded as the
     config's training recipe; "sampled": the trial's own recipe).
@@ -513,8 +513,9 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
 
     opts = dict(getattr(config, "fidelity_options", {}) or {})
     k = int(opts.get("finetune_top_k", 2))
-    epochs = int(opts.get("finetune_epochs", min(int(config.epochs), 10)))
-    patience = int(opts.get("finetune_patience", 3))
+    # by default the finalists train like a full-fidelity trial (the search's epochs and patience), from library weights
+    epochs = int(opts.get("finetune_epochs", int(config.epochs)))
+    patience = int(opts.get("finetune_patience", int(getattr(config, "patience", 5))))
     out_dir = study_dir(workspace, study.study_name)
     deadline = time.perf_counter() + float(opts.get("finetune_seconds", math.inf))
     done = []
