@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from nas_core.errors import NasCoreError
@@ -39,14 +40,22 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
-    return value
+def positive_number(unit: str) -> Callable[[str], float]:
+    """An argparse type: a finite number > 0, with ``unit`` named in its messages."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"must be a positive number of {unit}, got {text}")
+        return value
+
+    return parse
+
+
+_positive_float = positive_number("seconds")
 
 
 def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
@@ -136,10 +145,14 @@ def _version() -> str:
     return f"moca-nas {__version__}"
 
 
-def _workspace(arg: str | None) -> Path:
+def workspace_arg(arg: str | None) -> Path:
+    """The --workspace flag, or $MOCA_HOME / ./moca_runs."""
     from nas_core.workspace import default_workspace
 
     return Path(arg) if arg else default_workspace()
+
+
+_workspace = workspace_arg
 
 
 def _search_config(args: argparse.Namespace) -> Any:

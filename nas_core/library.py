@@ -526,22 +526,10 @@ def load_library_weights(model: nn.Module, cfg: Any, *, workspace: str | Path) -
 # --- CLI ----------------------------------------------------------------------------------------
 
 
-def _positive_float(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number of minutes, got {text}")
-    return value
-
-
 def _workspace(arg: str | None) -> Path:
-    from nas_core.workspace import default_workspace
+    from nas_core.cli import workspace_arg
 
-    return Path(arg) if arg else default_workspace()
+    return workspace_arg(arg)
 
 
 def _cmd_build(args: Any) -> int:
@@ -586,6 +574,8 @@ def _cmd_inspect(args: Any) -> int:
 
 
 def add_library_parser(subparsers: Any) -> None:
+    from nas_core.cli import positive_number
+
     """Add ``library build|list|inspect`` to the CLI (called by :mod:`nas_core.cli`)."""
     p = subparsers.add_parser("library", help="build, list and inspect the module library of pretrained blocks")
     sub = p.add_subparsers(dest="library_command", metavar="ACTION", parser_class=type(p))
@@ -593,7 +583,7 @@ def add_library_parser(subparsers: Any) -> None:
     b = sub.add_parser("build", help="train donor networks and store their blocks (safetensors + JSON)")
     b.add_argument("--dataset", required=True, help="digits, mnist, fashion-mnist, cifar10, or a path")
     b.add_argument("--workspace", default=None, help="folder holding library/ (default $MOCA_HOME or ./moca_runs)")
-    b.add_argument("--minutes", type=_positive_float, default=5.0, help="training budget for all donors (default 5)")
+    b.add_argument("--minutes", type=positive_number("minutes"), default=5.0, help="training budget for all donors (default 5)")
     b.add_argument("--seed", type=int, default=0, help="split and training seed (default 0; use the search's seed)")
     b.add_argument("--data-dir", default=None)
     b.add_argument("--train-samples", type=int, default=None, help="train the donors on N samples of the training split")
