@@ -574,9 +574,9 @@ def _cmd_inspect(args: Any) -> int:
 
 
 def add_library_parser(subparsers: Any) -> None:
+    """Add ``library build|list|inspect`` to the CLI (called by :mod:`nas_core.cli`)."""
     from nas_core.cli import positive_number
 
-    """Add ``library build|list|inspect`` to the CLI (called by :mod:`nas_core.cli`)."""
     p = subparsers.add_parser("library", help="build, list and inspect the module library of pretrained blocks")
     sub = p.add_subparsers(dest="library_command", metavar="ACTION", parser_class=type(p))
     sub.required = True
