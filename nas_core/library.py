@@ -415,8 +415,13 @@ def donor_architectures(input_shape: tuple[int, int, int], num_classes: int, *, 
 
 
 def _train_donor(model: nn.Module, data: Any, *, seconds: float, seed: int, max_epochs: int = 40, batch_size: int = 128,
-                 min_steps: int = 150) -> tuple[int, float]:
-    """Train on the train split until the time slice ends (but at least ``min_steps`` batches); returns (epochs, val accuracy)."""
+                 min_steps: int = 150, device: torch.device | None = None) -> tuple[int, float]:
+    """Train on the train split until the time slice ends (but at least ``min_steps`` batches); returns (epochs, val accuracy).
+
+    Trains on ``device`` (CPU by default) and leaves the model on the CPU, ready to store.
+    """
+    device = device or torch.device("cpu")
+    model.to(device)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     loss_fn = nn.CrossEntropyLoss()
@@ -432,7 +437,7 @@ def _train_donor(model: nn.Module, data: Any, *, seconds: float, seed: int, max_
             if len(idx) < 2:
                 continue
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
+            loss = loss_fn(model(data.x_train[idx].to(device)), data.y_train[idx].to(device))
             if not torch.isfinite(loss):
                 raise LibraryError("a donor network diverged while building the library; try another --seed.")
             loss.backward()
@@ -446,7 +451,8 @@ def _train_donor(model: nn.Module, data: Any, *, seconds: float, seed: int, max_
     correct = 0
     with torch.no_grad():
         for i in range(0, len(data.x_val), 512):
-            correct += int((model(data.x_val[i : i + 512]).argmax(1) == data.y_val[i : i + 512]).sum())
+            correct += int((model(data.x_val[i : i + 512].to(device)).argmax(1).cpu() == data.y_val[i : i + 512]).sum())
+    model.cpu()
     return epochs, correct / max(1, len(data.x_val))
 
 
@@ -462,20 +468,23 @@ def build_library(
     data: Any = None,
     donors: tuple[str, ...] | None = None,
     min_steps: int = 150,
+    device: str | torch.device = "cpu",
 ) -> Library:
     """Train the donor networks on ``dataset`` within about ``minutes`` and store their blocks.
 
     The donors train on the training split only (validation gives the recorded donor accuracy), so a
     search with the same split seed never evaluates candidates on data the blocks were trained on.
-    Returns the workspace's library (existing blocks from other builds are kept).
+    Returns the workspace's library (existing blocks from other builds are kept). ``device`` ("auto",
+    "cpu", "cuda" or a torch device) is where the donors train; blocks are measured and stored on the CPU.
     """
     from nas_core.assemble import assemble
     from nas_core.data import load_dataset
-    from nas_core.evaluate import set_seed
+    from nas_core.evaluate import resolve_device, set_seed
 
     if not (minutes > 0 and math.isfinite(minutes)):
         raise ConfigError(f"--minutes must be a positive number, but got {minutes}; use e.g. --minutes 5.")
     say = emit or (lambda _msg: None)
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
     if data is None:
         data = load_dataset(dataset, seed=seed, data_dir=data_dir, train_samples=train_samples, cache_dir=Path(workspace) / "cache" / "data")
     root = library_dir(workspace)
@@ -490,7 +499,7 @@ def build_library(
         set_seed(seed + d)
         model = assemble(arch)
         t0 = time.perf_counter()
-        epochs, acc = _train_donor(model, data, seconds=slice_s * 0.9, seed=seed + d, min_steps=min_steps)
+        epochs, acc = _train_donor(model, data, seconds=slice_s * 0.9, seed=seed + d, min_steps=min_steps, device=dev)
         stored = 0
         for pos, (info, layer) in enumerate(zip(model.layers_info, model.body)):
             if info.adapter or info.spec is None or not any(True for _ in layer.parameters()):
@@ -541,7 +550,8 @@ def _cmd_build(args: Any) -> int:
         _torch.set_num_threads(args.threads)
     start = time.perf_counter()
     lib = build_library(dataset=args.dataset, workspace=_workspace(args.workspace), minutes=args.minutes, seed=args.seed,
-                        data_dir=args.data_dir, train_samples=args.train_samples, emit=lambda m: print(m, file=sys.stderr))
+                        data_dir=args.data_dir, train_samples=args.train_samples, emit=lambda m: print(m, file=sys.stderr),
+                        device=args.device)
     print(f"{len(lib)} blocks in {lib.root} ({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     print(lib.root)
     return 0
@@ -588,6 +598,7 @@ def add_library_parser(subparsers: Any) -> None:
     b.add_argument("--data-dir", default=None)
     b.add_argument("--train-samples", type=int, default=None, help="train the donors on N samples of the training split")
     b.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where the donors train (auto picks CUDA when present)")
     b.set_defaults(handler=_cmd_build)
     ls = sub.add_parser("list", help="list the blocks of the library")
     ls.add_argument("--workspace", default=None)

@@ -71,7 +71,7 @@ def synflow(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
             signs[name] = torch.sign(p)
             p.abs_()
     model.zero_grad()
-    ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64)
+    ones = torch.ones((1, *x.shape[1:]), dtype=torch.float64, device=x.device)
     model(ones).sum().backward()
     total = 0.0
     with torch.no_grad():
@@ -88,7 +88,7 @@ _ACTS = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU)
 def naswot(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     model.eval()
     n = len(x)
-    kernel = torch.zeros(n, n, dtype=torch.float64)
+    kernel = torch.zeros(n, n, dtype=torch.float64, device=x.device)
 
     def hook(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
         codes = (out.detach().reshape(n, -1) > 0).double()
@@ -161,6 +161,10 @@ def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
     return EvalResult(metrics=metrics, history=[], confusion=measured["confusion"], per_class_accuracy=measured["per_class_accuracy"],
                       latency=measured["latency"], state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
                       extra={"proxy": name, "proxy_score": value, "proxy_seconds": proxy_s})
+
+
+zero_cost_fidelity.options = ("proxy", "proxy_batch", "finetune_top_k", "finetune_epochs", "finetune_patience",  # type: ignore[attr-defined]
+                              "finetune_seconds", "finetune_recipe", "finetune_lr", "finetune_batch_size")
 
 
 @FINALIZERS.register("zero-cost")
