@@ -201,7 +201,9 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     """(trials, metric dicts) of the accuracy-cost Pareto front of the complete trials.
 
     Multi-objective studies use their own objectives; a single-objective study is shown against latency
-    so "best and fastest" still has a front.
+    so "best and fastest" still has a front. Once a fidelity's second phase has trained finalists
+    (``final_results``), the front is over them only: the other trials hold proxy values (for the
+    zero-cost fidelity a score, not an accuracy) that must not compete with measured accuracies.
     """
     from optuna.trial import TrialState
 
@@ -209,6 +211,9 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     from nas_core.search import OBJECTIVES
 
     trials = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if "metrics" in t.user_attrs]
+    final = study.user_attrs.get("final_results") or {}
+    if final:
+        trials = [t for t in trials if str(t.number) in final] or trials
     if not trials:
         return [], []
     objectives = study.user_attrs.get("objectives") or ["accuracy"]

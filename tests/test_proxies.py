@@ -66,3 +66,25 @@ def test_zero_cost_fidelity_scores_without_training() -> None:
     assert result.extra["proxy"] == "synflow" and 0 <= result.metrics["test_accuracy"] <= 1
     with pytest.raises(ConfigError, match="unknown zero-cost proxy"):
         FIDELITIES.get("zero-cost")(EvalContext(arch=arch, recipe=TrainingRecipe(), data=data, options={"proxy": "nope"}))
+
+
+def test_zero_cost_best_config_is_a_trained_finalist(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The untrained trials hold proxy scores (e.g. NASWOT ~ hundreds) where accuracy goes: the best config
+    and the Pareto front must come from the finalists the second phase trained, never from a bare score."""
+    import json
+    from pathlib import Path
+
+    import optuna
+
+    from nas_core.search import SearchConfig, run_search
+    from nas_core.workspace import default_storage
+
+    result = run_search(SearchConfig(dataset="digits", trials=5, epochs=2, workspace=str(tmp_path), space="modular", fidelity="zero-cost",
+                                     tracking=False, train_samples=300, study="zc", fidelity_options={"finetune_top_k": 2}))
+    best = json.loads(Path(result.best_config).read_text())
+    study = optuna.load_study(study_name="zc", storage=default_storage(tmp_path))
+    finalists = {str(f["trial"]) for f in study.user_attrs["finetune"]}
+    assert best["metrics"]["final_test_accuracy"] is not None and 0 <= best["metrics"]["val_accuracy"] <= 1
+    assert best["metrics"]["val_accuracy"] in {float(f["final_accuracy"]) for f in study.user_attrs["finetune"]}
+    front = sorted(p.stem for p in (Path(result.best_config).parent / "pareto").glob("trial_*.json"))
+    assert front and all(name.removeprefix("trial_") in finalists for name in front)
