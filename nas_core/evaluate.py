@@ -230,10 +230,13 @@ def train_model(
     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
     x_train: torch.Tensor | None = None,
     x_val: torch.Tensor | None = None,
+    val_predictions: list[torch.Tensor] | None = None,
 ) -> list[dict[str, float]]:
     """Train with the recipe, early-stop on validation accuracy and restore the best weights.
 
     ``forward``/``x_train``/``x_val`` let the cached fidelity train a head on precomputed features.
+    ``val_predictions``, when given, receives the validation predictions of the restored (best) epoch,
+    so a caller need not run the validation split again.
     Raises :class:`StopRequested` at a batch boundary when ``should_stop()`` turns true and
     :class:`Diverged` on a NaN loss.
     """
@@ -248,6 +251,7 @@ def train_model(
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
     best_acc, best_state, best_epoch, bad = -1.0, None, 0, 0
+    best_pred = yv[:0]
     history: list[dict[str, float]] = []
     n = len(xt)
     bs = max(1, min(recipe.batch_size, n))
@@ -276,16 +280,18 @@ def train_model(
             seen += len(idx)
         sched.step()
         model.eval()
+        preds = []
         with torch.no_grad():
-            correct = 0
             for i in range(0, len(xv), 512):
-                correct += int((forward(xv[i : i + 512].to(device)).argmax(1).cpu() == yv[i : i + 512]).sum())
-        val_acc = correct / max(1, len(xv))
+                preds.append(forward(xv[i : i + 512].to(device)).argmax(1).cpu())
+        pred = torch.cat(preds) if preds else yv[:0]
+        val_acc = int((pred == yv).sum()) / max(1, len(xv))
         row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
         history.append(row)
         if val_acc > best_acc:
             best_acc, best_epoch, bad = val_acc, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_pred = pred
         else:
             bad += 1
         if on_epoch is not None:
@@ -294,6 +300,8 @@ def train_model(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+        if val_predictions is not None:
+            val_predictions[:] = [best_pred]
     for row in history:
         row["best_epoch"] = best_epoch
     return history

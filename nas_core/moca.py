@@ -7,12 +7,16 @@ How a candidate is scored:
    (convolution weights do not depend on it; a residual shortcut's structure is checked), pinning its input
    width so the assembler inserts a trainable 1x1 channel adapter where widths disagree. The bound
    architecture is what the trial records (blocks carry ``library_id`` + ``sha256``).
-2. The frozen prefix (every layer up to the first trainable one) is run once per dataset split under
+2. The frozen prefix (the stem and the parameter-free layers after it by default; with
+   ``cached_train="adapters"`` every layer up to the first trainable one) is run once per dataset split under
    ``torch.no_grad()``; its features are kept in a memory LRU and on disk as safetensors under
    ``<workspace>/cache/features/``, keyed by the prefix's block ids + sha256 and the dataset
    fingerprint, so every candidate sharing the prefix reuses them (:func:`cache_stats`).
-3. Only adapters, blocks with no library match and the head are trained, for 1-2 epochs, on the
-   cached features; frozen blocks stay in eval mode.
+3. Everything after the prefix is trained for 1-2 epochs on the cached features: adapters, blocks with no
+   library match and the head from scratch, library blocks from their weights (``cached_train="suffix"``,
+   the default). ``cached_train="adapters"`` keeps every library block frozen (in eval mode) and trains
+   only adapters, unmatched blocks and the head: cheaper per step, but on the fidelity benchmark it ranks
+   architectures far worse (it measures how donor features transfer, not how the network learns).
 
 After the search, the ``cached`` finalizer fine-tunes the top-k Pareto candidates end to end
 (blocks unfrozen) and records their final metrics beside the proxy ones.
@@ -67,6 +71,7 @@ __all__ = [
 ]
 
 CACHE_VERSION = 1
+CACHED_MODES = ("suffix", "adapters")
 _PARAM_FREE = ("pool", "identity")
 
 
@@ -149,13 +154,20 @@ def bind_architecture(arch: Architecture, library: Library, *, dataset: str = ""
     return replace(arch, stem=stem, stages=tuple(stages)).validate()
 
 
-def frozen_prefix(model: MocaNet) -> int:
-    """Number of leading body layers that are frozen: library blocks and layers with no parameters."""
-    k = 0
+def frozen_prefix(model: MocaNet, max_blocks: int | None = None) -> int:
+    """Number of leading body layers that are frozen: library blocks and layers with no parameters.
+
+    ``max_blocks`` caps the library blocks in the prefix (the layers after it train).
+    """
+    k = blocks = 0
     for info, layer in zip(model.layers_info, model.body):
         library = info.spec is not None and bool(info.spec.library_id) and not info.adapter
         if not (library or not any(True for _ in layer.parameters())):
             break
+        if library:
+            if max_blocks is not None and blocks >= max_blocks:
+                break
+            blocks += 1
         k += 1
     return k
 
@@ -321,7 +333,7 @@ def _library_for(ctx: EvalContext) -> Library:
                 f"--workspace {ctx.workspace}`."
             )
         return build_library(dataset=ctx.data.name, workspace=ctx.workspace, minutes=float(ctx.options.get("library_minutes", 2.0)),
-                             seed=ctx.seed, data=ctx.data)
+                             seed=ctx.seed, data=ctx.data, device=ctx.device)
 
 
 def prepare_architecture(arch: Architecture, *, workspace: Any, data: Any, options: dict[str, Any] | None = None, seed: int = 0) -> Architecture:
@@ -365,19 +377,30 @@ def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
 def cached_fidelity(ctx: EvalContext) -> EvalResult:
     """MoCAFT: frozen library blocks + trainable adapters and head, on cached prefix features.
 
-    Options (``SearchConfig.fidelity_options``): ``cached_epochs`` (1), ``cached_lr`` (1e-2: one epoch must fit a head on small-scale frozen features),
-    ``cached_batch_size`` (64), ``cached_train_samples`` (all), ``cached_test_samples`` (2000: the proxy's
+    Options (``SearchConfig.fidelity_options``): ``cached_train`` ("suffix": every layer after the cached
+    prefix trains, library blocks from their weights; "adapters": library blocks stay frozen and only adapters,
+    unmatched blocks and the head train; see benchmarks/results/fidelity.md for how each ranks),
+    ``cached_prefix_blocks`` (library blocks in the cached frozen prefix: 1, the stem, for "suffix"; all
+    leading ones for "adapters"), ``cached_epochs`` (1), ``cached_lr`` (1e-3 for "suffix", 1e-2 for "adapters": one epoch must fit a head on
+    small-scale frozen features), ``cached_batch_size`` (32), ``cached_train_samples`` (all), ``cached_test_samples`` (2000: the proxy's
     test accuracy is measured on a fixed subset; the fine-tune phase measures the full test split), ``cache_mb`` (2048),
     ``auto_build_library`` (True), ``library_minutes`` (2).
     """
     opts = ctx.options
+    mode = str(opts.get("cached_train", "suffix"))
+    if mode not in CACHED_MODES:
+        raise LibraryError(f"unknown cached_train {mode!r}; choose one of {', '.join(CACHED_MODES)}.")
     set_seed(ctx.seed)
     library = _library_for(ctx)
     arch = ctx.arch if any(b.library_id for b in ctx.arch.blocks()) else bind_architecture(ctx.arch, library, dataset=ctx.data.name)
     model = assemble(arch).to(ctx.device)
     used = _load_library(model, library)
-    k = frozen_prefix(model)
+    # "suffix" caches the stem only by default: a longer frozen prefix trains less of the network and ranks worse
+    prefix_blocks = opts.get("cached_prefix_blocks", 1 if mode == "suffix" else None)
+    k = frozen_prefix(model, None if prefix_blocks is None else int(prefix_blocks))
     frozen = {i for i, info in enumerate(model.layers_info) if info.spec is not None and info.spec.library_id and not info.adapter}
+    if mode == "suffix":
+        frozen = {i for i in frozen if i < k}  # after the cached prefix, library blocks fine-tune from their weights
     for i in frozen:
         model.body[i].requires_grad_(False)
     model.eval()
@@ -411,15 +434,16 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
 
     model.eval()  # frozen blocks keep the donor's batch-norm statistics; train_model switches only `parts` to train mode
 
-    recipe = TrainingRecipe(optimizer="adam", lr=float(opts.get("cached_lr", 1e-2)), weight_decay=0.0,
-                            epochs=int(opts.get("cached_epochs", 1)), batch_size=int(opts.get("cached_batch_size", 64)),
+    recipe = TrainingRecipe(optimizer="adam", lr=float(opts.get("cached_lr", 1e-3 if mode == "suffix" else 1e-2)), weight_decay=0.0,
+                            epochs=int(opts.get("cached_epochs", 1)), batch_size=int(opts.get("cached_batch_size", 32)),
                             augmentation="none", patience=10)
     t0 = time.perf_counter()
+    val_pred: list[torch.Tensor] = []
     history = train_model(parts, view, recipe, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch, should_stop=ctx.should_stop,
-                          params=params, forward=forward, x_train=x_train, x_val=feats["val"])
+                          params=params, forward=forward, x_train=x_train, x_val=feats["val"], val_predictions=val_pred)
     train_s = time.perf_counter() - t0
     model.eval()
-    val = _predict(forward, feats["val"], ctx.device)
+    val = val_pred[0].numpy() if val_pred else _predict(forward, feats["val"], ctx.device)
     test = _predict(forward, feats["test"], ctx.device)
     vm = classification_metrics(data.y_val.numpy(), val, data.num_classes)
     tm = classification_metrics(y_test.numpy(), test, data.num_classes)
@@ -437,6 +461,7 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
     trial_hits, trial_misses = after.hits - before.hits, after.misses - before.misses
     extra = {
         "proxy": "cached",
+        "cached_train": mode,
         "proxy_accuracy": vm["accuracy"],
         "library_blocks": used,
         "frozen_prefix_layers": k,
@@ -453,6 +478,11 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
 
 
 cached_fidelity.prepare_architecture = prepare_architecture  # type: ignore[attr-defined]
+FINETUNE_OPTIONS = ("finetune_top_k", "finetune_epochs", "finetune_patience", "finetune_seconds", "finetune_recipe", "finetune_lr",
+                    "finetune_batch_size")
+cached_fidelity.options = ("cached_train", "cached_prefix_blocks", "cached_epochs", "cached_lr", "cached_batch_size",  # type: ignore[attr-defined]
+                           "cached_train_samples", "cached_test_samples", "cache_mb", "auto_build_library", "library_minutes",
+                           *FINETUNE_OPTIONS)
 
 
 class _View:
@@ -501,7 +531,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     the final validation/test accuracy) go to the study attribute ``final_results``, which
     :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
     fine-tuned ones. Options:
-    ``finetune_top_k`` (2), ``finetune_epochs`` (the search's epochs), ``finetune_patience`` (the search's patience),
+    ``finetune_top_k`` (2), ``finetune_epochs`` (the search's epochs), ``finetune_patience`` (the search's patience, at most 3),
     ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far),
     ``finetune_recipe`` ("fixed": Adam, ``finetune_lr`` 1e-3, ``finetune_batch_size`` 64, recorded as the
     config's training recipe; "sampled": the trial's own recipe).
@@ -515,7 +545,8 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     k = int(opts.get("finetune_top_k", 2))
     # by default the finalists train like a full-fidelity trial (the search's epochs and patience), from library weights
     epochs = int(opts.get("finetune_epochs", int(config.epochs)))
-    patience = int(opts.get("finetune_patience", int(getattr(config, "patience", 5))))
+    # the finalists start from trained weights: they plateau sooner than a network trained from scratch
+    patience = int(opts.get("finetune_patience", min(3, int(getattr(config, "patience", 5)))))
     out_dir = study_dir(workspace, study.study_name)
     deadline = time.perf_counter() + float(opts.get("finetune_seconds", math.inf))
     done = []

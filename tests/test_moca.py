@@ -81,18 +81,39 @@ def test_second_candidate_sharing_a_prefix_computes_no_features(workspace: Path,
     assert len(calls) == 3 and cache_stats(workspace).disk_hits == 3
 
 
-def test_frozen_blocks_keep_their_library_weights(workspace: Path, data) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("mode", ["adapters", "suffix"])
+def test_frozen_blocks_keep_their_library_weights(workspace: Path, data, mode: str) -> None:  # type: ignore[no-untyped-def]
+    """"adapters" freezes every library block; "suffix" only the cached prefix (the stem) and fine-tunes the rest."""
     lib = open_library(workspace)
     arch = bind_architecture(_arch(), lib, dataset="digits")
-    result = moca.cached_fidelity(EvalContext(arch=arch, recipe=TrainingRecipe(epochs=1), data=data, workspace=workspace))
+    result = moca.cached_fidelity(EvalContext(arch=arch, recipe=TrainingRecipe(epochs=1), data=data, workspace=workspace,
+                                              options={"cached_train": mode}))
     model = assemble(arch)
     model.load_state_dict(result.state_dict)
-    for info, layer in zip(model.layers_info, model.body):
+    k = result.extra["frozen_prefix_layers"]
+    unchanged, changed = [], []
+    for pos, (info, layer) in enumerate(zip(model.layers_info, model.body)):
         if info.spec is not None and info.spec.library_id and not info.adapter:
-            for key, value in lib.load_state(info.spec.library_id).items():
-                assert torch.equal(layer.state_dict()[key], value), f"{info.name}.{key} changed while frozen"
-    assert result.extra["proxy"] == "cached" and 0 <= result.extra["proxy_accuracy"] <= 1
+            same = all(torch.equal(layer.state_dict()[key], value) for key, value in lib.load_state(info.spec.library_id).items())
+            (unchanged if same else changed).append(pos)
+            if mode == "adapters" or pos < k:
+                assert same, f"{info.name} changed while frozen"
+    assert result.extra["proxy"] == "cached" and result.extra["cached_train"] == mode and 0 <= result.extra["proxy_accuracy"] <= 1
     assert result.extra["trainable_params"] < result.metrics["params"]
+    if mode == "suffix":
+        assert k >= 1 and sum(1 for pos in unchanged if pos < k) == 1  # the stem only
+        assert changed, "no library block after the prefix was fine-tuned"
+    else:
+        assert not changed
+
+
+def test_unknown_cached_mode_is_refused(workspace: Path, data) -> None:  # type: ignore[no-untyped-def]
+    from nas_core.errors import LibraryError
+
+    arch = bind_architecture(_arch(), open_library(workspace), dataset="digits")
+    with pytest.raises(LibraryError, match="cached_train"):
+        moca.cached_fidelity(EvalContext(arch=arch, recipe=TrainingRecipe(epochs=1), data=data, workspace=workspace,
+                                         options={"cached_train": "everything"}))
 
 
 def test_feature_cache_lru_and_torn_files(tmp_path: Path) -> None:

@@ -191,3 +191,22 @@ def test_a_nan_loss_is_a_fail_with_its_reason(tmp_path: Path, monkeypatch: pytes
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert result.n_failed == 1 and result.best_config is None and result.reason == "no trials completed"
     assert "diverged" in study.trials[0].user_attrs["reason"]
+
+
+def test_train_model_hands_back_the_restored_epochs_validation_predictions() -> None:
+    import torch
+
+    from nas_core.assemble import assemble
+    from nas_core.data import load_dataset
+    from nas_core.evaluate import predict, set_seed, train_model
+    from nas_core.genotype import Architecture, BlockSpec, HeadSpec, TrainingRecipe
+
+    data = load_dataset("digits", seed=0, train_samples=300)
+    set_seed(0)
+    model = assemble(Architecture(tuple(data.input_shape), data.num_classes, ((BlockSpec("conv", {"out_channels": 8}),),), HeadSpec()))
+    got: list[torch.Tensor] = []
+    history = train_model(model, data, TrainingRecipe(epochs=4, patience=10, lr=3e-2), device=torch.device("cpu"), val_predictions=got)
+    assert len(got) == 1 and len(got[0]) == len(data.y_val)
+    assert (got[0].numpy() == predict(model, data.x_val, torch.device("cpu"))).all()  # the restored weights' predictions
+    best = max(row["val_accuracy"] for row in history)
+    assert float((got[0] == data.y_val).float().mean()) == pytest.approx(best)
