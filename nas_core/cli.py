@@ -58,6 +58,18 @@ def positive_number(unit: str) -> Callable[[str], float]:
 _positive_float = positive_number("seconds")
 
 
+def _fidelity_option(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON (numbers, true/false, lists) or else kept as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not key.strip().replace("_", "").isalnum():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. cached_epochs=2)")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed
+
+
 def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> None:
     from nas_core.search import OBJECTIVES, SAMPLERS
 
@@ -71,6 +83,9 @@ def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> Non
     p.add_argument("--space", default="seed-cnn", help="seed-cnn (default), modular, or a .json/.yaml space file")
     p.add_argument("--sampler", default="tpe", help=f"one of {', '.join(SAMPLERS.names())}")
     p.add_argument("--fidelity", default="train", help="train (default), cached, zero-cost")
+    p.add_argument("--fidelity-option", action="append", default=[], metavar="KEY=VALUE", type=_fidelity_option,
+                   help="a fidelity option, repeatable, e.g. cached_epochs=2, finetune_top_k=3, cached_train=adapters "
+                        "(values are read as JSON, else kept as text)")
     p.add_argument("--pruner", default="none", help="none (default), median/hyperband/sh (single objective), asha (multi-objective)")
     p.add_argument("--epochs", type=_positive_int, default=20, help="max epochs per trial (default 20; early stopping on validation)")
     p.add_argument("--patience", type=_positive_int, default=5, help="early-stopping patience in epochs (default 5)")
@@ -179,6 +194,7 @@ def _search_config(args: argparse.Namespace) -> Any:
         data_dir=args.data_dir,
         train_samples=args.train_samples,
         val_samples=args.val_samples,
+        fidelity_options=dict(args.fidelity_option),
     ).validate()
 
 

@@ -197,7 +197,11 @@ class SearchConfig:
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"objective listed twice in {','.join(self.objectives)}; list each once.")
         SAMPLERS.get(self.sampler)
-        FIDELITIES.get(self.fidelity)
+        known = tuple(getattr(FIDELITIES.get(self.fidelity), "options", ()))
+        for key in self.fidelity_options:
+            if key not in known:
+                hint = f"it takes {', '.join(known)}" if known else "it takes none"
+                raise ConfigError(f"unknown option {key!r} for the {self.fidelity} fidelity; {hint}.")
         if self.pruner not in PRUNERS and self.pruner not in ("asha",):
             raise ConfigError(f"unknown pruner {self.pruner!r}; use none, median, hyperband, sh or asha.")
         if len(self.objectives) > 1 and self.pruner in ("median", "hyperband"):

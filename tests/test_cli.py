@@ -98,6 +98,10 @@ def _bad_cases(tmp: Path, best: Path) -> dict[str, tuple[list[str], str]]:
         "not-an-image": (search + ["--dataset", str(tmp / "notimage.zip")], "not a valid image"),
         "one-class": (search + ["--dataset", str(tmp / "one_class.csv")], "at least 2 classes"),
         "empty-data": (search + ["--dataset", str(tmp / "empty.csv")], "no samples"),
+        "unknown-fidelity-option": (search + ["--fidelity", "cached", "--fidelity-option", "cached_epoch=2"],
+                                    "unknown option 'cached_epoch' for the cached fidelity"),
+        "option-for-train": (search + ["--fidelity-option", "cached_epochs=2"], "for the train fidelity; it takes none"),
+        "option-not-key-value": (search + ["--fidelity-option", "cached_epochs"], "is not KEY=VALUE"),
         "future-schema": (["train", "--config", str(tmp / "future.json"), "--workspace", str(tmp / "ws")], "newer than this MoCA-NAS"),
         "unknown-block": (["train", "--config", str(tmp / "unknown_block.json"), "--workspace", str(tmp / "ws")], "unknown block 'hyperconv'"),
         "malformed-config": (["export", "--config", str(tmp / "malformed.json"), "--format", "onnx", "--out", str(tmp / "m.onnx")], "not valid JSON"),
@@ -142,3 +146,12 @@ def test_help_on_every_command() -> None:
     for cmd in ("search", "worker", "train", "export", "datasets", "serve"):
         proc = _run(cmd, "--help")
         assert proc.returncode == 0 and "usage:" in proc.stdout, cmd
+
+
+def test_fidelity_options_reach_the_search_config() -> None:
+    from nas_core.cli import _search_config, build_parser
+
+    args = build_parser().parse_args(["search", "--fidelity", "cached", "--fidelity-option", "cached_epochs=2",
+                                      "--fidelity-option", "cached_train=adapters", "--fidelity-option", "finetune_seconds=1.5"])
+    cfg = _search_config(args)
+    assert cfg.fidelity_options == {"cached_epochs": 2, "cached_train": "adapters", "finetune_seconds": 1.5}
