@@ -184,7 +184,7 @@ def arm_moca(args: Any) -> dict[str, Any]:
     phase = args.budget_s * args.search_fraction
     finetune_reserve = 0.2 * phase
     search_timeout = max(60.0, phase - library_s - finetune_reserve)
-    opts = {"finetune_top_k": 2, "finetune_epochs": 3, "finetune_seconds": finetune_reserve, "cached_lr": 3e-3}
+    opts = {"finetune_top_k": 2, "finetune_epochs": 3, "finetune_seconds": finetune_reserve}
     res = _search("moca", ws, space="modular", fidelity="cached", timeout=search_timeout, args=args, options=opts)
     search_s = time.perf_counter() - start
     _log("moca", f"search phase done at {search_s:.0f} s: {res.n_complete} complete; best {res.best_config}")
