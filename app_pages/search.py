@@ -134,14 +134,15 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
     sampler = left.selectbox("Sampler", dashboard.sampler_names(), key="sampler")
     fidelity = right.selectbox("Fidelity", dashboard.fidelity_names(), key="fidelity",
-                               help="train = full training with early stopping; cached = frozen library blocks, head only; "
-                                    "zero-cost = proxy scores on one batch.")
+                               help="train = full training with early stopping; cached = library blocks, stem features cached, "
+                                    "one short epoch, then the top-k fine-tuned; zero-cost = proxy scores on one batch, then the top-k trained.")
     pruner = left.selectbox("Pruner", dashboard.pruner_names(), key="pruner",
                             help="median/hyperband: single objective only; asha/sh: multi-objective successive halving.")
     device = right.selectbox("Device", ["auto", "cpu", "cuda"], key="device")
     train_samples = left.number_input("Training samples (0 = all)", min_value=0, max_value=10_000_000, value=0, step=100,
                                       key="train_samples", help="Subsample the training split for a quick search.")
     right.caption(dashboard.device_note())
+    fidelity_options = _fidelity_options(fidelity)
     if fidelity == "cached":
         with st.expander("Module library (pretrained blocks the cached fidelity assembles from)"):
             try:
@@ -157,8 +158,30 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
     return {
         "study": study_name, "objectives": tuple(objectives), "trials": int(trials), "timeout": float(timeout) or None,
         "epochs": int(epochs), "seed": int(seed), "sampler": sampler, "fidelity": fidelity, "pruner": pruner,
-        "device": device, "train_samples": int(train_samples) or None,
+        "device": device, "train_samples": int(train_samples) or None, "fidelity_options": fidelity_options,
     }
+
+
+def _fidelity_options(fidelity: str) -> dict[str, Any]:
+    """The options the CLI sets with --fidelity-option, for the fidelities that have a second phase."""
+    if fidelity not in ("cached", "zero-cost"):
+        return {}
+    left, right = st.columns(2)
+    options: dict[str, Any] = {}
+    if fidelity == "cached":
+        options["cached_train"] = left.selectbox(
+            "Proxy training", ["suffix", "adapters"], key="cached_train",
+            help="suffix (default): everything after the cached stem trains one epoch, library blocks from their weights. "
+                 "adapters: library blocks stay frozen, only adapters and head train (cheaper, ranks far worse).")
+    else:
+        from nas_core.proxies import PROXIES
+
+        options["proxy"] = left.selectbox("Proxy", PROXIES.names(), index=PROXIES.names().index("naswot"), key="zc_proxy",
+                                          help="The zero-cost score each candidate is ranked by.")
+    options["finetune_top_k"] = int(right.number_input(
+        "Finalists trained after the search", min_value=1, max_value=50, value=2, step=1, key="finetune_top_k",
+        help="The top-k candidates are trained end to end for their final metrics; the best config is chosen among them."))
+    return options
 
 
 def _config_form(ws: str) -> None:

@@ -307,3 +307,27 @@ def test_cached_fidelity_shows_the_module_library(tmp_path: Path) -> None:
     table = at.dataframe[-1].value
     assert len(table) > 0 and {"id", "kind", "params", "sha256", "donor_accuracy"} <= set(table.columns)
     assert set(table["status"]) == {"ok"}
+
+
+def test_search_page_sets_the_fidelity_options(tmp_path: Path) -> None:
+    """The second-phase options the CLI sets with --fidelity-option reach the search started from the page."""
+    import json
+
+    at = _app(tmp_path)
+    assert not [s for s in at.selectbox if s.key in ("cached_train", "zc_proxy")]  # train has no options
+    at.selectbox(key="fidelity").set_value("cached").run()
+    assert at.selectbox(key="cached_train").value == "suffix" and at.number_input(key="finetune_top_k").value == 2
+    at.selectbox(key="fidelity").set_value("zero-cost").run()
+    at.selectbox(key="space_preset").set_value("modular").run()
+    at.selectbox(key="zc_proxy").set_value("synflow")
+    at.number_input(key="finetune_top_k").set_value(1)
+    at.number_input(key="trials").set_value(2)
+    at.number_input(key="epochs").set_value(1)
+    at.number_input(key="train_samples").set_value(200).run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runner = get_registry().latest(tmp_path)
+    assert runner is not None and runner.wait(timeout=300)
+    assert runner.config.fidelity == "zero-cost" and runner.config.fidelity_options == {"proxy": "synflow", "finetune_top_k": 1}
+    best = json.loads(Path(runner.result.best_config).read_text())
+    assert best["metrics"]["proxy"] == "synflow" and best["metrics"]["final_test_accuracy"] is not None
