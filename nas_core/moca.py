@@ -375,7 +375,7 @@ def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
 
 @FIDELITIES.register("cached")
 def cached_fidelity(ctx: EvalContext) -> EvalResult:
-    """MoCAFT: frozen library blocks + trainable adapters and head, on cached prefix features.
+    """MoCAFT: library blocks joined by trainable adapters, the frozen prefix's features cached, one short epoch.
 
     Options (``SearchConfig.fidelity_options``): ``cached_train`` ("suffix": every layer after the cached
     prefix trains, library blocks from their weights; "adapters": library blocks stay frozen and only adapters,
@@ -387,9 +387,8 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
     ``auto_build_library`` (True), ``library_minutes`` (2).
     """
     opts = ctx.options
+    check_cached_options(opts)
     mode = str(opts.get("cached_train", "suffix"))
-    if mode not in CACHED_MODES:
-        raise LibraryError(f"unknown cached_train {mode!r}; choose one of {', '.join(CACHED_MODES)}.")
     set_seed(ctx.seed)
     library = _library_for(ctx)
     arch = ctx.arch if any(b.library_id for b in ctx.arch.blocks()) else bind_architecture(ctx.arch, library, dataset=ctx.data.name)
@@ -477,7 +476,36 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
                       latency=latency, state_dict={k_: v.detach().cpu().contiguous() for k_, v in model.state_dict().items()}, extra=extra)
 
 
+_POSITIVE_INT = ("cached_epochs", "cached_batch_size", "cached_train_samples", "cached_test_samples", "cache_mb", "finetune_top_k",
+                 "finetune_epochs", "finetune_patience", "finetune_batch_size")
+_POSITIVE_FLOAT = ("cached_lr", "library_minutes", "finetune_seconds", "finetune_lr")
+
+
+def check_cached_options(opts: dict[str, Any]) -> None:
+    """Raise a :class:`ConfigError` naming the first bad option value (checked before a search starts)."""
+    from nas_core.errors import ConfigError
+
+    mode = opts.get("cached_train", "suffix")
+    if mode not in CACHED_MODES:
+        raise ConfigError(f"unknown cached_train {mode!r}; choose one of {', '.join(CACHED_MODES)}.")
+    if opts.get("finetune_recipe", "fixed") not in ("fixed", "sampled"):
+        raise ConfigError(f"finetune_recipe must be fixed or sampled, but got {opts['finetune_recipe']!r}.")
+    for key in (*_POSITIVE_INT, *_POSITIVE_FLOAT, "cached_prefix_blocks"):
+        if key not in opts:
+            continue
+        value = opts[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and key in _POSITIVE_INT + ("cached_prefix_blocks",):
+            ok = float(value).is_integer() and value >= (0 if key == "cached_prefix_blocks" else 1)
+        elif ok:
+            ok = value > 0
+        if not ok:
+            kind = "a whole number >= 0" if key == "cached_prefix_blocks" else ("a positive whole number" if key in _POSITIVE_INT else "a positive number")
+            raise ConfigError(f"fidelity option {key} must be {kind}, but got {value!r}.")
+
+
 cached_fidelity.prepare_architecture = prepare_architecture  # type: ignore[attr-defined]
+cached_fidelity.check_options = check_cached_options  # type: ignore[attr-defined]
 FINETUNE_OPTIONS = ("finetune_top_k", "finetune_epochs", "finetune_patience", "finetune_seconds", "finetune_recipe", "finetune_lr",
                     "finetune_batch_size")
 cached_fidelity.options = ("cached_train", "cached_prefix_blocks", "cached_epochs", "cached_lr", "cached_batch_size",  # type: ignore[attr-defined]

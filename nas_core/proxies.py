@@ -163,6 +163,16 @@ def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
                       extra={"proxy": name, "proxy_score": value, "proxy_seconds": proxy_s})
 
 
+def _check_zero_cost_options(opts: dict[str, Any]) -> None:
+    name = opts.get("proxy", "naswot")
+    if name not in PROXIES:
+        raise ConfigError(f"unknown zero-cost proxy {name!r}; use one of {', '.join(PROXIES.names())}.")
+    from nas_core.moca import check_cached_options
+
+    check_cached_options({k: v for k, v in opts.items() if k.startswith("finetune_")})
+
+
+zero_cost_fidelity.check_options = _check_zero_cost_options  # type: ignore[attr-defined]
 zero_cost_fidelity.options = ("proxy", "proxy_batch", "finetune_top_k", "finetune_epochs", "finetune_patience",  # type: ignore[attr-defined]
                               "finetune_seconds", "finetune_recipe", "finetune_lr", "finetune_batch_size")
 

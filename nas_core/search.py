@@ -202,6 +202,9 @@ class SearchConfig:
             if key not in known:
                 hint = f"it takes {', '.join(known)}" if known else "it takes none"
                 raise ConfigError(f"unknown option {key!r} for the {self.fidelity} fidelity; {hint}.")
+        check = getattr(FIDELITIES.get(self.fidelity), "check_options", None)
+        if check is not None:
+            check(dict(self.fidelity_options))
         if self.pruner not in PRUNERS and self.pruner not in ("asha",):
             raise ConfigError(f"unknown pruner {self.pruner!r}; use none, median, hyperband, sh or asha.")
         if len(self.objectives) > 1 and self.pruner in ("median", "hyperband"):

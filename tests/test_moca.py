@@ -108,10 +108,10 @@ def test_frozen_blocks_keep_their_library_weights(workspace: Path, data, mode: s
 
 
 def test_unknown_cached_mode_is_refused(workspace: Path, data) -> None:  # type: ignore[no-untyped-def]
-    from nas_core.errors import LibraryError
+    from nas_core.errors import ConfigError
 
     arch = bind_architecture(_arch(), open_library(workspace), dataset="digits")
-    with pytest.raises(LibraryError, match="cached_train"):
+    with pytest.raises(ConfigError, match="cached_train"):
         moca.cached_fidelity(EvalContext(arch=arch, recipe=TrainingRecipe(epochs=1), data=data, workspace=workspace,
                                          options={"cached_train": "everything"}))
 
