@@ -248,6 +248,27 @@ class SearchResult:
     warnings: tuple[str, ...] = ()
 
 
+def heartbeat_settings() -> tuple[float, float]:
+    """(heartbeat interval, grace period) in seconds: 30 and 120, or ``MOCA_HEARTBEAT_S`` / ``MOCA_GRACE_S``.
+
+    A trial whose process died (killed, out of memory, machine lost) stops beating; the next search or
+    worker on the study marks it failed after the grace period and runs its parameters again once.
+    """
+    import os
+
+    def read(name: str, default: float) -> float:
+        try:
+            value = float(os.environ.get(name, default))
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, but got {os.environ.get(name)!r}.") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{name} must be a positive number of seconds, but got {value}.")
+        return value
+
+    interval = read("MOCA_HEARTBEAT_S", 30.0)
+    return interval, max(read("MOCA_GRACE_S", 120.0), 2 * interval)
+
+
 def open_study(config: SearchConfig, *, create: bool = True) -> Any:
     """Create or load the study with RDB storage (heartbeats mark crashed trials failed and retry them)."""
     import optuna
@@ -258,13 +279,14 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     tune_sqlite()
     storage = None
+    interval, grace = heartbeat_settings()
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(
                 url,
                 engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
-                heartbeat_interval=30,
-                grace_period=120,
+                heartbeat_interval=max(1, round(interval)),
+                grace_period=max(2, round(grace)),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
             )
             break
@@ -318,9 +340,11 @@ class _Heartbeat:
 
     def __init__(self, study: Any, trial: Any, interval: float = 30.0) -> None:
         self._stop = threading.Event()
-        storage = study._storage
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        storage = study._storage  # Optuna wraps the RDB storage in a cache that beats through to it
         self._thread = None
-        if getattr(storage, "is_heartbeat_enabled", lambda: False)():
+        if is_heartbeat_enabled(storage):
             def beat() -> None:
                 while not self._stop.wait(interval):
                     try:
@@ -433,7 +457,7 @@ def run_search(
         n_run += 1
         t0 = time.perf_counter()
         state, values, why, metrics = "FAIL", None, "", {}
-        beat = _Heartbeat(study, trial)
+        beat = _Heartbeat(study, trial, interval=heartbeat_settings()[0])
         try:
             sampled = space.sample(trial)
             arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
