@@ -51,6 +51,8 @@ def test_mlflow_has_a_parent_run_and_one_nested_run_per_trial(tiny_study) -> Non
     trials = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
     assert len(parents) == 1 and len(trials) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
+    # written by the tracker's writer thread, flushed before the search returned
+    assert all(r.info.status == "FINISHED" for r in trials) and parents[0].info.status == "FINISHED"
     run = trials[0]
     assert "val_accuracy" in run.data.metrics and "lr" in run.data.params
     assert len(client.get_metric_history(run.info.run_id, "epoch_val_accuracy")) >= 1
