@@ -336,28 +336,45 @@ def _tell(study: Any, trial: Any, values: Any = None, **kwargs: Any) -> None:
 
 
 class _Heartbeat:
-    """Records Optuna heartbeats for the running trial (ask/tell has no heartbeat thread of its own)."""
+    """Records Optuna heartbeats for the running trial (ask/tell has no heartbeat thread of its own).
 
-    def __init__(self, study: Any, trial: Any, interval: float = 30.0) -> None:
-        self._stop = threading.Event()
+    One thread per search: :meth:`track` points it at a new trial and has it beat at once, then every
+    ``interval`` seconds; :meth:`track(None) <track>` pauses it between trials; :meth:`close` ends it.
+    """
+
+    def __init__(self, study: Any, interval: float = 30.0) -> None:
         from optuna.storages._heartbeat import is_heartbeat_enabled
 
-        storage = study._storage  # Optuna wraps the RDB storage in a cache that beats through to it
+        self._storage = study._storage  # Optuna wraps the RDB storage in a cache that beats through to it
+        self._interval = interval
+        self._trial_id: int | None = None
+        self._wake = threading.Event()
+        self._closed = False
         self._thread = None
-        if is_heartbeat_enabled(storage):
-            def beat() -> None:
-                while not self._stop.wait(interval):
-                    try:
-                        storage.record_heartbeat(trial._trial_id)
-                    except Exception:  # noqa: BLE001 - a missed beat only risks a retry
-                        pass
-
-            storage.record_heartbeat(trial._trial_id)
-            self._thread = threading.Thread(target=beat, daemon=True, name="moca-heartbeat")
+        if is_heartbeat_enabled(self._storage):
+            self._thread = threading.Thread(target=self._run, daemon=True, name="moca-heartbeat")
             self._thread.start()
 
+    def _run(self) -> None:
+        while not self._closed:
+            trial_id = self._trial_id
+            if trial_id is not None:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a missed beat only risks a retry
+                    pass
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def track(self, trial: Any) -> None:
+        self._trial_id = None if trial is None else trial._trial_id
+        if trial is not None:
+            self._wake.set()
+
     def close(self) -> None:
-        self._stop.set()
+        self._closed = True
+        self._trial_id = None
+        self._wake.set()
 
 
 def _emit(emit: Callable[[ev.Event], None] | None, event: ev.Event) -> None:
@@ -439,123 +456,127 @@ def run_search(
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     reason = "budget"
     n_run = 0
-    grid_done = False
-    while True:
-        if grid_done:
-            reason = "grid exhausted"
-            break
-        if stop_event.is_set():
-            reason = "stopped"
-            break
-        if config.trials is not None and n_run >= config.trials:
-            reason = "budget"
-            break
-        if time.perf_counter() >= deadline:
-            reason = "timeout"
-            break
-        trial = study.ask()
-        n_run += 1
-        t0 = time.perf_counter()
-        state, values, why, metrics = "FAIL", None, "", {}
-        beat = _Heartbeat(study, trial, interval=heartbeat_settings()[0])
-        try:
-            sampled = space.sample(trial)
-            arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
-            prepare = getattr(fidelity, "prepare_architecture", None)
-            if prepare is not None:  # e.g. cached binds blocks to the module library: the trial records the bound network
-                arch = prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
-            recipe = replace(recipe, patience=config.patience)
-            candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
-            chash = candidate.candidate_hash()
-            trial.set_user_attr("candidate_hash", chash)
-            trial.set_user_attr("summary", arch.summary())
-            _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
-            if chash in seen:
-                first, old_values = seen[chash]
-                trial.set_user_attr("duplicate_of", first)
-                src = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, first))
-                for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy", "mlflow_run_id"):
-                    if key in src.user_attrs:
-                        trial.set_user_attr(key, src.user_attrs[key])
-                state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
-                metrics = dict(src.user_attrs.get("metrics", {}))
-                counts["COMPLETE"] += 1
+    beat = _Heartbeat(study, interval=heartbeat_settings()[0])
+    try:
+        grid_done = False
+        while True:
+            if grid_done:
+                reason = "grid exhausted"
+                break
+            if stop_event.is_set():
+                reason = "stopped"
+                break
+            if config.trials is not None and n_run >= config.trials:
+                reason = "budget"
+                break
+            if time.perf_counter() >= deadline:
+                reason = "timeout"
+                break
+            trial = study.ask()
+            n_run += 1
+            t0 = time.perf_counter()
+            state, values, why, metrics = "FAIL", None, "", {}
+            beat.track(trial)
+            try:
+                sampled = space.sample(trial)
+                arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
+                prepare = getattr(fidelity, "prepare_architecture", None)
+                if prepare is not None:  # e.g. cached binds blocks to the module library: the trial records the bound network
+                    arch = prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
+                recipe = replace(recipe, patience=config.patience)
+                candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
+                chash = candidate.candidate_hash()
+                trial.set_user_attr("candidate_hash", chash)
+                trial.set_user_attr("summary", arch.summary())
+                _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
+                if chash in seen:
+                    first, old_values = seen[chash]
+                    trial.set_user_attr("duplicate_of", first)
+                    src = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, first))
+                    for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy", "mlflow_run_id"):
+                        if key in src.user_attrs:
+                            trial.set_user_attr(key, src.user_attrs[key])
+                    state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
+                    metrics = dict(src.user_attrs.get("metrics", {}))
+                    counts["COMPLETE"] += 1
+                    try:
+                        _tell(study, trial, old_values)
+                    except _GridExhausted:
+                        grid_done = True
+                    _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
+                                                 metrics=metrics, duration_s=time.perf_counter() - t0))
+                    continue
+
+                def on_epoch(epoch: int, total: int, row: dict[str, float], _trial: Any = trial) -> None:
+                    _emit(emit, ev.EpochProgress(name, number=_trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
+                    if len(objectives) == 1 and objectives[0].name == "accuracy":
+                        _trial.report(row["val_accuracy"], epoch)
+                        if _trial.should_prune():
+                            raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
+                    elif mo_pruner is not None:
+                        mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)
+
+                ctx = EvalContext(
+                    arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
+                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= deadline,
+                    workspace=workspace, options=dict(config.fidelity_options),
+                )
+                result = fidelity(ctx)
+                metrics = dict(result.metrics)
+                values = [float(metrics[o.metric]) for o in objectives]
+                if not all(math.isfinite(v) for v in values):
+                    raise Diverged(f"objective values are not finite: {values}")
+                cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
+                                   fidelity=config.fidelity, extra=result.extra,
+                                   provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
+                                               "train_samples": config.train_samples, "val_samples": config.val_samples,
+                                               "space": space.name, "device": str(device)})
+                trial.set_user_attr("metrics", metrics)
+                trial.set_user_attr("history", result.history)
+                trial.set_user_attr("latency", result.latency)
+                trial.set_user_attr("confusion", result.confusion)
+                trial.set_user_attr("per_class_accuracy", result.per_class_accuracy)
+                trial.set_user_attr("config", cfg.to_dict())
+                if result.extra:
+                    trial.set_user_attr("fidelity_extra", json.loads(json.dumps(result.extra, default=str)))
+                if config.save_weights and result.state_dict is not None:
+                    _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
+                run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
+                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
+                if run_id:
+                    trial.set_user_attr("mlflow_run_id", run_id)
+                _tell(study, trial, values)
+                state = "COMPLETE"
+                seen.setdefault(chash, (trial.number, values))
+            except _GridExhausted:
+                state, grid_done = "COMPLETE", True
+            except optuna.TrialPruned as exc:
+                state, why = "PRUNED", str(exc) or "pruned"
+            except StopRequested as exc:
+                state = "PRUNED"
+                why = str(exc) if stop_event.is_set() else "time budget (--timeout) reached during training"
+            except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+                state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
+                state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                log.exception("trial %s failed", trial.number)
+            finally:
+                beat.track(None)
+            if state != "COMPLETE":
+                trial.set_user_attr("reason", why)
+                run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
+                                           tags={"reason": why[:500]})
+                if run_id:
+                    trial.set_user_attr("mlflow_run_id", run_id)
                 try:
-                    _tell(study, trial, old_values)
+                    _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
                 except _GridExhausted:
                     grid_done = True
-                _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
-                                             metrics=metrics, duration_s=time.perf_counter() - t0))
-                continue
-
-            def on_epoch(epoch: int, total: int, row: dict[str, float], _trial: Any = trial) -> None:
-                _emit(emit, ev.EpochProgress(name, number=_trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
-                if len(objectives) == 1 and objectives[0].name == "accuracy":
-                    _trial.report(row["val_accuracy"], epoch)
-                    if _trial.should_prune():
-                        raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
-                elif mo_pruner is not None:
-                    mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)
-
-            ctx = EvalContext(
-                arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
-                on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= deadline,
-                workspace=workspace, options=dict(config.fidelity_options),
-            )
-            result = fidelity(ctx)
-            metrics = dict(result.metrics)
-            values = [float(metrics[o.metric]) for o in objectives]
-            if not all(math.isfinite(v) for v in values):
-                raise Diverged(f"objective values are not finite: {values}")
-            cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
-                               fidelity=config.fidelity, extra=result.extra,
-                               provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
-                                           "train_samples": config.train_samples, "val_samples": config.val_samples,
-                                           "space": space.name, "device": str(device)})
-            trial.set_user_attr("metrics", metrics)
-            trial.set_user_attr("history", result.history)
-            trial.set_user_attr("latency", result.latency)
-            trial.set_user_attr("confusion", result.confusion)
-            trial.set_user_attr("per_class_accuracy", result.per_class_accuracy)
-            trial.set_user_attr("config", cfg.to_dict())
-            if result.extra:
-                trial.set_user_attr("fidelity_extra", json.loads(json.dumps(result.extra, default=str)))
-            if config.save_weights and result.state_dict is not None:
-                _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
-            run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
-                                       state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
-            if run_id:
-                trial.set_user_attr("mlflow_run_id", run_id)
-            _tell(study, trial, values)
-            state = "COMPLETE"
-            seen.setdefault(chash, (trial.number, values))
-        except _GridExhausted:
-            state, grid_done = "COMPLETE", True
-        except optuna.TrialPruned as exc:
-            state, why = "PRUNED", str(exc) or "pruned"
-        except StopRequested as exc:
-            state = "PRUNED"
-            why = str(exc) if stop_event.is_set() else "time budget (--timeout) reached during training"
-        except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
-            state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
-            state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            log.exception("trial %s failed", trial.number)
-        finally:
-            beat.close()
-        if state != "COMPLETE":
-            trial.set_user_attr("reason", why)
-            run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
-                                       tags={"reason": why[:500]})
-            if run_id:
-                trial.set_user_attr("mlflow_run_id", run_id)
-            try:
-                _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
-            except _GridExhausted:
-                grid_done = True
-        counts[state] += 1
-        _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
-                                     metrics=metrics, duration_s=time.perf_counter() - t0))
+            counts[state] += 1
+            _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
+                                         metrics=metrics, duration_s=time.perf_counter() - t0))
+    finally:
+        beat.close()
 
     if config.fidelity in FINALIZERS and counts["COMPLETE"] and not stop_event.is_set():
         FINALIZERS.get(config.fidelity)(study=study, config=config, data=data, device=device, workspace=workspace,
