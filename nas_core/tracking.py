@@ -1,22 +1,15 @@
 """MLflow tracking: one parent run per study, one nested run per trial. Failures warn and never stop a search.
 
 Uses ``MlflowClient`` rather than the fluent API: the fluent API keeps an "active run" per thread,
-and the search runs in a background thread beside a Streamlit server. A trial's run is created at once
-(its id goes on the Optuna trial); its metrics, params, config artifact and end status are written by a
-writer thread, so the search does not wait on MLflow's database. ``finish`` (and interpreter exit)
-flushes the writer first.
+and the search runs in a background thread beside a Streamlit server.
 """
 
 from __future__ import annotations
 
-import atexit
 import json
 import logging
 import os
-import queue
-import threading
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,38 +41,6 @@ class Tracker:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.warning: str | None = None
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._writer: threading.Thread | None = None
-
-    def _submit(self, job: Callable[[], None]) -> None:
-        """Run ``job`` on the writer thread (started on first use), in submission order."""
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, daemon=True, name="moca-mlflow-writer")
-            self._writer.start()
-            atexit.register(self.flush)
-        self._queue.put(job)
-
-    def _write_loop(self) -> None:
-        while True:
-            job = self._queue.get()
-            try:
-                if job is None:
-                    return
-                if self.enabled:
-                    job()
-            except Exception as exc:  # noqa: BLE001 - tracking must never stop a search
-                self._fail(exc)
-            finally:
-                self._queue.task_done()
-
-    def flush(self, timeout: float = 120.0) -> None:
-        """Wait until every submitted write is done (the writer then stops; the next write starts a new one)."""
-        writer = self._writer
-        if writer is None:
-            return
-        self._queue.put(None)
-        writer.join(timeout)
-        self._writer = None
 
     def _fail(self, exc: BaseException) -> None:
         self.enabled = False
@@ -170,27 +131,21 @@ class Tracker:
                   for i, row in enumerate(history) for k, v in row.items() if k not in ("epoch", "best_epoch")]
             ms += [Metric(k, float(v), ts, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
             ps = [Param(k, v) for k, v in _clean(params).items()]
-            text = json.dumps(config, indent=2) if config is not None else None
-
-            def write() -> None:
-                for i in range(0, max(len(ms), len(ps)), 500):
-                    self.client.log_batch(rid, metrics=ms[i : i + 500], params=ps[i : i + 100] if i == 0 else [],
-                                          tags=[RunTag("moca_trial", str(number))] if i == 0 else [])
-                if len(ps) > 100:
-                    for i in range(100, len(ps), 100):
-                        self.client.log_batch(rid, params=ps[i : i + 100])
-                if text is not None:
-                    self.client.log_text(rid, text, "config.json")
-                self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED" if state == "FAIL" else "KILLED")
-
-            self._submit(write)
+            for i in range(0, max(len(ms), len(ps)), 500):
+                self.client.log_batch(rid, metrics=ms[i : i + 500], params=ps[i : i + 100] if i == 0 else [],
+                                      tags=[RunTag("moca_trial", str(number))] if i == 0 else [])
+            if len(ps) > 100:
+                for i in range(100, len(ps), 100):
+                    self.client.log_batch(rid, params=ps[i : i + 100])
+            if config is not None:
+                self.client.log_text(rid, json.dumps(config, indent=2), "config.json")
+            self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED" if state == "FAIL" else "KILLED")
             return rid
         except Exception as exc:  # noqa: BLE001
             self._fail(exc)
             return None
 
     def finish(self, metrics: dict[str, float], *, status: str = "FINISHED") -> None:
-        self.flush()
         if not self.enabled or self.parent_run_id is None:
             return
         try:
