@@ -112,24 +112,24 @@ def main() -> int:
     recipe = TrainingRecipe(optimizer="adam", lr=1e-3, batch_size=args.batch_size, epochs=args.epochs, patience=args.epochs + 1)
     cpu = torch.device("cpu")
     rows: list[dict[str, Any]] = []
+
+    def ground_truth(arch: Any, seed: int, *, from_library: bool) -> tuple[float, float]:
+        """(test accuracy, training seconds) after the fixed budget, from scratch or from the library weights."""
+        set_seed(seed)
+        model = assemble(arch)
+        if from_library:
+            _load_library(model, library)
+        t = time.perf_counter()
+        train_model(model, data, recipe, device=cpu, seed=seed)
+        seconds = time.perf_counter() - t
+        return float((predict(model, data.x_test, cpu) == data.y_test.numpy()).mean()), seconds
+
     for i, arch in enumerate(archs):
-        row: dict[str, Any] = {"summary": arch.summary()}
-        # ground truth: full training from scratch, fixed budget
-        set_seed(args.seed + i)
-        model = assemble(arch)
-        row["params"] = sum(p.numel() for p in model.parameters())
-        t = time.perf_counter()
-        train_model(model, data, recipe, device=cpu, seed=args.seed + i)
-        row["truth_s"] = time.perf_counter() - t
-        row["truth"] = float((predict(model, data.x_test, cpu) == data.y_test.numpy()).mean())
-        # second ground truth: the same budget end to end from the library weights (how MoCA trains a finalist)
-        set_seed(args.seed + i)
-        model = assemble(arch)
-        _load_library(model, library)
-        t = time.perf_counter()
-        train_model(model, data, recipe, device=cpu, seed=args.seed + i)
-        row["truth_library_s"] = time.perf_counter() - t
-        row["truth_library"] = float((predict(model, data.x_test, cpu) == data.y_test.numpy()).mean())
+        row: dict[str, Any] = {"summary": arch.summary(), "params": sum(p.numel() for p in assemble(arch).parameters())}
+        # ground truth: full training from scratch, fixed budget; the second one trains end to end from the
+        # library weights (how MoCA trains a finalist)
+        row["truth"], row["truth_s"] = ground_truth(arch, args.seed + i, from_library=False)
+        row["truth_library"], row["truth_library_s"] = ground_truth(arch, args.seed + i, from_library=True)
         # 1-epoch training
         set_seed(args.seed + i)
         model = assemble(arch)

@@ -307,6 +307,11 @@ def train_model(
     return history
 
 
+# Options of the second phase (``nas_core.moca.finalize_top_k``) that every fidelity with a finalizer accepts.
+FINETUNE_OPTIONS = ("finetune_top_k", "finetune_epochs", "finetune_patience", "finetune_seconds", "finetune_recipe", "finetune_lr",
+                    "finetune_batch_size")
+
+
 @FIDELITIES.register("train")
 def full_training(ctx: EvalContext) -> EvalResult:
     """Train from scratch with the sampled recipe (early stopping on validation), then measure everything."""

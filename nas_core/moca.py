@@ -44,6 +44,7 @@ from nas_core.errors import LibraryError
 from nas_core.evaluate import (
     FIDELITIES,
     FINALIZERS,
+    FINETUNE_OPTIONS,
     Diverged,
     EvalContext,
     EvalResult,
@@ -506,8 +507,6 @@ def check_cached_options(opts: dict[str, Any]) -> None:
 
 cached_fidelity.prepare_architecture = prepare_architecture  # type: ignore[attr-defined]
 cached_fidelity.check_options = check_cached_options  # type: ignore[attr-defined]
-FINETUNE_OPTIONS = ("finetune_top_k", "finetune_epochs", "finetune_patience", "finetune_seconds", "finetune_recipe", "finetune_lr",
-                    "finetune_batch_size")
 cached_fidelity.options = ("cached_train", "cached_prefix_blocks", "cached_epochs", "cached_lr", "cached_batch_size",  # type: ignore[attr-defined]
                            "cached_train_samples", "cached_test_samples", "cache_mb", "auto_build_library", "library_minutes",
                            *FINETUNE_OPTIONS)

@@ -28,7 +28,7 @@ from torch import nn
 
 from nas_core.assemble import assemble
 from nas_core.errors import ConfigError
-from nas_core.evaluate import FIDELITIES, FINALIZERS, EvalContext, EvalResult, measure_model, set_seed
+from nas_core.evaluate import FIDELITIES, FINALIZERS, FINETUNE_OPTIONS, EvalContext, EvalResult, measure_model, set_seed
 from nas_core.registry import Registry
 
 __all__ = ["PROXIES", "register_proxy", "list_proxies", "score", "zero_cost_fidelity"]
@@ -142,9 +142,8 @@ def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
     accuracies. After the search the ``zero-cost`` finalizer trains the top-k from scratch for
     their final accuracy.
     """
+    _check_zero_cost_options(ctx.options)
     name = str(ctx.options.get("proxy", "naswot"))
-    if name not in PROXIES:
-        raise ConfigError(f"unknown zero-cost proxy {name!r}; use one of {', '.join(PROXIES.names())}.")
     set_seed(ctx.seed)
     model = assemble(ctx.arch).to(ctx.device)
     x, y = _minibatch(ctx.data, int(ctx.options.get("proxy_batch", 64)), ctx.seed)
@@ -169,12 +168,11 @@ def _check_zero_cost_options(opts: dict[str, Any]) -> None:
         raise ConfigError(f"unknown zero-cost proxy {name!r}; use one of {', '.join(PROXIES.names())}.")
     from nas_core.moca import check_cached_options
 
-    check_cached_options({k: v for k, v in opts.items() if k.startswith("finetune_")})
+    check_cached_options({k: v for k, v in opts.items() if k in FINETUNE_OPTIONS})
 
 
 zero_cost_fidelity.check_options = _check_zero_cost_options  # type: ignore[attr-defined]
-zero_cost_fidelity.options = ("proxy", "proxy_batch", "finetune_top_k", "finetune_epochs", "finetune_patience",  # type: ignore[attr-defined]
-                              "finetune_seconds", "finetune_recipe", "finetune_lr", "finetune_batch_size")
+zero_cost_fidelity.options = ("proxy", "proxy_batch", *FINETUNE_OPTIONS)  # type: ignore[attr-defined]
 
 
 @FINALIZERS.register("zero-cost")
