@@ -180,7 +180,8 @@ def _fidelity_options(fidelity: str) -> dict[str, Any]:
                                           help="The zero-cost score each candidate is ranked by.")
     options["finetune_top_k"] = int(right.number_input(
         "Finalists trained after the search", min_value=1, max_value=50, value=2, step=1, key="finetune_top_k",
-        help="The top-k candidates are trained end to end for their final metrics; the best config is chosen among them."))
+        help="The top-k candidates are trained end to end for their final metrics; the best config is chosen among them. "
+             "With a timeout, the last 20% of it is kept for this phase."))
     return options
 
 

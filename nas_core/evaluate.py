@@ -100,7 +100,8 @@ class EvalResult:
 
 FIDELITIES: Registry[Callable[[EvalContext], EvalResult]] = Registry("fidelity")
 # Optional second phase per fidelity, run once after the search loop (e.g. cached -> fine-tune the top-k end to end):
-# finalize(*, study, config, data, device, workspace, emit, stop_event) -> None
+# finalize(*, study, config, data, device, workspace, emit, stop_event, deadline) -> None, where ``deadline`` (a
+# time.perf_counter() value, math.inf when unbounded) is when the phase must end (see nas_core.search.phase_deadlines)
 FINALIZERS: Registry[Callable[..., None]] = Registry("fidelity finalizer")
 
 
@@ -308,8 +309,8 @@ def train_model(
 
 
 # Options of the second phase (``nas_core.moca.finalize_top_k``) that every fidelity with a finalizer accepts.
-FINETUNE_OPTIONS = ("finetune_top_k", "finetune_epochs", "finetune_patience", "finetune_seconds", "finetune_recipe", "finetune_lr",
-                    "finetune_batch_size")
+FINETUNE_OPTIONS = ("finetune_top_k", "finetune_epochs", "finetune_patience", "finetune_seconds", "finetune_share", "finetune_recipe",
+                    "finetune_lr", "finetune_batch_size")
 
 
 @FIDELITIES.register("train")

@@ -489,6 +489,9 @@ def check_cached_options(opts: dict[str, Any]) -> None:
     mode = opts.get("cached_train", "suffix")
     if mode not in CACHED_MODES:
         raise ConfigError(f"unknown cached_train {mode!r}; choose one of {', '.join(CACHED_MODES)}.")
+    share = opts.get("finetune_share")
+    if share is not None and not (isinstance(share, (int, float)) and not isinstance(share, bool) and 0 < share < 1):
+        raise ConfigError(f"fidelity option finetune_share must be a fraction of --timeout between 0 and 1, e.g. 0.2, but got {share!r}.")
     if opts.get("finetune_recipe", "fixed") not in ("fixed", "sampled"):
         raise ConfigError(f"finetune_recipe must be fixed or sampled, but got {opts['finetune_recipe']!r}.")
     for key in (*_POSITIVE_INT, *_POSITIVE_FLOAT, "cached_prefix_blocks"):
@@ -549,7 +552,7 @@ def _top_k(study: Any, k: int) -> list[Any]:
 
 
 def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
-                   stop_event: Any = None, init: str = "library", proxy: str = "cached") -> list[dict[str, Any]]:
+                   stop_event: Any = None, init: str = "library", proxy: str = "cached", deadline: float = math.inf) -> list[dict[str, Any]]:
     """Train the top-k candidates end to end and record final metrics beside the proxy ones.
 
     ``init="library"`` starts from the trial's saved weights (library blocks + trained adapters and
@@ -559,7 +562,9 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
     fine-tuned ones. Options:
     ``finetune_top_k`` (2), ``finetune_epochs`` (the search's epochs), ``finetune_patience`` (the search's patience, at most 3),
-    ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far),
+    ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far;
+    ``deadline``, a ``time.perf_counter()`` value, ends the phase too: the search passes the end of ``--timeout``),
+    ``finetune_share`` (read by :func:`nas_core.search.phase_deadlines`),
     ``finetune_recipe`` ("fixed": Adam, ``finetune_lr`` 1e-3, ``finetune_batch_size`` 64, recorded as the
     config's training recipe; "sampled": the trial's own recipe).
     """
@@ -575,8 +580,12 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     # the finalists start from trained weights: they plateau sooner than a network trained from scratch
     patience = int(opts.get("finetune_patience", min(3, int(getattr(config, "patience", 5)))))
     out_dir = study_dir(workspace, study.study_name)
-    deadline = time.perf_counter() + float(opts.get("finetune_seconds", math.inf))
+    deadline = min(deadline, time.perf_counter() + float(opts.get("finetune_seconds", math.inf)))
     done = []
+    if time.perf_counter() >= deadline:
+        study.set_user_attr("finetune_skipped", "no time was left of --timeout / finetune_seconds for the fine-tune phase; the best "
+                                                "config is the proxy's (raise --timeout or the finetune_share option)")
+        return done
     for trial in _top_k(study, k):
         if stop_event is not None and stop_event.is_set():
             break
@@ -668,7 +677,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
 
 @FINALIZERS.register("cached")
 def _finalize_cached(*, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
-                     stop_event: Any = None) -> None:
+                     stop_event: Any = None, deadline: float = math.inf) -> None:
     finalize_top_k(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit,
-                   stop_event=stop_event, init="library", proxy="cached")
+                   stop_event=stop_event, init="library", proxy="cached", deadline=deadline)
 

@@ -177,9 +177,10 @@ zero_cost_fidelity.options = ("proxy", "proxy_batch", *FINETUNE_OPTIONS)  # type
 
 @FINALIZERS.register("zero-cost")
 def _finalize_zero_cost(*, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
-                        stop_event: Any = None) -> None:
+                        stop_event: Any = None, deadline: float = math.inf) -> None:
     from nas_core.moca import finalize_top_k
 
     finalize_top_k(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit,
-                   stop_event=stop_event, init="scratch", proxy=str(getattr(config, "fidelity_options", {}).get("proxy", "naswot")))
+                   stop_event=stop_event, init="scratch", proxy=str(getattr(config, "fidelity_options", {}).get("proxy", "naswot")),
+                   deadline=deadline)
 

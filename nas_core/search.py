@@ -452,7 +452,8 @@ def run_search(
             seen.setdefault(h, (t.number, list(t.values)))
 
     start = time.perf_counter()
-    deadline = start + config.timeout if config.timeout else math.inf
+    finalizer = FINALIZERS.get(config.fidelity) if config.fidelity in FINALIZERS else None
+    deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     reason = "budget"
     n_run = 0
@@ -578,9 +579,9 @@ def run_search(
     finally:
         beat.close()
 
-    if config.fidelity in FINALIZERS and counts["COMPLETE"] and not stop_event.is_set():
-        FINALIZERS.get(config.fidelity)(study=study, config=config, data=data, device=device, workspace=workspace,
-                                        emit=emit, stop_event=stop_event)
+    if finalizer is not None and counts["COMPLETE"] and not stop_event.is_set():
+        finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
+                  deadline=final_deadline)
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
@@ -594,6 +595,26 @@ def run_search(
         n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
         warnings=tuple(w for w in (tracker.warning,) if w),
     )
+
+
+FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
+
+
+def phase_deadlines(start: float, timeout: float | None, *, two_phase: bool, options: dict[str, Any]) -> tuple[float, float]:
+    """(end of the trial loop, end of the fine-tune phase) as ``time.perf_counter()`` values; ``math.inf`` when unbounded.
+
+    ``--timeout`` is the wall budget of the whole search. With a fidelity that fine-tunes finalists after
+    its trials, the trials get ``1 - finetune_share`` of it (option, default 0.2) and the fine-tune phase
+    the rest, so a timed search ends on time with trained finalists. An explicit ``finetune_seconds``
+    keeps the old split: the trials get all of ``--timeout`` and the fine-tune phase its own seconds after.
+    """
+    if not timeout:
+        return math.inf, math.inf
+    end = start + float(timeout)
+    if not two_phase or "finetune_seconds" in options:
+        return end, math.inf
+    share = float(options.get("finetune_share", FINETUNE_SHARE))
+    return start + float(timeout) * (1 - share), end
 
 
 def _save_weights(path: Path, state_dict: dict[str, Any]) -> None:

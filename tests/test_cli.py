@@ -103,6 +103,8 @@ def _bad_cases(tmp: Path, best: Path) -> dict[str, tuple[list[str], str]]:
         "bad-cached-mode": (search + ["--fidelity", "cached", "--fidelity-option", "cached_train=everything"], "unknown cached_train 'everything'"),
         "bad-option-value": (search + ["--fidelity", "cached", "--fidelity-option", "finetune_top_k=0"],
                              "finetune_top_k must be a positive whole number"),
+        "bad-finetune-share": (search + ["--fidelity", "cached", "--timeout", "60", "--fidelity-option", "finetune_share=1.5"],
+                               "finetune_share must be a fraction of --timeout between 0 and 1"),
         "bad-proxy": (search + ["--fidelity", "zero-cost", "--fidelity-option", "proxy=magic"], "unknown zero-cost proxy 'magic'"),
         "option-for-train": (search + ["--fidelity-option", "cached_epochs=2"], "for the train fidelity; it takes none"),
         "option-not-key-value": (search + ["--fidelity-option", "cached_epochs"], "is not KEY=VALUE"),

@@ -163,3 +163,61 @@ def test_a_block_reused_at_another_stride_does_not_share_cached_features(workspa
     moca.cached_fidelity(EvalContext(arch=one, recipe=recipe, data=data, workspace=workspace))
     result = moca.cached_fidelity(EvalContext(arch=other, recipe=recipe, data=data, workspace=workspace))
     assert result.extra["cache"]["trial_hits"] == 0
+
+
+def test_timeout_is_split_between_the_trials_and_the_fine_tune_phase() -> None:
+    from nas_core.search import phase_deadlines
+
+    inf = float("inf")
+    assert phase_deadlines(100.0, None, two_phase=True, options={}) == (inf, inf)
+    assert phase_deadlines(100.0, 50.0, two_phase=False, options={}) == (150.0, inf)  # train: the trials get all of it
+    assert phase_deadlines(100.0, 50.0, two_phase=True, options={}) == pytest.approx((140.0, 150.0))  # default share 0.2
+    assert phase_deadlines(100.0, 50.0, two_phase=True, options={"finetune_share": 0.5}) == pytest.approx((125.0, 150.0))
+    # an explicit fine-tune time box keeps the old split: all of --timeout for the trials, then the box
+    assert phase_deadlines(100.0, 50.0, two_phase=True, options={"finetune_seconds": 7}) == (150.0, inf)
+
+
+def test_a_timed_cached_search_fine_tunes_within_its_timeout(workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from nas_core.search import SearchConfig, run_search
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace / "library", ws / "library")
+    seen: dict[str, float] = {}
+    real = moca.finalize_top_k
+
+    def spy(**kwargs):  # type: ignore[no-untyped-def]
+        seen["deadline"], seen["now"] = kwargs["deadline"], time.perf_counter()
+        return real(**kwargs)
+
+    monkeypatch.setattr(moca, "finalize_top_k", spy)
+    cfg = SearchConfig(dataset="digits", trials=2, timeout=3600, epochs=1, workspace=str(ws), space="modular", fidelity="cached",
+                       tracking=False, train_samples=200, val_samples=80, study="timed", fidelity_options={"finetune_top_k": 1})
+    result = run_search(cfg)
+    # the fine-tune phase ends with --timeout (not 20% later, not unbounded), and it ran
+    assert seen["now"] < seen["deadline"] < seen["now"] + 3600
+    best = json.loads(Path(result.best_config).read_text())
+    assert best["metrics"]["final_accuracy"] == best["metrics"]["val_accuracy"]
+
+
+def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: Path, tmp_path: Path) -> None:
+    import time
+
+    import optuna
+
+    from nas_core.search import SearchConfig, run_search
+    from nas_core.workspace import default_storage
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace / "library", ws / "library")
+    cfg = SearchConfig(dataset="digits", trials=2, epochs=1, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
+                       train_samples=200, val_samples=80, study="late", fidelity_options={"finetune_top_k": 1})
+    run_search(cfg)
+    study = optuna.load_study(study_name="late", storage=default_storage(ws))
+    before = dict(study.user_attrs["final_results"])
+    data = load_dataset("digits", seed=0, train_samples=200, val_samples=80)
+    done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 2}), data=data,
+                               device=torch.device("cpu"), workspace=ws, deadline=time.perf_counter() - 1)
+    assert done == [] and "--timeout" in study.user_attrs["finetune_skipped"]
+    assert study.user_attrs["final_results"] == before  # nothing recorded is lost
