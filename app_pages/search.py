@@ -259,6 +259,8 @@ def _live_panel() -> None:
     if snap.status == "finished":
         st.success(f"Finished: {snap.n_complete} complete, {snap.n_pruned} pruned, {snap.n_failed} failed trials. "
                    "Open Results, Best Model or Analytics for the study.")
+        for warning in runner.result.warnings if runner.result else ():
+            st.warning(warning)
     elif snap.status == "stopped":
         st.info(f"Stopped: {snap.n_complete} complete trials kept; Start the same study again to resume it.")
     left, right = st.columns([3, 2])

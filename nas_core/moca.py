@@ -581,11 +581,13 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     patience = int(opts.get("finetune_patience", min(3, int(getattr(config, "patience", 5)))))
     out_dir = study_dir(workspace, study.study_name)
     deadline = min(deadline, time.perf_counter() + float(opts.get("finetune_seconds", math.inf)))
-    done = []
+    done: list[dict[str, Any]] = []
     if time.perf_counter() >= deadline:
         study.set_user_attr("finetune_skipped", "no time was left of --timeout / finetune_seconds for the fine-tune phase; the best "
                                                 "config is the proxy's (raise --timeout or the finetune_share option)")
         return done
+    if study.user_attrs.get("finetune_skipped"):
+        study.set_user_attr("finetune_skipped", None)  # an earlier run's note; this run fine-tunes
     for trial in _top_k(study, k):
         if stop_event is not None and stop_event.is_set():
             break

@@ -579,9 +579,11 @@ def run_search(
     finally:
         beat.close()
 
+    skipped = None
     if finalizer is not None and counts["COMPLETE"] and not stop_event.is_set():
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
+        skipped = study.user_attrs.get("finetune_skipped")
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
@@ -593,7 +595,7 @@ def run_search(
     return SearchResult(
         study=name, workspace=str(workspace), storage=config.storage_url(), n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"],
         n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
-        warnings=tuple(w for w in (tracker.warning,) if w),
+        warnings=tuple(w for w in (tracker.warning, skipped) if w),
     )
 
 

@@ -221,3 +221,7 @@ def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: 
                                device=torch.device("cpu"), workspace=ws, deadline=time.perf_counter() - 1)
     assert done == [] and "--timeout" in study.user_attrs["finetune_skipped"]
     assert study.user_attrs["final_results"] == before  # nothing recorded is lost
+    # resuming with time to spare fine-tunes the second finalist and clears the note
+    done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 2, "finetune_epochs": 1}), data=data,
+                               device=torch.device("cpu"), workspace=ws)
+    assert len(done) == 1 and study.user_attrs["finetune_skipped"] is None and len(study.user_attrs["final_results"]) == 2
