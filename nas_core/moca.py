@@ -73,6 +73,7 @@ __all__ = [
 
 CACHE_VERSION = 1
 CACHED_MODES = ("suffix", "adapters")
+FINETUNE_EPOCHS = 4  # default fine-tune length of a finalist that starts from its proxy weights
 _PARAM_FREE = ("pool", "identity")
 
 
@@ -561,7 +562,8 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     the final validation/test accuracy) go to the study attribute ``final_results``, which
     :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
     fine-tuned ones. Options:
-    ``finetune_top_k`` (2), ``finetune_epochs`` (the search's epochs), ``finetune_patience`` (the search's patience, at most 3),
+    ``finetune_top_k`` (2), ``finetune_epochs`` (:data:`FINETUNE_EPOCHS` (4) from proxy weights, at most the search's epochs;
+    the search's epochs from scratch), ``finetune_patience`` (the search's patience, at most 3),
     ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far;
     ``deadline``, a ``time.perf_counter()`` value, ends the phase too: the search passes the end of ``--timeout``),
     ``finetune_share`` (read by :func:`nas_core.search.phase_deadlines`),
@@ -575,8 +577,11 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
 
     opts = dict(getattr(config, "fidelity_options", {}) or {})
     k = int(opts.get("finetune_top_k", 2))
-    # by default the finalists train like a full-fidelity trial (the search's epochs and patience), from library weights
-    epochs = int(opts.get("finetune_epochs", int(config.epochs)))
+    # Finalists that start from their proxy weights get a short annealed fine-tune (cosine over FINETUNE_EPOCHS); on the
+    # digits benchmark's finalists it matched the accuracy of fine-tuning to an early stop at less than 2/3 of the time
+    # (benchmarks/results/digits_speed.md). Finalists trained from scratch (zero-cost) get the search's epochs.
+    default_epochs = min(int(config.epochs), FINETUNE_EPOCHS) if init == "library" else int(config.epochs)
+    epochs = int(opts.get("finetune_epochs", default_epochs))
     # the finalists start from trained weights: they plateau sooner than a network trained from scratch
     patience = int(opts.get("finetune_patience", min(3, int(getattr(config, "patience", 5)))))
     out_dir = study_dir(workspace, study.study_name)

@@ -192,13 +192,15 @@ def test_a_timed_cached_search_fine_tunes_within_its_timeout(workspace: Path, tm
         return real(**kwargs)
 
     monkeypatch.setattr(moca, "finalize_top_k", spy)
-    cfg = SearchConfig(dataset="digits", trials=2, timeout=3600, epochs=1, workspace=str(ws), space="modular", fidelity="cached",
+    cfg = SearchConfig(dataset="digits", trials=2, timeout=3600, epochs=6, workspace=str(ws), space="modular", fidelity="cached",
                        tracking=False, train_samples=200, val_samples=80, study="timed", fidelity_options={"finetune_top_k": 1})
     result = run_search(cfg)
     # the fine-tune phase ends with --timeout (not 20% later, not unbounded), and it ran
     assert seen["now"] < seen["deadline"] < seen["now"] + 3600
     best = json.loads(Path(result.best_config).read_text())
     assert best["metrics"]["final_accuracy"] == best["metrics"]["val_accuracy"]
+    # from proxy weights the default fine-tune is short (FINETUNE_EPOCHS), not the search's 6 epochs
+    assert best["provenance"]["finetune"]["recipe"]["epochs"] == moca.FINETUNE_EPOCHS == 4
 
 
 def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: Path, tmp_path: Path) -> None:

@@ -88,3 +88,4 @@ def test_zero_cost_best_config_is_a_trained_finalist(tmp_path) -> None:  # type:
     assert best["metrics"]["val_accuracy"] in {float(f["final_accuracy"]) for f in study.user_attrs["finetune"]}
     front = sorted(p.stem for p in (Path(result.best_config).parent / "pareto").glob("trial_*.json"))
     assert front and all(name.removeprefix("trial_") in finalists for name in front)
+    assert best["provenance"]["finetune"]["recipe"]["epochs"] == 2  # from scratch: the search's epochs, not the short fine-tune
