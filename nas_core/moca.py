@@ -73,7 +73,7 @@ __all__ = [
 
 CACHE_VERSION = 1
 CACHED_MODES = ("suffix", "adapters")
-FINETUNE_EPOCHS = 4  # default fine-tune length of a finalist that starts from its proxy weights
+FINETUNE_EPOCHS = 5  # default fine-tune length of a finalist that starts from its proxy weights
 _PARAM_FREE = ("pool", "identity")
 
 
@@ -562,7 +562,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     the final validation/test accuracy) go to the study attribute ``final_results``, which
     :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
     fine-tuned ones. Options:
-    ``finetune_top_k`` (2), ``finetune_epochs`` (:data:`FINETUNE_EPOCHS` (4) from proxy weights, at most the search's epochs;
+    ``finetune_top_k`` (2), ``finetune_epochs`` (:data:`FINETUNE_EPOCHS` (5) from proxy weights, at most the search's epochs;
     the search's epochs from scratch), ``finetune_patience`` (the search's patience, at most 3),
     ``finetune_seconds`` (no limit: a time box for the whole phase; a candidate cut short keeps its weights so far;
     ``deadline``, a ``time.perf_counter()`` value, ends the phase too: the search passes the end of ``--timeout``),
@@ -577,9 +577,9 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
 
     opts = dict(getattr(config, "fidelity_options", {}) or {})
     k = int(opts.get("finetune_top_k", 2))
-    # Finalists that start from their proxy weights get a short annealed fine-tune (cosine over FINETUNE_EPOCHS); on the
-    # digits benchmark's finalists it matched the accuracy of fine-tuning to an early stop at less than 2/3 of the time
-    # (benchmarks/results/digits_speed.md). Finalists trained from scratch (zero-cost) get the search's epochs.
+    # Finalists that start from their proxy weights get a short annealed fine-tune (cosine over FINETUNE_EPOCHS): on the
+    # same digits finalists it matched the accuracy of fine-tuning to an early stop in about 3/4 of the time; 4 epochs
+    # cost 0.1-0.4 points (benchmarks/results/finetune.md). Finalists trained from scratch (zero-cost) get the search's epochs.
     default_epochs = min(int(config.epochs), FINETUNE_EPOCHS) if init == "library" else int(config.epochs)
     epochs = int(opts.get("finetune_epochs", default_epochs))
     # the finalists start from trained weights: they plateau sooner than a network trained from scratch

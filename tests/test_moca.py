@@ -200,7 +200,7 @@ def test_a_timed_cached_search_fine_tunes_within_its_timeout(workspace: Path, tm
     best = json.loads(Path(result.best_config).read_text())
     assert best["metrics"]["final_accuracy"] == best["metrics"]["val_accuracy"]
     # from proxy weights the default fine-tune is short (FINETUNE_EPOCHS), not the search's 6 epochs
-    assert best["provenance"]["finetune"]["recipe"]["epochs"] == moca.FINETUNE_EPOCHS == 4
+    assert best["provenance"]["finetune"]["recipe"]["epochs"] == moca.FINETUNE_EPOCHS == 5
 
 
 def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: Path, tmp_path: Path) -> None:
