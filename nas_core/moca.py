@@ -593,12 +593,15 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         return done
     if study.user_attrs.get("finetune_skipped"):
         study.set_user_attr("finetune_skipped", None)  # an earlier run's note; this run fine-tunes
-    for trial in _top_k(study, k):
+    finalists = _top_k(study, k)
+    left_out = 0  # finalists the deadline gave no time at all
+    for i, trial in enumerate(finalists):
         if stop_event is not None and stop_event.is_set():
             break
         if str(trial.number) in (study.user_attrs.get("final_results") or {}):
             continue  # a resumed study: already fine-tuned
         if time.perf_counter() > deadline:
+            left_out = sum(1 for t in finalists[i:] if str(t.number) not in (study.user_attrs.get("final_results") or {}))
             break
         cfg = ModelConfig.from_dict(trial.user_attrs["config"])
         seed = int(cfg.provenance.get("seed", config.seed))
@@ -679,6 +682,10 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
                      "test_accuracy": final["test_accuracy"], "seconds": wall, "init": how})
     if done:
         study.set_user_attr("finetune", done)
+    if left_out:
+        study.set_user_attr("finetune_skipped", f"the fine-tune phase ran out of time (--timeout / finetune_seconds) with {left_out} of "
+                                                f"{len(finalists)} finalists not fine-tuned; they keep their proxy metrics (raise --timeout "
+                                                "or the finetune_share option, or run the same study again to fine-tune them)")
     return done
 
 

@@ -227,3 +227,36 @@ def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: 
     done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 2, "finetune_epochs": 1}), data=data,
                                device=torch.device("cpu"), workspace=ws)
     assert len(done) == 1 and study.user_attrs["finetune_skipped"] is None and len(study.user_attrs["final_results"]) == 2
+
+
+def test_a_fine_tune_phase_cut_short_by_its_deadline_says_how_many_finalists_it_left(workspace: Path, tmp_path: Path,
+                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import optuna
+
+    from nas_core.search import SearchConfig, run_search
+    from nas_core.workspace import default_storage
+
+    ws = tmp_path / "ws"
+    shutil.copytree(workspace / "library", ws / "library")
+    cfg = SearchConfig(dataset="digits", trials=3, epochs=1, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
+                       train_samples=200, val_samples=80, study="cut", fidelity_options={"finetune_top_k": 1})
+    run_search(cfg)
+    study = optuna.load_study(study_name="cut", storage=default_storage(ws))
+    data = load_dataset("digits", seed=0, train_samples=200, val_samples=80)
+    deadline = time.perf_counter() + 0.5
+    real = moca.train_model
+
+    def train_then_pass_the_deadline(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        while time.perf_counter() <= deadline:  # the first finalist's training uses up the phase
+            time.sleep(0.01)
+        return out
+
+    monkeypatch.setattr(moca, "train_model", train_then_pass_the_deadline)
+    done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 3, "finetune_epochs": 1}), data=data,
+                               device=torch.device("cpu"), workspace=ws, deadline=deadline)
+    # finalist 1 was fine-tuned by the search; the phase trains finalist 2, then has no time for finalist 3
+    assert len(done) == 1 and len(study.user_attrs["final_results"]) == 2
+    assert "1 of 3 finalists not fine-tuned" in study.user_attrs["finetune_skipped"]
