@@ -684,8 +684,9 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         study.set_user_attr("finetune", done)
     if left_out:
         study.set_user_attr("finetune_skipped", f"the fine-tune phase ran out of time (--timeout / finetune_seconds) with {left_out} of "
-                                                f"{len(finalists)} finalists not fine-tuned; they keep their proxy metrics (raise --timeout "
-                                                "or the finetune_share option, or run the same study again to fine-tune them)")
+                                                f"{len(finalists)} finalists not fine-tuned; the best config is chosen among the fine-tuned ones "
+                                                "(raise --timeout or the finetune_share option, or run the same study again to "
+                                                "fine-tune the rest)")
     return done
 
 
