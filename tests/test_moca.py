@@ -203,9 +203,8 @@ def test_a_timed_cached_search_fine_tunes_within_its_timeout(workspace: Path, tm
     assert best["provenance"]["finetune"]["recipe"]["epochs"] == moca.FINETUNE_EPOCHS == 5
 
 
-def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: Path, tmp_path: Path) -> None:
-    import time
-
+def _searched(workspace: Path, tmp_path: Path, study: str, trials: int):  # type: ignore[no-untyped-def]
+    """A finished 1-epoch cached digits search (one finalist fine-tuned) in a copy of the library's workspace: (ws, config, study, data)."""
     import optuna
 
     from nas_core.search import SearchConfig, run_search
@@ -213,12 +212,18 @@ def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: 
 
     ws = tmp_path / "ws"
     shutil.copytree(workspace / "library", ws / "library")
-    cfg = SearchConfig(dataset="digits", trials=2, epochs=1, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
-                       train_samples=200, val_samples=80, study="late", fidelity_options={"finetune_top_k": 1})
+    cfg = SearchConfig(dataset="digits", trials=trials, epochs=1, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
+                       train_samples=200, val_samples=80, study=study, fidelity_options={"finetune_top_k": 1})
     run_search(cfg)
-    study = optuna.load_study(study_name="late", storage=default_storage(ws))
+    return (ws, cfg, optuna.load_study(study_name=study, storage=default_storage(ws)),
+            load_dataset("digits", seed=0, train_samples=200, val_samples=80))
+
+
+def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: Path, tmp_path: Path) -> None:
+    import time
+
+    ws, cfg, study, data = _searched(workspace, tmp_path, "late", trials=2)
     before = dict(study.user_attrs["final_results"])
-    data = load_dataset("digits", seed=0, train_samples=200, val_samples=80)
     done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 2}), data=data,
                                device=torch.device("cpu"), workspace=ws, deadline=time.perf_counter() - 1)
     assert done == [] and "--timeout" in study.user_attrs["finetune_skipped"]
@@ -233,18 +238,7 @@ def test_a_fine_tune_phase_cut_short_by_its_deadline_says_how_many_finalists_it_
                                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    import optuna
-
-    from nas_core.search import SearchConfig, run_search
-    from nas_core.workspace import default_storage
-
-    ws = tmp_path / "ws"
-    shutil.copytree(workspace / "library", ws / "library")
-    cfg = SearchConfig(dataset="digits", trials=3, epochs=1, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
-                       train_samples=200, val_samples=80, study="cut", fidelity_options={"finetune_top_k": 1})
-    run_search(cfg)
-    study = optuna.load_study(study_name="cut", storage=default_storage(ws))
-    data = load_dataset("digits", seed=0, train_samples=200, val_samples=80)
+    ws, cfg, study, data = _searched(workspace, tmp_path, "cut", trials=3)
     deadline = time.perf_counter() + 0.5
     real = moca.train_model
 
