@@ -154,14 +154,22 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, warmup: i
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> dict[str, Any]:
-    from sklearn.metrics import confusion_matrix, f1_score
+    """Accuracy, macro F1 (over every class, 0 where undefined, as scikit-learn's ``zero_division=0``), confusion, per-class accuracy.
 
-    cm = confusion_matrix(y_true, y_pred, labels=list(range(num_classes)))
-    support = cm.sum(axis=1)
+    Computed from one ``bincount``: the search calls this twice per trial, and scikit-learn's input checks made it 5 ms a call.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64).ravel()
+    y_pred = np.asarray(y_pred, dtype=np.int64).ravel()
+    ok = (y_true >= 0) & (y_true < num_classes) & (y_pred >= 0) & (y_pred < num_classes)
+    cm = np.bincount(y_true[ok] * num_classes + y_pred[ok], minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+    tp = np.diag(cm).astype(float)
+    support, predicted = cm.sum(axis=1), cm.sum(axis=0)
+    denom = support + predicted
+    f1 = np.divide(2 * tp, denom, out=np.zeros(num_classes), where=denom > 0)
     per_class = [float(cm[i, i] / support[i]) if support[i] else float("nan") for i in range(num_classes)]
     return {
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else 0.0,
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(num_classes)), zero_division=0)),
+        "macro_f1": float(f1.mean()) if num_classes else 0.0,
         "confusion": cm.tolist(),
         "per_class_accuracy": per_class,
     }
@@ -201,10 +209,18 @@ def measure_model(model: nn.Module, data: Any, device: torch.device) -> dict[str
 
 
 def make_optimizer(params: Any, recipe: TrainingRecipe) -> torch.optim.Optimizer:
+    """The recipe's optimizer, fused when every parameter is a float tensor on CPU or CUDA.
+
+    The fused kernels update all parameters in one call: on CPU an Adam step over a 34-tensor network takes
+    0.14 ms instead of 0.60 ms, which is most of a small network's step in a one-epoch proxy.
+    """
+    params = list(params)
+    ok = params and all(isinstance(t, torch.Tensor) and t.is_floating_point() and t.device.type in ("cpu", "cuda") for t in params)
+    fused = {"fused": True} if ok else {}
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay)
+        return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay, **fused)
     cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, **fused)
 
 
 def augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:

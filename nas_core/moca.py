@@ -312,7 +312,7 @@ _LIBRARIES: dict[str, tuple[tuple[Any, ...], Library]] = {}
 def _open_cached(workspace: Path) -> Library:
     """The workspace's library, re-read only when a file in it changed (a search opens it every trial)."""
     root = workspace / "library"
-    stamp = tuple(sorted((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in root.iterdir())) if root.is_dir() else ()
+    stamp = tuple(sorted((p.name, st.st_mtime_ns, st.st_size) for p in root.iterdir() for st in (p.stat(),))) if root.is_dir() else ()
     hit = _LIBRARIES.get(str(root))
     if hit is not None and hit[0] == stamp:
         return hit[1]
