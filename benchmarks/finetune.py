@@ -6,7 +6,7 @@ finalist's recorded proxy accuracy) and the finalists are fine-tuned again with 
 policies differ only in how they fine-tune, not in which networks a noisy search happened to return.
 Writes results/finetune.json and .md.
 
-    python benchmarks/finetune.py [--seeds 0,1,2,3,4,5] [--threads 1]
+    python benchmarks/finetune.py [--seeds 0,1,2,3,4,5] [--threads 1] [--policies 'default,batch 128']
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ POLICIES: dict[str, dict[str, Any]] = {
     "4 epochs, cosine": {"finetune_epochs": 4},
     "3 epochs, cosine": {"finetune_epochs": 3},
     "to an early stop, patience 2": {"finetune_epochs": 20, "finetune_patience": 2},
+    "5 epochs, cosine, batch 128": {"finetune_batch_size": 128},
+    "5 epochs, cosine, batch 128, lr 2e-3": {"finetune_batch_size": 128, "finetune_lr": 2e-3},
+    "top 1 only, 5 epochs, cosine": {"finetune_top_k": 1},
 }
 
 
@@ -37,6 +40,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", default="0,1,2,3,4,5")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--policies", default="", help="comma-separated substrings: run only the policies whose name contains one (default all)")
     ap.add_argument("--workspace", default=str(ROOT / "work" / "finetune"))
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args()
@@ -66,7 +70,10 @@ def main() -> int:
         run_search(cfg)
         studies[seed] = cfg
     results: dict[str, Any] = {}
+    wanted = [w.strip() for w in args.policies.split(",") if w.strip()]
     for name, opts in POLICIES.items():
+        if wanted and not any(w in name for w in wanted):
+            continue
         per_seed = []
         for seed, base in studies.items():
             cfg = replace(base, fidelity_options=opts)
