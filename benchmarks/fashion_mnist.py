@@ -121,6 +121,9 @@ def pick_for_budget(result: Any, data: Any, seconds: float, *, min_epochs: int, 
     """The most accurate Pareto config that can train ``min_epochs`` full epochs in ``seconds`` (else the fastest)."""
     from nas_core.export import build_model, load_config
 
+    if not result.best_config:
+        raise SystemExit(f"{arm}: no trial completed in the search phase ({result.n_pruned} stopped by the budget, {result.n_failed} failed); "
+                         "raise --budget-s or --search-fraction so that at least one trial can finish.")
     folder = Path(result.best_config).parent
     options = []
     for path in sorted((folder / "pareto").glob("trial_*.json")):
