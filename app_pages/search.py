@@ -11,7 +11,7 @@ import streamlit as st
 from nas_core import dashboard
 from nas_core.data import inspect_dataset, list_datasets
 from nas_core.errors import NasCoreError
-from nas_core.search import OBJECTIVES, SearchConfig, default_study_name
+from nas_core.search import FINETUNE_SHARE, OBJECTIVES, SearchConfig, default_study_name
 from nas_core.space import PRESETS
 from app_pages import common
 
@@ -181,7 +181,7 @@ def _fidelity_options(fidelity: str) -> dict[str, Any]:
     options["finetune_top_k"] = int(right.number_input(
         "Finalists trained after the search", min_value=1, max_value=50, value=2, step=1, key="finetune_top_k",
         help="The top-k candidates are trained end to end for their final metrics; the best config is chosen among them. "
-             "With a timeout, the last 20% of it is kept for this phase."))
+             f"With a timeout, the last {FINETUNE_SHARE:.0%} of it is kept for this phase (option finetune_share)."))
     return options
 
 

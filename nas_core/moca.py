@@ -601,7 +601,8 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         if str(trial.number) in (study.user_attrs.get("final_results") or {}):
             continue  # a resumed study: already fine-tuned
         if time.perf_counter() > deadline:
-            left_out = sum(1 for t in finalists[i:] if str(t.number) not in (study.user_attrs.get("final_results") or {}))
+            finished = study.user_attrs.get("final_results") or {}  # one storage read, not one per finalist left
+            left_out = sum(1 for t in finalists[i:] if str(t.number) not in finished)
             break
         cfg = ModelConfig.from_dict(trial.user_attrs["config"])
         seed = int(cfg.provenance.get("seed", config.seed))
