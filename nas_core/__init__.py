@@ -23,10 +23,30 @@ from nas_core.errors import (  # noqa: E402
     SearchSpaceError,
     TunnelError,
 )
-from nas_core.genotype import Architecture, BlockSpec, HeadSpec, ModelConfig, TrainingRecipe  # noqa: E402
-from nas_core.search import OBJECTIVES, SAMPLERS, SearchConfig, SearchResult, run_search  # noqa: E402
-from nas_core.runner import REGISTRY, RunnerSnapshot, SearchRunner, get_registry  # noqa: E402
-from nas_core.export import build_model, export_model, load_config, retrain  # noqa: E402
+
+# The rest of the public API loads on first use (PEP 562): ``python -m nas_core`` must install its
+# Ctrl-C/SIGTERM handlers before torch is imported, so a signal during start-up is a clean stop too.
+_LAZY = {
+    **dict.fromkeys(("Architecture", "BlockSpec", "HeadSpec", "ModelConfig", "TrainingRecipe"), "nas_core.genotype"),
+    **dict.fromkeys(("OBJECTIVES", "SAMPLERS", "SearchConfig", "SearchResult", "run_search"), "nas_core.search"),
+    **dict.fromkeys(("REGISTRY", "RunnerSnapshot", "SearchRunner", "get_registry"), "nas_core.runner"),
+    **dict.fromkeys(("build_model", "export_model", "load_config", "retrain"), "nas_core.export"),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nas_core' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "__version__",

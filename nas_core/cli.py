@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -28,6 +29,63 @@ class _Parser(argparse.ArgumentParser):
 
 class _Fail(Exception):
     """Exit with code 2 and this one-line message."""
+
+
+class _Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM in a command with nothing to stop cleanly; ``main`` exits with 128 + the signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _Signals:
+    """One stop path for Ctrl-C (SIGINT) and SIGTERM (docker, Kubernetes, Colab send it first).
+
+    The first signal sets :attr:`event`; a command that can stop cleanly (``graceful``) watches it and
+    ends its running trial at the next batch, records it and writes its outputs; any other command gets
+    :class:`_Interrupted`. A second signal exits at once: a trial left RUNNING records its owner
+    process, so the next run on this machine reclaims it straight away.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signum: int | None = None
+        self.graceful = False
+        self.message = "stopping: the current trial ends at its next batch and is recorded (press Ctrl-C again to exit at once)"
+
+    def install(self) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM; returns the previous handlers for :meth:`restore`."""
+        old: dict[int, Any] = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            if previous is signal.SIG_IGN:
+                continue  # started with it ignored (nohup, a background job of a script): keep it that way
+            old[sig] = previous
+            signal.signal(sig, self._handle)
+        return old
+
+    @staticmethod
+    def restore(old: dict[int, Any]) -> None:
+        for sig, handler in old.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        if self.signum is not None:
+            os.write(2, f"\n{signal.Signals(signum).name} again: exiting now; the next run reclaims the unfinished trial\n".encode())
+            os._exit(128 + signum)
+        self.signum = signum
+        self.event.set()
+        if not self.graceful:
+            raise _Interrupted(signum)
+        os.write(2, f"\n{signal.Signals(signum).name}: {self.message}\n".encode())
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else 0
+
+
+SIGNALS = _Signals()
 
 
 def _positive_int(text: str) -> int:
@@ -97,6 +155,8 @@ def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> Non
     p.add_argument("--train-samples", type=_positive_int, default=None, help="subsample the training split to N samples")
     p.add_argument("--val-samples", type=_positive_int, default=None, help="subsample the validation split to N samples")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--events-jsonl", default=None, metavar="PATH",
+                   help="append every progress event (trial started, epoch, trial finished, ...) to PATH as one JSON object a line")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,10 +259,14 @@ def _search_config(args: argparse.Namespace) -> Any:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    SIGNALS.graceful = True
     from nas_core import events as ev
     from nas_core.runner import SearchRunner
 
     config = _search_config(args)
+    if SIGNALS.event.is_set():
+        print("stopped before the search started; nothing was recorded", file=sys.stderr)
+        return SIGNALS.exit_code
     runner = SearchRunner(config)
     bar: Any = None
 
@@ -228,32 +292,50 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 bar.write(f"trial {event.number}: {event.state} - {event.reason}", file=sys.stderr)
 
     runner.subscribe(show)
+    if args.events_jsonl:
+        try:
+            log_file = open(args.events_jsonl, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the search's life
+        except OSError as exc:
+            raise _Fail(f"cannot write --events-jsonl {args.events_jsonl} ({exc.strerror})") from None
+
+        def log_event(event: ev.Event) -> None:
+            log_file.write(json.dumps(ev.event_to_dict(event), default=str) + "\n")
+
+        runner.subscribe(log_event)
     runner.start()
-    try:
-        while not runner.wait(0.5):
-            pass
-    except KeyboardInterrupt:
-        print("\nstopping: the current trial ends at its next batch and is recorded...", file=sys.stderr)
-        runner.stop(wait=60)
+    stopping = False
+    while not runner.wait(0.05):
+        if SIGNALS.event.is_set() and not stopping:
+            stopping = True
+            runner.stop()
+    if SIGNALS.event.is_set():
+        runner.stop()  # a signal in the runner's last moments: report it as stopped
     if bar is not None:
         bar.close()
     snap = runner.snapshot()
     if snap.error:
         raise _Fail(snap.error)
     result = runner.result
-    assert result is not None
+    if result is None:
+        raise _Fail(f"the search of study {config.study_name!r} ended without a result; see the messages above")
     for w in result.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed in {result.wall_s:.1f} s "
           f"(stopped: {result.reason}); study {result.study!r} in {result.storage.split('://')[0]} storage", file=sys.stderr)
     if result.best_config is None:
+        if SIGNALS.signum:
+            print(f"stopped by {signal.Signals(SIGNALS.signum).name} before any trial completed", file=sys.stderr)
+            return SIGNALS.exit_code
         raise _Fail(f"no trial of study {result.study!r} completed, so there is no best config; "
                     "see the trial reasons above (try more --timeout, fewer --epochs or another --space)")
     print(result.best_config)
-    return 0
+    return SIGNALS.exit_code
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    SIGNALS.graceful = True
+    SIGNALS.message = "stopping: training ends at its next batch (press Ctrl-C again to exit at once)"
+    from nas_core.evaluate import StopRequested
     from nas_core.export import load_config, retrain
 
     cfg = load_config(args.config)
@@ -268,11 +350,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix_str(f"val {row['val_accuracy']:.4f}")
 
-    stop = threading.Event()
     try:
         out = retrain(cfg, workspace=_workspace(args.workspace), epochs=args.epochs, dataset=args.dataset, data_dir=args.data_dir,
                       device=args.device, seed=args.seed, train_samples=args.train_samples, patience=args.patience,
-                      on_epoch=on_epoch, should_stop=stop.is_set)
+                      on_epoch=on_epoch, should_stop=SIGNALS.event.is_set)
+    except StopRequested:
+        print(f"stopped by {signal.Signals(SIGNALS.signum or signal.SIGINT).name}; nothing was written", file=sys.stderr)
+        return SIGNALS.exit_code or 130
     finally:
         if bar is not None:
             bar.close()
@@ -351,17 +435,27 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("alembic", "mlflow", "optuna", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    global SIGNALS
+    SIGNALS = _Signals()  # one per call: main() may run many times in one process (tests, notebooks)
+    old = SIGNALS.install() if threading.current_thread() is threading.main_thread() else {}
     try:
+        return _main(argv)
+    finally:
+        _Signals.restore(old)
+
+
+def _main(argv: list[str] | None) -> int:
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
         return int(handler(args) or 0)
     except (NasCoreError, _Fail) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("error: interrupted", file=sys.stderr)
-        return 130
+        return 128 + getattr(exc, "signum", signal.SIGINT)
     except BrokenPipeError:
         return 1
 

@@ -12,6 +12,8 @@ __all__ = [
     "ExportError",
     "TunnelError",
     "SearchBusyError",
+    "StorageError",
+    "WorkspaceError",
 ]
 
 
@@ -52,3 +54,11 @@ class TunnelError(NasCoreError):
 
 class SearchBusyError(NasCoreError):
     """A search is already running for this study."""
+
+
+class StorageError(NasCoreError):
+    """The study storage cannot be read or written (locked, corrupt, disk full); recorded trials are kept."""
+
+
+class WorkspaceError(NasCoreError, OSError):
+    """The workspace folder cannot be written (disk full, read-only, a file where a folder belongs)."""

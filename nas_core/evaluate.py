@@ -127,16 +127,25 @@ def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
-def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, warmup: int = 5, repeats: int = 30, budget_s: float = 3.0) -> dict[str, Any]:
-    """CPU latency: median of repeated batch-1 forwards after warm-up, with the thread count recorded."""
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], *, warmup: int = 5, repeats: int = 30, budget_s: float = 3.0,
+                    should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """CPU latency: median of repeated batch-1 forwards after warm-up, with the thread count recorded.
+
+    Raises :class:`StopRequested` between forwards once ``should_stop()`` turns true (a large network's
+    measurement takes seconds, and a stop must not wait for it).
+    """
     model = copy.deepcopy(model).cpu().eval()
     x = torch.randn(1, *input_shape)
     times: list[float] = []
     with torch.inference_mode():
         for _ in range(warmup):
+            if should_stop():
+                raise StopRequested("stopped by the user while measuring latency")
             model(x)
         start = time.perf_counter()
         for _ in range(repeats):
+            if should_stop():
+                raise StopRequested("stopped by the user while measuring latency")
             t0 = time.perf_counter()
             model(x)
             times.append((time.perf_counter() - t0) * 1000)
@@ -184,14 +193,14 @@ def predict(model: nn.Module, x: torch.Tensor, device: torch.device, batch_size:
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.int64)
 
 
-def measure_model(model: nn.Module, data: Any, device: torch.device) -> dict[str, Any]:
+def measure_model(model: nn.Module, data: Any, device: torch.device, *, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
     """Validation/test accuracy, macro F1, confusion matrix, params, FLOPs, latency and size of a trained model."""
     shape = tuple(data.input_shape)
     val_pred = predict(model, data.x_val, device)
     test_pred = predict(model, data.x_test, device)
     val = classification_metrics(data.y_val.numpy(), val_pred, data.num_classes)
     test = classification_metrics(data.y_test.numpy(), test_pred, data.num_classes)
-    latency = measure_latency(model, shape)
+    latency = measure_latency(model, shape, should_stop=should_stop)
     metrics = {
         "val_accuracy": val["accuracy"],
         "test_accuracy": test["accuracy"],
@@ -343,7 +352,7 @@ def full_training(ctx: EvalContext) -> EvalResult:
 
 
 def finish(model: MocaNet, ctx: EvalContext, history: list[dict[str, float]], train_s: float, **extra: Any) -> EvalResult:
-    measured = measure_model(model, ctx.data, ctx.device)
+    measured = measure_model(model, ctx.data, ctx.device, should_stop=ctx.should_stop)
     metrics = dict(measured["metrics"])
     metrics["train_seconds"] = train_s
     metrics["epochs_trained"] = len(history)

@@ -449,7 +449,7 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
     vm = classification_metrics(data.y_val.numpy(), val, data.num_classes)
     tm = classification_metrics(y_test.numpy(), test, data.num_classes)
     shape = tuple(data.input_shape)
-    latency = measure_latency(model, shape)
+    latency = measure_latency(model, shape, should_stop=ctx.should_stop)
     metrics = {
         "val_accuracy": vm["accuracy"], "test_accuracy": tm["accuracy"], "macro_f1": tm["macro_f1"], "val_macro_f1": vm["macro_f1"],
         "params": count_params(model), "flops": count_flops(model, shape), "latency_ms": latency["latency_ms"],
@@ -654,7 +654,10 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
                 break
             history = rows  # the phase's time budget ran out mid-epoch: the weights so far are the result
         wall = time.perf_counter() - t0
-        measured = measure_model(model, data, device)
+        try:
+            measured = measure_model(model, data, device, should_stop=user_stop)
+        except StopRequested:
+            break
         m_old = dict(trial.user_attrs.get("metrics", {}))
         proxy_acc = m_old.get("proxy_accuracy")  # None for a zero-cost proxy, whose score is no accuracy
         final = dict(measured["metrics"])

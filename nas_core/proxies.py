@@ -150,7 +150,7 @@ def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
     t0 = time.perf_counter()
     value = score(name, model, x.to(ctx.device), y.to(ctx.device))
     proxy_s = time.perf_counter() - t0
-    measured = measure_model(model, ctx.data, ctx.device)
+    measured = measure_model(model, ctx.data, ctx.device, should_stop=ctx.should_stop)
     metrics = dict(measured["metrics"])
     metrics["val_accuracy_untrained"] = metrics["val_accuracy"]
     metrics["val_accuracy"] = value

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from nas_core import events as ev
-from nas_core.errors import ConfigError, NasCoreError
+from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
+from nas_core.faults import as_fatal, storage_kwargs
+from nas_core.owners import OWNER_KEY, owner_record, reclaim_dead_trials
 from nas_core.registry import Registry
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
 
@@ -284,7 +286,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
         try:
             storage = optuna.storages.RDBStorage(
                 url,
-                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True},
+                engine_kwargs=storage_kwargs(url),
                 heartbeat_interval=max(1, round(interval)),
                 grace_period=max(2, round(grace)),
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
@@ -295,6 +297,9 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint")):
                 time.sleep(0.5 * (attempt + 1))
                 continue
+            fatal = as_fatal(exc, generic=False)
+            if fatal is not None:
+                raise fatal from None  # locked, corrupt, disk full: say so, with the fix
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
     space = config.search_space()
@@ -422,12 +427,23 @@ def run_search(
         val_samples=config.val_samples,
         cache_dir=workspace / "cache" / "data",
     )
-    workspace.mkdir(parents=True, exist_ok=True)
+    out_dir = study_dir(workspace, config.study_name)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, but study {config.study_name!r} keeps its outputs in a folder of that name; "
+                          "choose another --study name or move the file.")
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise as_fatal(exc, where=str(workspace)) or WorkspaceError(f"cannot create {exc.filename} ({exc.strerror}); check --workspace.") from None
     study = open_study(config)
     name = study.study_name
-    out_dir = study_dir(workspace, name)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    optuna.storages.fail_stale_trials(study)
+    try:
+        reclaimed = reclaim_dead_trials(study)
+        optuna.storages.fail_stale_trials(study)
+    except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
+        raise as_fatal(exc) or exc
+    notes = [f"trial {', '.join(map(str, reclaimed))} belonged to a process that is gone; failed and queued again"] if reclaimed else []
     dataset_ref = DatasetRef(
         name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
         fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
@@ -458,6 +474,7 @@ def run_search(
     reason = "budget"
     n_run = 0
     beat = _Heartbeat(study, interval=heartbeat_settings()[0])
+    owner = owner_record()
     try:
         grid_done = False
         while True:
@@ -477,6 +494,8 @@ def run_search(
             n_run += 1
             t0 = time.perf_counter()
             state, values, why, metrics = "FAIL", None, "", {}
+            abort: NasCoreError | None = None
+            trial.set_user_attr(OWNER_KEY, owner)  # lets the next run on this machine reclaim it at once if we die
             beat.track(trial)
             try:
                 sampled = space.sample(trial)
@@ -557,12 +576,22 @@ def run_search(
                 state = "PRUNED"
                 why = str(exc) if stop_event.is_set() else "time budget (--timeout) reached during training"
             except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
-                state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                state, why = "FAIL", _failure_reason(exc)
+                abort = as_fatal(exc, where=str(workspace))
             except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
-                state, why = "FAIL", f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-                log.exception("trial %s failed", trial.number)
+                state, why = "FAIL", _failure_reason(exc)
+                abort = as_fatal(exc, where=str(workspace))
+                if abort is None:
+                    log.exception("trial %s failed", trial.number)
             finally:
                 beat.track(None)
+            if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
+                try:
+                    trial.set_user_attr("reason", str(abort))
+                    _tell(study, trial, state=TrialState.FAIL)
+                except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
+                    pass
+                raise abort
             if state != "COMPLETE":
                 trial.set_user_attr("reason", why)
                 run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
@@ -576,6 +605,13 @@ def run_search(
             counts[state] += 1
             _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
                                          metrics=metrics, duration_s=time.perf_counter() - t0))
+    except Exception as exc:
+        fatal = as_fatal(exc, where=str(workspace))
+        if fatal is not None:
+            tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"] + 1}, status="FAILED")
+        if fatal is None or fatal is exc:
+            raise
+        raise fatal from None
     finally:
         beat.close()
 
@@ -595,11 +631,29 @@ def run_search(
     return SearchResult(
         study=name, workspace=str(workspace), storage=config.storage_url(), n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"],
         n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
-        warnings=tuple(w for w in (tracker.warning, skipped) if w),
+        warnings=tuple(w for w in (*notes, tracker.warning, skipped) if w),
     )
 
 
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line for a failed trial's reason; out of memory says what it means for the search."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - freeing memory is best effort
+            pass
+        return f"out of memory on this candidate ({type(exc).__name__}{': ' + text if text else ''}); the search goes on with others"
+    return f"{type(exc).__name__}: {text}"
 
 
 def phase_deadlines(start: float, timeout: float | None, *, two_phase: bool, options: dict[str, Any]) -> tuple[float, float]:
