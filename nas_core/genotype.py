@@ -316,6 +316,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Any) -> ModelConfig:
+        try:
+            return cls._from_dict(data)
+        except NasCoreError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
+            # a value of the wrong type deep in a hand-edited config: one line naming it, not a traceback
+            what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"missing value {exc}"
+            raise ConfigError(f"config is not a valid MoCA-NAS config ({what}); re-download it or compare it with a fresh best_config.json.") from None
+
+    @classmethod
+    def _from_dict(cls, data: Any) -> ModelConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"a config must be a JSON object, but got {type(data).__name__}.")
         version = data.get("schema_version")

@@ -122,11 +122,19 @@ class ParamSpec:
             low=data.get("low"),
             high=data.get("high"),
             log=bool(data.get("log", False)),
-            choices=tuple(data.get("choices", ())),
-            repeat=data.get("repeat"),
+            choices=tuple(_list_of(data.get("choices"), "choices", f"search-space parameter {name!r}")),
+            repeat=data.get("repeat") if data.get("repeat") is None else str(data.get("repeat")),
             when={k: tuple(v if isinstance(v, list) else [v]) for k, v in when.items()},
             help=str(data.get("help", "")),
         ).validate()
+
+
+def _list_of(value: Any, what: str, source: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise SearchSpaceError(f"{source}: {what} must be a list, but got {value!r}.")
+    return list(value)
 
 
 def _empty(value: Any) -> bool:
@@ -178,7 +186,7 @@ class SearchSpace:
             values = _corner(self, pick)
             try:
                 self.build(values, input_shape=(1, 8, 8), num_classes=2, epochs=1)
-            except (ConfigError, RegistryError) as exc:
+            except (ConfigError, RegistryError, TypeError, ValueError, KeyError, ArithmeticError) as exc:
                 if isinstance(exc, SearchSpaceError):
                     raise
                 raise SearchSpaceError(f"space {self.name!r} builds an invalid network at its {'low' if pick == 0 else 'high'} corner: {exc}") from None
@@ -226,6 +234,17 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, data: Any, *, source: str = "space") -> SearchSpace:
+        try:
+            return cls._from_dict(data, source=source)
+        except (ConfigError, RegistryError):
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, ArithmeticError) as exc:
+            # a value of the wrong type or shape deep in a hand-edited file: name the file and the problem, not a traceback
+            what = f"{type(exc).__name__}: {exc}" if not isinstance(exc, KeyError) else f"missing value {exc}"
+            raise SearchSpaceError(f"{source} is not a valid search space ({what}); start from `python -m nas_core spaces seed-cnn`.") from None
+
+    @classmethod
+    def _from_dict(cls, data: Any, *, source: str = "space") -> SearchSpace:
         if not isinstance(data, dict):
             raise SearchSpaceError(f"{source} must be a JSON/YAML object with 'kind' (or 'base') and 'params'.")
         allowed = {"name", "kind", "base", "params", "rules", "description"}
@@ -252,7 +271,7 @@ class SearchSpace:
                 name=str(data.get("name", "custom")),
                 kind=str(data["kind"]),
                 params=tuple(ParamSpec.from_dict(n, v) for n, v in params.items()),
-                rules=tuple(data.get("rules", ())),
+                rules=tuple(str(r) for r in _list_of(data.get("rules"), "rules", source)),
                 description=str(data.get("description", "")),
             )
         return space.validate()
