@@ -86,6 +86,7 @@ class _Signals:
 
 
 SIGNALS = _Signals()
+START_UP_GRACE_S = 1.0  # after a stop signal, how long a search still setting up may take before the CLI leaves anyway
 
 
 def _positive_int(text: str) -> int:
@@ -302,12 +303,22 @@ def _cmd_search(args: argparse.Namespace) -> int:
             log_file.write(json.dumps(ev.event_to_dict(event), default=str) + "\n")
 
         runner.subscribe(log_event)
+    first_trial = threading.Event()
+    runner.subscribe(lambda event: first_trial.set() if isinstance(event, ev.TrialStarted) else None)
     runner.start()
-    stopping = False
+    signalled_at: float | None = None
     while not runner.wait(0.05):
-        if SIGNALS.event.is_set() and not stopping:
-            stopping = True
+        if not SIGNALS.event.is_set():
+            continue
+        if signalled_at is None:
+            signalled_at = time.monotonic()
             runner.stop()
+        elif not first_trial.is_set() and time.monotonic() - signalled_at > START_UP_GRACE_S:
+            # Still setting up (a new workspace's MLflow and Optuna schemas take seconds): no trial of ours exists,
+            # and an interrupted schema transaction is rolled back by SQLite, so leave now rather than wait.
+            print(f"stopped by {signal.Signals(SIGNALS.signum or signal.SIGINT).name} during start-up; no trial was started",
+                  file=sys.stderr)
+            return SIGNALS.exit_code
     if SIGNALS.event.is_set():
         runner.stop()  # a signal in the runner's last moments: report it as stopped
     if bar is not None:

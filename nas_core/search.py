@@ -427,6 +427,8 @@ def run_search(
         val_samples=config.val_samples,
         cache_dir=workspace / "cache" / "data",
     )
+    if stop_event.is_set():  # stopped during start-up: nothing to record yet
+        return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir} is a file, but study {config.study_name!r} keeps its outputs in a folder of that name; "
@@ -438,6 +440,8 @@ def run_search(
         raise as_fatal(exc, where=str(workspace)) or WorkspaceError(f"cannot create {exc.filename} ({exc.strerror}); check --workspace.") from None
     study = open_study(config)
     name = study.study_name
+    if stop_event.is_set():
+        return _stopped_early(config, workspace)
     try:
         reclaimed = reclaim_dead_trials(study)
         optuna.storages.fail_stale_trials(study)
@@ -452,7 +456,7 @@ def run_search(
     tracker = Tracker(
         tracking_uri=config.tracking_uri or default_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
     )
-    tracker.start({**config.to_dict(), "space": space.name, "device": str(device)})
+    tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
     objectives = [OBJECTIVES[o] for o in config.objectives]
     fidelity = FIDELITIES.get(config.fidelity)
     mo_pruner = None
@@ -623,7 +627,7 @@ def run_search(
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
-                   status="KILLED" if reason == "stopped" else "FINISHED")
+                   status="KILLED" if reason == "stopped" else "FINISHED", wait=n_run > 0 or reason != "stopped")
     if best is None:
         reason = reason if counts["COMPLETE"] else "no trials completed"
     _emit(emit, ev.StudyFinished(name, n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"],
@@ -636,6 +640,11 @@ def run_search(
 
 
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
+
+
+def _stopped_early(config: SearchConfig, workspace: Path) -> SearchResult:
+    return SearchResult(study=config.study_name, workspace=str(workspace), storage=config.storage_url(), n_complete=0, n_pruned=0,
+                        n_failed=0, best_config=None, wall_s=0.0, reason="stopped")
 
 
 def _failure_reason(exc: BaseException) -> str:

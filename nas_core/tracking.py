@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,47 @@ def _clean(params: dict[str, Any]) -> dict[str, str]:
     return {str(k)[:250]: str(v)[:6000] for k, v in params.items() if not any(s in str(k).lower() for s in SECRET_KEYS)}
 
 
+def _pid_alive(text: str) -> bool:
+    try:
+        os.kill(int(text), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except OSError:
+        return True  # exists, owned by someone else
+    return True
+
+
+def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
+    """Create a new SQLite MLflow store whole or not at all.
+
+    MLflow builds its schema in many migrations, not one transaction: a process killed in those seconds
+    (a second Ctrl-C, kill -9) left ``table ... already exists`` for every later run. So a new store is
+    built in a temporary file and linked into place only when complete; a concurrent creator's link wins.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    final = Path(uri[len("sqlite:///"):])
+    if final.exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    for stale in final.parent.glob(f".{final.name}.*.tmp*"):
+        if not _pid_alive(stale.name[len(final.name) + 2 :].split(".")[0]):
+            stale.unlink(missing_ok=True)  # left by a process killed while building its store
+    artifacts = (Path(workspace) / "mlartifacts").resolve()
+    store = SqlAlchemyStore(f"sqlite:///{tmp}", artifacts.as_uri())
+    store.engine.dispose()  # the last connection closes: SQLite checkpoints its WAL into the file
+    try:
+        os.link(tmp, final)  # fails if another process linked its store first: then that one is used
+    except FileExistsError:
+        pass
+    finally:
+        for leftover in final.parent.glob(f"{tmp.name}*"):
+            leftover.unlink(missing_ok=True)
+
+
 class Tracker:
     """Logs a study to MLflow. Every method is a no-op after the first failure (with one warning)."""
 
@@ -41,6 +83,22 @@ class Tracker:
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
         self.warning: str | None = None
+        self._starting: threading.Thread | None = None
+
+    def start_async(self, params: dict[str, Any]) -> None:
+        """:meth:`start` on a thread: a new MLflow store takes seconds to create (its schema migrations), and a
+        search must answer a stop during its set-up. :meth:`log_trial` and :meth:`finish` wait for it."""
+        self._starting = threading.Thread(target=self.start, args=(params,), daemon=True, name="moca-mlflow-start")
+        self._starting.start()
+
+    @property
+    def ready(self) -> bool:
+        """True once the parent run is open (or tracking is off): calls will not wait on MLflow's set-up."""
+        return self._starting is None or not self._starting.is_alive()
+
+    def _wait_started(self) -> None:
+        if self._starting is not None:
+            self._starting.join()
 
     def _fail(self, exc: BaseException) -> None:
         self.enabled = False
@@ -63,7 +121,11 @@ class Tracker:
             # MLflow configures its logger on import and logs its DB migrations at INFO on first use.
             for noisy in ("alembic", "mlflow"):
                 logging.getLogger(noisy).setLevel(logging.WARNING)
+            # A failing store (disk full, deleted) raises, and _fail reports it as one warning; MLflow would also
+            # log the same error with a traceback.
+            logging.getLogger("mlflow.store").setLevel(logging.CRITICAL)
 
+            _create_sqlite_store_atomically(self.tracking_uri, self.workspace)
             self.client = MlflowClient(tracking_uri=self.tracking_uri)
             name = f"moca-{self.study_name}"
             exp = self.client.get_experiment_by_name(name)
@@ -109,6 +171,7 @@ class Tracker:
         tags: dict[str, str] | None = None,
     ) -> str | None:
         """One nested run for a finished trial: params, per-epoch metrics, final metrics, the config JSON."""
+        self._wait_started()
         if not self.enabled or self.parent_run_id is None:
             return None
         try:
@@ -145,7 +208,11 @@ class Tracker:
             self._fail(exc)
             return None
 
-    def finish(self, metrics: dict[str, float], *, status: str = "FINISHED") -> None:
+    def finish(self, metrics: dict[str, float], *, status: str = "FINISHED", wait: bool = True) -> None:
+        """Close the parent run; with ``wait=False`` (a stop during set-up) skip it if MLflow is still starting."""
+        if not wait and not self.ready:
+            return  # the parent run stays RUNNING until the study's next run reopens it
+        self._wait_started()
         if not self.enabled or self.parent_run_id is None:
             return
         try:

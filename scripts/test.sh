@@ -20,5 +20,21 @@ if [ ${#need[@]} -gt 0 ]; then
   fi
 fi
 
-python -m pip install -q -r requirements-dev.txt
-python -m pytest "$@"
+# A stock Debian/Ubuntu Python refuses pip outside a virtual environment (PEP 668, "externally-managed-environment"):
+# there, make and use .venv (Debian needs python3-venv for it); elsewhere install into the active Python.
+PY=python
+command -v python >/dev/null 2>&1 || PY=python3
+if [ -z "${VIRTUAL_ENV:-}" ] && [ -f "$($PY -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]; then
+  if [ ! -x .venv/bin/python ]; then
+    $PY -m venv .venv 2>/dev/null || {
+      SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+      echo "installing Debian package python3-venv (to make .venv)" >&2
+      $SUDO apt-get install -y -qq python3-venv >/dev/null
+      $PY -m venv .venv
+    }
+  fi
+  PY=.venv/bin/python
+fi
+
+$PY -m pip install -q -r requirements-dev.txt
+$PY -m pytest "$@"
