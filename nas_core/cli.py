@@ -156,6 +156,13 @@ def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> Non
     p.add_argument("--train-samples", type=_positive_int, default=None, help="subsample the training split to N samples")
     p.add_argument("--val-samples", type=_positive_int, default=None, help="subsample the validation split to N samples")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    if not worker:
+        p.add_argument("--workers", type=_positive_int, default=1,
+                       help="run N local worker processes on one shared --storage (PostgreSQL; SQLite takes one writer), "
+                            "one GPU each when several are visible (default 1)")
+    p.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--no-finalize", action="store_true",
+                   help="leave the fidelity's final phase (fine-tune, refit) to the last worker or to `finalize --study`")
     p.add_argument("--events-jsonl", default=None, metavar="PATH",
                    help="append every progress event (trial started, epoch, trial finished, ...) to PATH as one JSON object a line")
 
@@ -170,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_search_args(p)
     p = sub.add_parser("worker", help="join a shared study (same --study and --storage) from another process or machine")
     _add_search_args(p, worker=True)
+
+    p = sub.add_parser("finalize", help="run a study's final phase (fine-tune finalists, refit) once after its workers, and write its outputs")
+    p.add_argument("--study", required=True)
+    p.add_argument("--workspace", default=None)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<workspace>/optuna.db)")
+    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--force", action="store_true", help="run it again even if it already ran for the study's current trials")
+    p.add_argument("--quiet", action="store_true")
 
     p = sub.add_parser("train", help="rebuild a config and retrain it; last stdout line is a JSON object of metrics")
     p.add_argument("--config", required=True, help="a best_config.json")
@@ -256,18 +271,52 @@ def _search_config(args: argparse.Namespace) -> Any:
         train_samples=args.train_samples,
         val_samples=args.val_samples,
         fidelity_options=dict(args.fidelity_option),
+        finalize=not args.no_finalize,
+        worker_index=args.worker_index,
     ).validate()
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     SIGNALS.graceful = True
-    from nas_core import events as ev
-    from nas_core.runner import SearchRunner
-
     config = _search_config(args)
     if SIGNALS.event.is_set():
         print("stopped before the search started; nothing was recorded", file=sys.stderr)
         return SIGNALS.exit_code
+    if getattr(args, "workers", 1) > 1:
+        from dataclasses import replace
+
+        from nas_core.workers import check_workers, run_workers
+
+        check_workers(args.workers, config.storage_url())
+        _open_study_run(config)
+        failed, errors = run_workers(config, args.workers, args._argv, stop=SIGNALS.event, quiet=args.quiet)
+        for line in errors:
+            print(f"worker: {line}", file=sys.stderr)
+        if SIGNALS.event.is_set():
+            print(f"stopped by {signal.Signals(SIGNALS.signum or signal.SIGINT).name}: every worker recorded its trial", file=sys.stderr)
+            return SIGNALS.exit_code
+        if failed == args.workers:
+            raise _Fail(f"all {failed} workers failed; the first said: {errors[0]}")
+        config = replace(config, finalize_only=True, finalize=True)  # the final phase, once, and the outputs
+    return _run_and_report(config, args)
+
+
+def _open_study_run(config: Any) -> None:
+    """Create the study and its MLflow parent run before the workers start, so all of them nest under one parent."""
+    from nas_core.search import open_study
+    from nas_core.tracking import Tracker, default_tracking_uri
+
+    open_study(config)
+    if config.tracking:
+        ws = Path(config.workspace)
+        tracker = Tracker(tracking_uri=config.tracking_uri or default_tracking_uri(ws), workspace=ws, study_name=config.study_name)
+        tracker.start(config.to_dict())
+
+
+def _run_and_report(config: Any, args: argparse.Namespace) -> int:
+    from nas_core import events as ev
+    from nas_core.runner import SearchRunner
+
     runner = SearchRunner(config)
     bar: Any = None
 
@@ -293,7 +342,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                 bar.write(f"trial {event.number}: {event.state} - {event.reason}", file=sys.stderr)
 
     runner.subscribe(show)
-    if args.events_jsonl:
+    if getattr(args, "events_jsonl", None):
         try:
             log_file = open(args.events_jsonl, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - open for the search's life
         except OSError as exc:
@@ -341,6 +390,31 @@ def _cmd_search(args: argparse.Namespace) -> int:
                     "see the trial reasons above (try more --timeout, fewer --epochs or another --space)")
     print(result.best_config)
     return SIGNALS.exit_code
+
+
+def _cmd_finalize(args: argparse.Namespace) -> int:
+    SIGNALS.graceful = True
+    import optuna
+
+    from nas_core.search import SearchConfig
+
+    ws = _workspace(args.workspace)
+    storage = args.storage or f"sqlite:///{Path(ws).resolve() / 'optuna.db'}"
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+        raise _Fail(f"no study storage at {storage}; pass --workspace or --storage where the workers recorded study {args.study!r}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        recorded = optuna.load_study(study_name=args.study, storage=storage).user_attrs.get("config")
+    except KeyError:
+        raise _Fail(f"study {args.study!r} does not exist in {storage.split('://')[0]} storage; check --study and --storage") from None
+    if not isinstance(recorded, dict):
+        raise _Fail(f"study {args.study!r} was not made by MoCA-NAS (it records no search config)")
+    known = set(SearchConfig.__dataclass_fields__)
+    fields = {k: v for k, v in recorded.items() if k in known}
+    fields.update(study=args.study, workspace=str(ws), storage=args.storage, tracking_uri=args.tracking_uri, finalize=True,
+                  finalize_only=True, finalize_force=args.force, worker_index=0, objectives=tuple(recorded.get("objectives", ())))
+    config = SearchConfig(**fields).validate()
+    return _run_and_report(config, args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -432,6 +506,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 COMMANDS = {
     "search": _cmd_search,
     "worker": _cmd_search,
+    "finalize": _cmd_finalize,
     "train": _cmd_train,
     "export": _cmd_export,
     "datasets": _cmd_datasets,
@@ -459,6 +534,7 @@ def _main(argv: list[str] | None) -> int:
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
+        args._argv = list(argv) if argv is not None else sys.argv[1:]
         handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
         return int(handler(args) or 0)
     except (NasCoreError, _Fail) as exc:

@@ -167,6 +167,10 @@ class SearchConfig:
     val_samples: int | None = None
     save_weights: bool = True
     fidelity_options: dict[str, Any] = field(default_factory=dict)
+    finalize: bool = True  # run the fidelity's final phase when the trials end (once per study state: see claims.py)
+    finalize_only: bool = False  # no trials: only the final phase and the outputs (`finalize --study`)
+    finalize_force: bool = False  # run the final phase again even if it was run for this study state
+    worker_index: int = 0  # one of several workers: its sampler draws from its own seed, the data split stays `seed`'s
 
     @property
     def study_name(self) -> str:
@@ -183,7 +187,7 @@ class SearchConfig:
         """Raise a :class:`ConfigError` naming the first bad value and its fix."""
         from nas_core.evaluate import FIDELITIES, resolve_device
 
-        if self.trials is None and self.timeout is None:
+        if self.trials is None and self.timeout is None and not self.finalize_only:
             raise ConfigError("a search needs a budget: give --trials N and/or --timeout SECONDS.")
         if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 1):
             raise ConfigError(f"--trials must be a positive integer, but got {self.trials}; use e.g. --trials 20.")
@@ -303,7 +307,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
     space = config.search_space()
-    sampler = SAMPLERS.get(config.sampler)(seed=config.seed, space=space, trials=config.trials, n_objectives=len(config.objectives))
+    sampler = SAMPLERS.get(config.sampler)(seed=config.seed + 7919 * config.worker_index, space=space, trials=config.trials, n_objectives=len(config.objectives))
     pruner = PRUNERS.get(config.pruner)(epochs=config.epochs) if config.pruner in PRUNERS else None
     name = config.study_name
     existing = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
@@ -479,11 +483,17 @@ def run_search(
     n_run = 0
     beat = _Heartbeat(study, interval=heartbeat_settings()[0])
     owner = owner_record()
+    last_reclaim = time.monotonic()
     try:
         grid_done = False
         while True:
             if grid_done:
                 reason = "grid exhausted"
+                break
+            if config.finalize_only:  # report the study's trials: the workers ran them
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+                    counts[t.state.name] += 1
+                reason = "finalize"
                 break
             if stop_event.is_set():
                 reason = "stopped"
@@ -494,6 +504,9 @@ def run_search(
             if time.perf_counter() >= deadline:
                 reason = "timeout"
                 break
+            if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:  # a fellow worker on this machine may have died mid-trial
+                last_reclaim = time.monotonic()
+                notes.extend(f"trial {n} belonged to a process that is gone; failed and queued again" for n in reclaim_dead_trials(study))
             trial = study.ask()
             n_run += 1
             t0 = time.perf_counter()
@@ -620,7 +633,10 @@ def run_search(
         beat.close()
 
     skipped = None
-    if finalizer is not None and counts["COMPLETE"] and not stop_event.is_set():
+    final_turn, turn_note = (False, None) if stop_event.is_set() else _final_turn(study, config, owner)
+    if turn_note:
+        notes.append(turn_note)
+    if finalizer is not None and final_turn:
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
@@ -639,7 +655,34 @@ def run_search(
     )
 
 
+RECLAIM_EVERY_S = 10.0  # how often a running search looks for trials of dead processes on its machine
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
+
+
+def _final_turn(study: Any, config: SearchConfig, owner: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether this process runs the final phase now: once per study state, by the last worker to finish.
+
+    The claim (``claims.claim``) makes "finalize at n complete trials" happen once however many workers end
+    together; a worker that sees trials still RUNNING elsewhere leaves the phase to the last one.
+    """
+    from optuna.trial import TrialState
+
+    from nas_core.claims import claim
+
+    if not config.finalize:
+        return False, None
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    if not n_complete:
+        return False, None
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        return False, (f"other workers are still running trial {', '.join(map(str, running[:5]))}; the last worker to finish "
+                       f"runs the final phase (or run `python -m nas_core finalize --study {study.study_name}` after them)")
+    what = f"finalize@{n_complete}" + (f"@forced@{time.time()}" if config.finalize_force else "")
+    if not claim(config.storage_url(), study.study_name, what, owner=owner):
+        return False, f"the final phase for these {n_complete} complete trials was run by another worker"
+    return True, None
 
 
 def _stopped_early(config: SearchConfig, workspace: Path) -> SearchResult:

@@ -70,3 +70,82 @@ def test_two_workers_share_one_study(postgres_url: str, tmp_path: Path) -> None:
     study = optuna.load_study(study_name="shared", storage=postgres_url)
     assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
     assert len({t.number for t in study.trials}) == 4
+
+
+def _trials(url: str, study: str) -> list:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+    except KeyError:
+        return []
+
+
+def test_search_with_three_workers_one_killed_is_retried_and_finalized_once(postgres_url: str, tmp_path: Path) -> None:
+    """`search --workers 3` on PostgreSQL: one worker killed with -9 mid-trial; its trial is failed and queued again, every
+    trial is counted once, the final phase runs once, and MLflow holds one parent run with every trial nested under it."""
+    import time
+
+    import mlflow
+    from optuna.trial import TrialState
+
+    from nas_core.claims import claims
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "nas_core", "search", "--workers", "3", "--dataset", "digits", "--study", "team",
+            "--storage", postgres_url, "--trials", "9", "--epochs", "2", "--train-samples", "300", "--val-samples", "100",
+            "--fidelity", "zero-cost", "--fidelity-option", "finetune_top_k=2", "--device", "cpu", "--quiet",
+            "--workspace", str(tmp_path)]
+    parent = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    victim = None
+    while victim is None:
+        assert parent.poll() is None, parent.communicate()[1]
+        assert time.monotonic() < deadline, "no worker trial started"
+        running = [t for t in _trials(postgres_url, "team") if t.state == TrialState.RUNNING and t.user_attrs.get("owner")]
+        owners = {t.user_attrs["owner"]["pid"] for t in running} - {parent.pid}
+        victim = min(owners) if owners else None
+        time.sleep(0.05)
+    os.kill(victim, 9)
+    out, err = parent.communicate(timeout=900)
+    assert parent.returncode == 0, err
+    assert "worker: " in err  # the dead worker is reported
+    assert out.strip().splitlines()[-1].endswith("best_config.json")
+    trials = _trials(postgres_url, "team")
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    dead = [t for t in trials if t.state == TrialState.FAIL and "reclaimed" in t.user_attrs.get("reason", "")]
+    assert len(dead) == 1 and dead[0].user_attrs["owner"]["pid"] == victim
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == dead[0].number]
+    assert len(retries) == 1 and retries[0].params == dead[0].params
+    assert len({t.number for t in trials}) == len(trials)  # nothing counted twice
+    finals = [c for c in claims(postgres_url, "team") if c["what"].startswith("finalize@")]
+    assert len(finals) == 1
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("moca-team")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
+    assert len(parents) == 1
+    nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
+    assert nested and all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in nested)
+    finished = [t for t in trials if t.state.is_finished()]
+    assert {int(r.data.tags["trial_number"]) for r in nested} <= {t.number for t in finished}
+
+
+def test_finalize_runs_once_per_study_state(postgres_url: str, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    base = ["--dataset", "digits", "--study", "fin", "--storage", postgres_url, "--epochs", "1", "--train-samples", "200",
+            "--val-samples", "100", "--fidelity", "zero-cost", "--device", "cpu", "--quiet", "--workspace", str(tmp_path)]
+    run = subprocess.run([sys.executable, "-m", "nas_core", "worker", *base, "--trials", "3", "--no-finalize"], capture_output=True,
+                         text=True, env=env, cwd=ROOT, timeout=600)
+    assert run.returncode == 0, run.stderr
+    fin = [sys.executable, "-m", "nas_core", "finalize", "--study", "fin", "--storage", postgres_url, "--workspace", str(tmp_path)]
+    first = subprocess.run(fin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().splitlines()[-1].endswith("best_config.json")
+    again = subprocess.run(fin, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "was run by another worker" in again.stderr
+    from nas_core.claims import claims
+
+    assert len([c for c in claims(postgres_url, "fin") if c["what"].startswith("finalize@")]) == 1
