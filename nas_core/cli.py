@@ -352,8 +352,8 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
             log_file.write(json.dumps(ev.event_to_dict(event), default=str) + "\n")
 
         runner.subscribe(log_event)
-    first_trial = threading.Event()
-    runner.subscribe(lambda event: first_trial.set() if isinstance(event, ev.TrialStarted) else None)
+    past_setup = threading.Event()  # the first event (a trial, or a final-phase epoch) means set-up is over
+    runner.subscribe(lambda event: past_setup.set())
     runner.start()
     signalled_at: float | None = None
     while not runner.wait(0.05):
@@ -362,7 +362,7 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
         if signalled_at is None:
             signalled_at = time.monotonic()
             runner.stop()
-        elif not first_trial.is_set() and time.monotonic() - signalled_at > START_UP_GRACE_S:
+        elif not past_setup.is_set() and not config.finalize_only and time.monotonic() - signalled_at > START_UP_GRACE_S:
             # Still setting up (a new workspace's MLflow and Optuna schemas take seconds): no trial of ours exists,
             # and an interrupted schema transaction is rolled back by SQLite, so leave now rather than wait.
             print(f"stopped by {signal.Signals(SIGNALS.signum or signal.SIGINT).name} during start-up; no trial was started",
@@ -530,8 +530,22 @@ def main(argv: list[str] | None = None) -> int:
         _Signals.restore(old)
 
 
+def _load_plugins() -> None:
+    """Import the modules named in ``MOCA_PLUGINS`` (comma-separated): they register blocks, fidelities, datasets..."""
+    import importlib
+
+    for name in (n.strip() for n in os.environ.get("MOCA_PLUGINS", "").split(",")):
+        if not name:
+            continue
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # noqa: BLE001 - a plugin's own error, reported as one line
+            raise _Fail(f"MOCA_PLUGINS: cannot import {name!r} ({type(exc).__name__}: {exc}); fix the module or unset MOCA_PLUGINS") from None
+
+
 def _main(argv: list[str] | None) -> int:
     try:
+        _load_plugins()
         parser = build_parser()
         args = parser.parse_args(argv)
         args._argv = list(argv) if argv is not None else sys.argv[1:]

@@ -612,7 +612,7 @@ def run_search(
             if state != "COMPLETE":
                 trial.set_user_attr("reason", why)
                 run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
-                                           tags={"reason": why[:500]})
+                                           tags={"reason": why[:500]}, wait=not stop_event.is_set())
                 if run_id:
                     trial.set_user_attr("mlflow_run_id", run_id)
                 try:
@@ -643,7 +643,7 @@ def run_search(
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
-                   status="KILLED" if reason == "stopped" else "FINISHED", wait=n_run > 0 or reason != "stopped")
+                   status="KILLED" if reason == "stopped" else "FINISHED", wait=reason != "stopped")
     if best is None:
         reason = reason if counts["COMPLETE"] else "no trials completed"
     _emit(emit, ev.StudyFinished(name, n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"],

@@ -169,8 +169,14 @@ class Tracker:
         state: str,
         config: dict[str, Any] | None,
         tags: dict[str, str] | None = None,
+        wait: bool = True,
     ) -> str | None:
-        """One nested run for a finished trial: params, per-epoch metrics, final metrics, the config JSON."""
+        """One nested run for a finished trial: params, per-epoch metrics, final metrics, the config JSON.
+
+        ``wait=False`` (a trial cut short by a stop) skips the run if MLflow is still setting up, rather than wait for it.
+        """
+        if not wait and not self.ready:
+            return None
         self._wait_started()
         if not self.enabled or self.parent_run_id is None:
             return None
