@@ -258,6 +258,10 @@ def train_model(
     xt = data.x_train if x_train is None else x_train
     xv = data.x_val if x_val is None else x_val
     yt, yv = data.y_train, data.y_val
+    # A refit on train+val (the final training of a timed search) has no held-out split to choose an epoch by: it keeps the last.
+    refit = recipe.train_split == "train+val" and x_train is None
+    if refit:
+        xt, yt = torch.cat([data.x_train, data.x_val]), torch.cat([data.y_train, data.y_val])
     model.to(device)
     opt = make_optimizer(params if params is not None else model.parameters(), recipe)
     n = len(xt)
@@ -314,7 +318,7 @@ def train_model(
         history.append(row)
         # A per-step schedule anneals to the last step: among equally accurate epochs the later one is kept. (The
         # per-epoch cosine of older configs keeps the first, as it always did.)
-        if val_acc > best_acc or (per_step and val_acc == best_acc):
+        if refit or val_acc > best_acc or (per_step and val_acc == best_acc):
             best_acc, best_epoch, bad = val_acc, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best_pred = pred

@@ -38,6 +38,7 @@ AUGMENTATIONS = ("none", "shift", "flip", "shift+flip", "crop", "crop+flip", "cr
 # What each value does is in nas_core.recipes (kept there with the torch code that implements it).
 SCHEDULES = ("cosine", "onecycle", "cosine-warmup")
 AUGMENT_OPS = ("shift", "flip", "crop", "erase")
+TRAIN_SPLITS = ("train", "train+val")
 
 
 def parse_augmentation(text: str) -> tuple[str, ...]:
@@ -217,7 +218,8 @@ class Architecture:
 @dataclass(frozen=True)
 class TrainingRecipe:
     """How to train: optimizer, learning rate, weight decay, epochs, batch size, augmentation, patience,
-    schedule (with its warm-up fraction), label smoothing and weight averaging (EMA decay, 0 = off).
+    schedule (with its warm-up fraction), label smoothing, weight averaging (EMA decay, 0 = off) and the data it
+    trains on (``train``, early-stopped on validation; or ``train+val``, a refit that keeps the last epoch).
 
     Keys added after the first release default to what configs without them were trained with
     (per-epoch cosine annealing, no warm-up, no smoothing, no averaging), so an old config retrains as before.
@@ -234,6 +236,7 @@ class TrainingRecipe:
     warmup: float = 0.0
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
+    train_split: str = "train"
 
     def validate(self) -> TrainingRecipe:
         if self.optimizer not in OPTIMIZERS:
@@ -262,6 +265,8 @@ class TrainingRecipe:
             raise ConfigError(f"training.label_smoothing must be in [0, 1), but got {self.label_smoothing}.")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"training.ema_decay must be in [0, 1) (0 turns weight averaging off), but got {self.ema_decay}.")
+        if self.train_split not in TRAIN_SPLITS:
+            raise ConfigError(f"training.train_split must be one of {', '.join(TRAIN_SPLITS)}, but got {self.train_split!r}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:

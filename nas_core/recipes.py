@@ -27,8 +27,8 @@ __all__ = [
 ]
 
 # SCHEDULES: "cosine" is per-epoch cosine annealing to 0 (what every config before schedules were recorded used);
-# "onecycle" is torch's OneCycleLR per step (warm-up to ``lr`` over ``warmup`` of the run, default 0.3, then cosine down
-# to lr/1e4); "cosine-warmup" is a linear warm-up over ``warmup`` of the steps, then per-step cosine to 0.
+# "onecycle" is the one-cycle policy per step (cosine warm-up from lr/25 to ``lr`` over ``warmup`` of the run, default
+# 0.3, then cosine down to lr/25e4); "cosine-warmup" is a linear warm-up over ``warmup`` of the steps, then per-step cosine to 0.
 # AUGMENT_OPS: "shift" rolls the whole batch by one random offset (legacy); "flip" mirrors the whole batch with p=0.5
 # (legacy); "crop" translates each image by its own offset, zero-filled (pad-and-random-crop); "erase" is random erasing.
 
@@ -40,22 +40,30 @@ def make_scheduler(opt: torch.optim.Optimizer, *, schedule: str, epochs: int, st
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs), False
     total = max(1, epochs * max(1, steps_per_epoch))
     if schedule == "onecycle":
-        max_lr = [g["lr"] for g in opt.param_groups]
-        pct = warmup if 0 < warmup < 1 else 0.3
-        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=total + 1, pct_start=pct,
-                                                   anneal_strategy="cos", cycle_momentum=False, div_factor=25.0,
-                                                   final_div_factor=1e4), True
+        # OneCycleLR's shape (cosine from lr/25 up to lr, then cosine down to lr/25e4), written out so that runs of a few
+        # steps work too (torch's own divides by zero when the warm-up rounds to no step)
+        warm = max(1, round(total * (warmup if 0 < warmup < 1 else 0.3)))
+
+        def factor(step: int) -> float:
+            if step < warm:
+                return _cos(1 / 25, 1.0, step / warm)
+            return _cos(1.0, 1 / 25e4, min(1.0, (step - warm) / max(1, total - warm)))
+
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
     if schedule == "cosine-warmup":
         warm = max(1, round(total * warmup)) if warmup > 0 else 0
 
         def factor(step: int) -> float:
             if step < warm:
                 return (step + 1) / warm
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            return 0.5 * (1 + math.cos(math.pi * progress))
+            return _cos(1.0, 0.0, min(1.0, (step - warm) / max(1, total - warm)))
 
         return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
     raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, but got {schedule!r}")
+
+
+def _cos(start: float, end: float, progress: float) -> float:
+    return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
 
 
 def augment(x: torch.Tensor, ops: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:

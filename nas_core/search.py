@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from nas_core import events as ev
+from nas_core.budget import plan_budget
 from nas_core.errors import ConfigError, NasCoreError
 from nas_core.registry import Registry
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
@@ -165,6 +166,7 @@ class SearchConfig:
     val_samples: int | None = None
     save_weights: bool = True
     fidelity_options: dict[str, Any] = field(default_factory=dict)
+    known_good: bool = True  # a new study starts with the known-good designs of nas_core.seeds
 
     @property
     def study_name(self) -> str:
@@ -428,6 +430,10 @@ def run_search(
     out_dir = study_dir(workspace, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     optuna.storages.fail_stale_trials(study)
+    if config.known_good and not study.get_trials(deepcopy=False):
+        from nas_core.seeds import enqueue_known_good
+
+        study.set_user_attr("known_good", enqueue_known_good(study, space, tuple(data.input_shape)))
     dataset_ref = DatasetRef(
         name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
         fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
@@ -454,6 +460,14 @@ def run_search(
     start = time.perf_counter()
     finalizer = FINALIZERS.get(config.fidelity) if config.fidelity in FINALIZERS else None
     deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    study.set_user_attr("budget_plan", plan.to_dict())
+    hard_end = deadline
+    if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
+        deadline = start + float(plan.search_s or 0)
+
+    def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
+        return deadline if counts["COMPLETE"] else hard_end
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     reason = "budget"
     n_run = 0
@@ -470,7 +484,7 @@ def run_search(
             if config.trials is not None and n_run >= config.trials:
                 reason = "budget"
                 break
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= loop_end():
                 reason = "timeout"
                 break
             trial = study.ask()
@@ -519,7 +533,7 @@ def run_search(
 
                 ctx = EvalContext(
                     arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
-                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= deadline,
+                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
                     workspace=workspace, options=dict(config.fidelity_options),
                 )
                 result = fidelity(ctx)
@@ -584,6 +598,11 @@ def run_search(
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
+    if plan.final_s and counts["COMPLETE"] and not stop_event.is_set():
+        from nas_core.final_training import train_final
+
+        train_final(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
+                    deadline=start + float(config.timeout or 0))
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
