@@ -429,7 +429,7 @@ def retrain(
     from dataclasses import replace
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import count_params, measure_model, resolve_device, set_seed, train_model
+    from nas_core.evaluate import count_params, cpu_threads, measure_model, resolve_device, set_seed, threads, train_model
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     prov = cfg.provenance
@@ -468,9 +468,10 @@ def retrain(
     if patience is not None:
         recipe = replace(recipe, patience=patience)
     start = time.perf_counter()
-    history = train_model(model, data, recipe, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
-    wall = time.perf_counter() - start
-    measured = measure_model(model, data, dev)
+    with threads(cpu_threads(tuple(data.input_shape), dev)):  # the search's thread rule: the same arithmetic
+        history = train_model(model, data, recipe, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
+        wall = time.perf_counter() - start
+        measured = measure_model(model, data, dev)
     ws = Path(workspace)
     weights_path = save_weights(model, ws / "retrained" / f"{cfg.candidate_hash()}.safetensors")
     metrics = measured["metrics"]

@@ -398,12 +398,23 @@ def run_search(
     Everything is validated and the dataset loaded before the storage is opened, so bad input
     never touches recorded studies. Trials that raise or diverge are recorded as FAIL with their
     reason; a stop ends the running trial at the next batch boundary and records it as PRUNED.
+    Torch's thread count follows ``evaluate.cpu_threads`` during the search and is restored after.
     """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return _run_search(config, emit=emit, stop_event=stop_event)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event | None) -> SearchResult:
     import optuna
     from optuna.trial import TrialState
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, resolve_device
+    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, cpu_threads, resolve_device
     from nas_core.export import trial_config, write_study_outputs
     from nas_core.genotype import DatasetRef, ModelConfig
     from nas_core.tracking import Tracker, default_tracking_uri
@@ -424,6 +435,11 @@ def run_search(
         val_samples=config.val_samples,
         cache_dir=workspace / "cache" / "data",
     )
+    n_threads = cpu_threads(tuple(data.input_shape), device)
+    if n_threads:
+        import torch
+
+        torch.set_num_threads(n_threads)
     workspace.mkdir(parents=True, exist_ok=True)
     study = open_study(config)
     name = study.study_name
