@@ -26,16 +26,20 @@ from typing import Any
 
 from nas_core.budget import FINAL_EPOCH_FACTOR
 
-__all__ = ["train_final", "fit_epochs", "MEASURE_S"]
+__all__ = ["train_final", "fit_epochs", "MEASURE_S", "SLACK", "GRACE"]
 
 MEASURE_S = 5.0  # seconds kept back for measuring the trained model (accuracy, FLOPs, latency) and writing it
+SLACK = 0.75  # of the time left that the fitted epochs may fill: the trial's per-epoch time was measured under another load
+# A refit running slower than planned may overrun the deadline by this share of the final phase before it is cut: a cut
+# run cannot be repeated by `train --config` and is thrown away, which wastes more than finishing it.
+GRACE = 0.25
 
 
 def fit_epochs(*, seconds_left: float, seconds_per_epoch: float, search_epochs: int) -> int:
-    """Epochs that fit in ``seconds_left`` (with 10 % slack), capped at FINAL_EPOCH_FACTOR x ``search_epochs``; 0 if none fit."""
+    """Epochs that fit in ``SLACK`` of ``seconds_left``, capped at FINAL_EPOCH_FACTOR x ``search_epochs``; 0 if none fit."""
     if seconds_per_epoch <= 0 or not math.isfinite(seconds_per_epoch):
         return search_epochs
-    fit = int((seconds_left - MEASURE_S) * 0.9 / seconds_per_epoch)
+    fit = int((seconds_left - MEASURE_S) * SLACK / seconds_per_epoch)
     return max(0, min(fit, FINAL_EPOCH_FACTOR * search_epochs))
 
 
@@ -58,7 +62,9 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     history = best.user_attrs.get("history") or []
     per_epoch = statistics.median([float(r["seconds"]) for r in history if "seconds" in r] or [math.nan])
     per_epoch *= (len(data.y_train) + len(data.y_val)) / max(1, len(data.y_train))  # the refit's epochs are longer
-    epochs = fit_epochs(seconds_left=deadline - time.perf_counter(), seconds_per_epoch=per_epoch, search_epochs=int(config.epochs))
+    left = deadline - time.perf_counter()
+    epochs = fit_epochs(seconds_left=left, seconds_per_epoch=per_epoch, search_epochs=int(config.epochs))
+    cut_at = deadline + GRACE * max(0.0, left)
     trained = len(history)
     record: dict[str, Any] = {"trial": best.number, "search_epochs": trained, "seconds_per_epoch": per_epoch, "epochs": epochs}
     if epochs < max(1, trained):
@@ -82,9 +88,10 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     t0 = time.perf_counter()
     try:
         rows = train_model(model, data, recipe, device=device, seed=seed, on_epoch=on_epoch,
-                           should_stop=lambda: user_stop() or time.perf_counter() > deadline)
+                           should_stop=lambda: user_stop() or time.perf_counter() > cut_at)
     except (StopRequested, Diverged) as exc:
-        record.update(kept=False, reason=f"final training ended early ({exc}); the best trial stays the result")
+        why = "stopped by the user" if user_stop() else str(exc) if isinstance(exc, Diverged) else "ran past --timeout"
+        record.update(kept=False, reason=f"final training ended early ({why}); the best trial stays the result")
         study.set_user_attr("final_training", record)
         return record
     wall = time.perf_counter() - t0

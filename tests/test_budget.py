@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from nas_core.budget import FINAL_EPOCH_FACTOR, FINAL_SHARE, plan_budget
-from nas_core.final_training import MEASURE_S, fit_epochs
+from nas_core.final_training import MEASURE_S, SLACK, fit_epochs
 from nas_core.search import SearchConfig, run_search
 
 
@@ -39,8 +39,8 @@ def test_no_timeout_plans_nothing() -> None:
     "left, per_epoch, search_epochs, want",
     [
         (100.0, 1.0, 20, 40),  # capped at FINAL_EPOCH_FACTOR x the search epochs
-        (25.0, 1.0, 20, int((25 - MEASURE_S) * 0.9)),
-        (4.0, 1.0, 20, 0),  # nothing fits once the measurement is kept back
+        (25.0, 1.0, 20, int((25 - MEASURE_S) * SLACK)),
+        (5.5, 1.0, 20, 0),  # nothing fits once the measurement is kept back
         (100.0, float("nan"), 7, 7),  # no timing known: the search's epochs
     ],
 )
