@@ -97,6 +97,8 @@ def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> Non
     p.add_argument("--train-samples", type=_positive_int, default=None, help="subsample the training split to N samples")
     p.add_argument("--val-samples", type=_positive_int, default=None, help="subsample the validation split to N samples")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-known-good", action="store_true",
+                   help="do not start a new study with the known-good designs (4-conv BN CNN, small ResNet)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +197,7 @@ def _search_config(args: argparse.Namespace) -> Any:
         train_samples=args.train_samples,
         val_samples=args.val_samples,
         fidelity_options=dict(args.fidelity_option),
+        known_good=not args.no_known_good,
     ).validate()
 
 

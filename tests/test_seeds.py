@@ -66,3 +66,11 @@ def test_a_new_study_starts_with_the_designs_then_samples(tmp_path: Path, known_
                             device="cpu", workspace=str(tmp_path), study="kg", tracking=False, known_good=known_good))
     study = optuna.load_study(study_name="kg", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.user_attrs.get("known_good") for t in study.trials][3] is None
+
+
+def test_the_cli_flag_turns_the_designs_off() -> None:
+    from nas_core.cli import _search_config, build_parser
+
+    args = build_parser().parse_args(["search", "--no-known-good", "--workspace", "/tmp/unused"])
+    assert _search_config(args).known_good is False
+    assert _search_config(build_parser().parse_args(["search", "--workspace", "/tmp/unused"])).known_good is True
