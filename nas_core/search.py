@@ -22,6 +22,7 @@ from nas_core import events as ev
 from nas_core.budget import plan_budget
 from nas_core.errors import ConfigError, NasCoreError
 from nas_core.registry import Registry
+from nas_core.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
 
 __all__ = [
@@ -446,10 +447,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     out_dir = study_dir(workspace, name)
     out_dir.mkdir(parents=True, exist_ok=True)
     optuna.storages.fail_stale_trials(study)
-    if config.known_good and not study.get_trials(deepcopy=False):
-        from nas_core.seeds import enqueue_known_good
-
-        study.set_user_attr("known_good", enqueue_known_good(study, space, tuple(data.input_shape)))
+    designs = KnownGoodQueue.start(study, space, tuple(data.input_shape), enabled=config.known_good)
     dataset_ref = DatasetRef(
         name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
         fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
@@ -503,6 +501,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             if time.perf_counter() >= loop_end():
                 reason = "timeout"
                 break
+            designs.before_ask(study)
             trial = study.ask()
             n_run += 1
             t0 = time.perf_counter()

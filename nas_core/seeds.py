@@ -3,8 +3,8 @@
 Each design is a set of search-space values (architecture and training recipe) for a space *kind*,
 sized to the input: the 4-conv batch-norm CNN (32-32-pool-64-64-pool, FC 128 with dropout) and a
 small ResNet, both with a one-cycle / warm-up recipe, random-shift augmentation, label smoothing and
-weight averaging. They are put in front of the sampler with Optuna's ``enqueue_trial``, so they are
-the study's first trials and the sampler (TPE, NSGA-II...) then improves on them. A design is skipped
+weight averaging. They are put in front of the sampler with Optuna's ``enqueue_trial`` (one at a time,
+:class:`KnownGoodQueue`), so they are the study's first trials and the sampler (TPE, NSGA-II...) then improves on them. A design is skipped
 when an edited space cannot express it (a value outside a range or choice list), so a narrowed space
 is searched as it was given.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from nas_core.errors import NasCoreError
 
-__all__ = ["known_good_designs", "fits", "enqueue_known_good"]
+__all__ = ["known_good_designs", "fits", "KnownGoodQueue"]
 
 # The recipe of the reference runs (benchmarks/results/fashion_mnist.md, digits_default.md): Adam, one-cycle to 3e-3,
 # batch 64, random shifts, label smoothing 0.1, EMA of the weights.
@@ -87,11 +87,35 @@ def fits(space: Any, values: dict[str, Any]) -> bool:
     return True
 
 
-def enqueue_known_good(study: Any, space: Any, input_shape: tuple[int, int, int]) -> list[str]:
-    """Enqueue the designs that fit ``space`` as the study's next trials; returns their names."""
-    names = []
-    for name, values in known_good_designs(space.kind, tuple(input_shape)):  # type: ignore[arg-type]
-        if fits(space, values):
-            study.enqueue_trial(values, user_attrs={"known_good": name}, skip_if_exists=True)
-            names.append(name)
-    return names
+class KnownGoodQueue:
+    """Hands the designs to the study one at a time, each just before an ``ask`` that has no other waiting trial.
+
+    A new study records the names of the designs that fit its space (study attribute ``known_good``); every run of the
+    study then enqueues those not yet tried. One at a time, so a crashed trial's retry (which Optuna queues as a waiting
+    trial) runs before the next design rather than behind all of them.
+    """
+
+    def __init__(self, pending: list[tuple[str, dict[str, Any]]]) -> None:
+        self.pending = list(pending)
+
+    @classmethod
+    def start(cls, study: Any, space: Any, input_shape: tuple[int, int, int], *, enabled: bool = True) -> KnownGoodQueue:
+        trials = study.get_trials(deepcopy=False)
+        designs = known_good_designs(space.kind, tuple(input_shape))  # type: ignore[arg-type]
+        if enabled and not trials:
+            study.set_user_attr("known_good", [name for name, values in designs if fits(space, values)])
+        planned = set(study.user_attrs.get("known_good") or []) if enabled else set()
+        used = {t.user_attrs.get("known_good") for t in trials}
+        return cls([(name, values) for name, values in designs if name in planned and name not in used])
+
+    def before_ask(self, study: Any) -> str | None:
+        """Enqueue the next design unless another trial is already waiting; returns its name."""
+        if not self.pending:
+            return None
+        from optuna.trial import TrialState
+
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None
+        name, values = self.pending.pop(0)
+        study.enqueue_trial(values, user_attrs={"known_good": name}, skip_if_exists=True)
+        return name
