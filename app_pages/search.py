@@ -143,6 +143,10 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
                                       key="train_samples", help="Subsample the training split for a quick search.")
     right.caption(dashboard.device_note())
     fidelity_options = _fidelity_options(fidelity)
+    plan, note = dashboard.budget_plan(timeout=float(timeout) or None, fidelity=fidelity, options=fidelity_options)
+    with st.expander("Budget plan", expanded=bool(timeout)):
+        st.dataframe(plan, hide_index=True, width="stretch")
+        st.caption(note)
     if fidelity == "cached":
         with st.expander("Module library (pretrained blocks the cached fidelity assembles from)"):
             try:

@@ -165,6 +165,8 @@ def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> Non
                    help="leave the fidelity's final phase (fine-tune, refit) to the last worker or to `finalize --study`")
     p.add_argument("--events-jsonl", default=None, metavar="PATH",
                    help="append every progress event (trial started, epoch, trial finished, ...) to PATH as one JSON object a line")
+    p.add_argument("--no-known-good", action="store_true",
+                   help="do not start a new study with the known-good designs (4-conv BN CNN, small ResNet)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -273,6 +275,7 @@ def _search_config(args: argparse.Namespace) -> Any:
         fidelity_options=dict(args.fidelity_option),
         finalize=not args.no_finalize,
         worker_index=args.worker_index,
+        known_good=not args.no_known_good,
     ).validate()
 
 

@@ -253,6 +253,15 @@ def pruner_names() -> list[str]:
     return PRUNERS.names() + (["asha"] if "asha" not in PRUNERS else [])
 
 
+def budget_plan(*, timeout: float | None, fidelity: str, options: dict[str, Any] | None = None) -> tuple[pd.DataFrame, str]:
+    """The budget planner's split of ``timeout`` for this fidelity, as a (phase, budget) table and its one-line note."""
+    from nas_core.budget import plan_budget
+    from nas_core.evaluate import FINALIZERS
+
+    plan = plan_budget(timeout=timeout, two_phase=fidelity in FINALIZERS, options=dict(options or {}))
+    return pd.DataFrame(plan.rows(), columns=["phase", "budget"]), plan.note
+
+
 def device_note() -> str:
     """Which accelerator ``device="auto"`` would pick here, for a caption under the device choice."""
     import torch

@@ -235,6 +235,14 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     return [trials[i] for i in picked], [metrics[i] for i in picked]
 
 
+def final_training(study: Any, trial: int | None = None) -> dict[str, Any] | None:
+    """The kept record of the search's final training (``nas_core.final_training``), if it trained ``trial`` (any when None)."""
+    record = study.user_attrs.get("final_training") or {}
+    if not record.get("kept") or "config" not in record or (trial is not None and record.get("trial") != trial):
+        return None
+    return record
+
+
 def write_study_outputs(study: Any, *, workspace: str | Path) -> Path | None:
     """Write best_config.json, pareto/trial_N.json, pareto.csv and summary.md; returns the best config's path."""
     from nas_core.pareto import pick_points
@@ -253,8 +261,10 @@ def write_study_outputs(study: Any, *, workspace: str | Path) -> Path | None:
         (pareto_dir / f"trial_{t.number}.json").write_text(json.dumps(t.user_attrs["config"], indent=2))
     picks = pick_points(metrics)
     best_trial = trials[picks["best_accuracy"]]
-    best_path = ModelConfig.from_dict(best_trial.user_attrs["config"]).save(out / "best_config.json")
-    weights = out / "weights" / f"trial_{best_trial.number}.safetensors"
+    final = final_training(study, best_trial.number)
+    best_cfg = final["config"] if final else best_trial.user_attrs["config"]
+    best_path = ModelConfig.from_dict(best_cfg).save(out / "best_config.json")
+    weights = out / "weights" / (final["weights"] if final else f"trial_{best_trial.number}.safetensors")
     if weights.exists():
         shutil.copyfile(weights, out / "best_weights.safetensors")
     cols = ["trial", "summary", "val_accuracy", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb"]
@@ -305,7 +315,34 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
         )
     lat = trials[0].user_attrs.get("latency", {}).get("how", "")
     lines += ["", f"Latency: {lat}. Test accuracy is reported only; selection used validation accuracy.", ""]
+    lines += _budget_markdown(study)
     return "\n".join(lines)
+
+
+def _budget_markdown(study: Any) -> list[str]:
+    """The budget plan and what the final training did, for summary.md."""
+    from nas_core.budget import BudgetPlan
+
+    lines: list[str] = []
+    plan = study.user_attrs.get("budget_plan")
+    if plan:
+        lines += ["## Budget", "", BudgetPlan.from_dict(plan).markdown(), ""]
+    record = study.user_attrs.get("final_training")
+    if record:
+        lines += ["## Final training", ""]
+        m = record.get("metrics") or {}
+        if record.get("kept"):
+            lines.append(f"Trial {record['trial']} refit on train + validation for {record['epochs']} epochs (its trial: "
+                         f"{record['search_epochs']}) in {record.get('seconds', 0):.1f} s: test {m.get('test_accuracy', 0):.4f} "
+                         f"(the trial: {m.get('search_test_accuracy', 0):.4f}; validation {m.get('val_accuracy', 0):.4f} is the trial's, "
+                         "as the refit has seen that split). `best_config.json` is this run; `train --config best_config.json` repeats it.")
+        else:
+            lines.append(f"Trial {record.get('trial')}: not kept — {record.get('reason', '')}.")
+        lines.append("")
+    known = study.user_attrs.get("known_good")
+    if known:
+        lines += ["## Known-good designs", "", "The study started from: " + ", ".join(known) + " (`nas_core.seeds`).", ""]
+    return lines
 
 
 # --- export -----------------------------------------------------------------------------------
@@ -392,7 +429,7 @@ def retrain(
     from dataclasses import replace
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import count_params, measure_model, resolve_device, set_seed, train_model
+    from nas_core.evaluate import count_params, cpu_threads, measure_model, resolve_device, set_seed, threads, train_model
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     prov = cfg.provenance
@@ -431,9 +468,10 @@ def retrain(
     if patience is not None:
         recipe = replace(recipe, patience=patience)
     start = time.perf_counter()
-    history = train_model(model, data, recipe, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
-    wall = time.perf_counter() - start
-    measured = measure_model(model, data, dev)
+    with threads(cpu_threads(tuple(data.input_shape), dev)):  # the search's thread rule: the same arithmetic
+        history = train_model(model, data, recipe, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
+        wall = time.perf_counter() - start
+        measured = measure_model(model, data, dev)
     ws = Path(workspace)
     weights_path = save_weights(model, ws / "retrained" / f"{cfg.candidate_hash()}.safetensors")
     metrics = measured["metrics"]

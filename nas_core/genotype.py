@@ -26,11 +26,30 @@ __all__ = [
     "ModelConfig",
     "OPTIMIZERS",
     "AUGMENTATIONS",
+    "SCHEDULES",
+    "AUGMENT_OPS",
+    "parse_augmentation",
 ]
 
 SCHEMA_VERSION = 1
 OPTIMIZERS = ("adam", "adamw", "sgd")
-AUGMENTATIONS = ("none", "shift", "flip", "shift+flip")
+# Named augmentations offered by the spaces; any "+"-join of nas_core.recipes.AUGMENT_OPS is valid in a config.
+AUGMENTATIONS = ("none", "shift", "flip", "shift+flip", "crop", "crop+flip", "crop+erase", "crop+flip+erase")
+# What each value does is in nas_core.recipes (kept there with the torch code that implements it).
+SCHEDULES = ("cosine", "onecycle", "cosine-warmup")
+AUGMENT_OPS = ("shift", "flip", "crop", "erase")
+TRAIN_SPLITS = ("train", "train+val")
+
+
+def parse_augmentation(text: str) -> tuple[str, ...]:
+    """``"crop+erase"`` -> ``("crop", "erase")``; ``"none"`` -> ``()``. Raises ValueError naming the valid ops."""
+    if text == "none":
+        return ()
+    ops = tuple(text.split("+"))
+    bad = [op for op in ops if op not in AUGMENT_OPS]
+    if bad or len(set(ops)) != len(ops) or not ops:
+        raise ValueError(f"augmentation must be 'none' or ops joined by '+' from {', '.join(AUGMENT_OPS)} (each once), but got {text!r}")
+    return ops
 
 
 def _check_keys(where: str, data: Any, allowed: set[str], required: set[str] = frozenset()) -> dict[str, Any]:  # type: ignore[assignment]
@@ -198,7 +217,13 @@ class Architecture:
 
 @dataclass(frozen=True)
 class TrainingRecipe:
-    """How to train: optimizer, learning rate, weight decay, epochs, batch size, augmentation, patience."""
+    """How to train: optimizer, learning rate, weight decay, epochs, batch size, augmentation, patience,
+    schedule (with its warm-up fraction), label smoothing, weight averaging (EMA decay, 0 = off) and the data it
+    trains on (``train``, early-stopped on validation; or ``train+val``, a refit that keeps the last epoch).
+
+    Keys added after the first release default to what configs without them were trained with
+    (per-epoch cosine annealing, no warm-up, no smoothing, no averaging), so an old config retrains as before.
+    """
 
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -207,6 +232,11 @@ class TrainingRecipe:
     batch_size: int = 64
     augmentation: str = "none"
     patience: int = 5
+    schedule: str = "cosine"
+    warmup: float = 0.0
+    label_smoothing: float = 0.0
+    ema_decay: float = 0.0
+    train_split: str = "train"
 
     def validate(self) -> TrainingRecipe:
         if self.optimizer not in OPTIMIZERS:
@@ -220,10 +250,23 @@ class TrainingRecipe:
                 f"training.epochs, batch_size and patience must be >= 1, but got "
                 f"{self.epochs}, {self.batch_size}, {self.patience}."
             )
-        if self.augmentation not in AUGMENTATIONS:
+        try:
+            parse_augmentation(self.augmentation)
+        except ValueError:
             raise ConfigError(
-                f"training.augmentation must be one of {', '.join(AUGMENTATIONS)}, but got {self.augmentation!r}."
-            )
+                f"training.augmentation must be one of {', '.join(AUGMENTATIONS)} (or another '+'-join of shift, flip, crop, erase), "
+                f"but got {self.augmentation!r}."
+            ) from None
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"training.schedule must be one of {', '.join(SCHEDULES)}, but got {self.schedule!r}.")
+        if not 0.0 <= self.warmup < 1.0:
+            raise ConfigError(f"training.warmup is a fraction of the run and must be in [0, 1), but got {self.warmup}.")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"training.label_smoothing must be in [0, 1), but got {self.label_smoothing}.")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"training.ema_decay must be in [0, 1) (0 turns weight averaging off), but got {self.ema_decay}.")
+        if self.train_split not in TRAIN_SPLITS:
+            raise ConfigError(f"training.train_split must be one of {', '.join(TRAIN_SPLITS)}, but got {self.train_split!r}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -626,7 +626,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         if opts.get("finetune_recipe", "fixed") == "sampled":
             recipe = replace(cfg.training, epochs=epochs, patience=patience)
         else:
-            recipe = replace(cfg.training, optimizer="adam", lr=float(opts.get("finetune_lr", 1e-3)), weight_decay=0.0,
+            recipe = replace(TrainingRecipe(), optimizer="adam", lr=float(opts.get("finetune_lr", 1e-3)), weight_decay=0.0,
                              batch_size=int(opts.get("finetune_batch_size", 64)), epochs=epochs, patience=patience)
 
         def on_epoch(epoch: int, total: int, row: dict[str, float], _n: int = trial.number) -> None:

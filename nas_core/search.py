@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from nas_core import events as ev
+from nas_core.budget import plan_budget
 from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.faults import as_fatal, storage_kwargs
 from nas_core.owners import OWNER_KEY, owner_record, reclaim_dead_trials
 from nas_core.registry import Registry
+from nas_core.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
 
 __all__ = [
@@ -171,6 +173,7 @@ class SearchConfig:
     finalize_only: bool = False  # no trials: only the final phase and the outputs (`finalize --study`)
     finalize_force: bool = False  # run the final phase again even if it was run for this study state
     worker_index: int = 0  # one of several workers: its sampler draws from its own seed, the data split stays `seed`'s
+    known_good: bool = True  # a new study starts with the known-good designs of nas_core.seeds
 
     @property
     def study_name(self) -> str:
@@ -405,12 +408,23 @@ def run_search(
     Everything is validated and the dataset loaded before the storage is opened, so bad input
     never touches recorded studies. Trials that raise or diverge are recorded as FAIL with their
     reason; a stop ends the running trial at the next batch boundary and records it as PRUNED.
+    Torch's thread count follows ``evaluate.cpu_threads`` during the search and is restored after.
     """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return _run_search(config, emit=emit, stop_event=stop_event)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event | None) -> SearchResult:
     import optuna
     from optuna.trial import TrialState
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, resolve_device
+    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, cpu_threads, resolve_device
     from nas_core.export import trial_config, write_study_outputs
     from nas_core.genotype import DatasetRef, ModelConfig
     from nas_core.tracking import Tracker, default_tracking_uri
@@ -431,6 +445,11 @@ def run_search(
         val_samples=config.val_samples,
         cache_dir=workspace / "cache" / "data",
     )
+    n_threads = cpu_threads(tuple(data.input_shape), device)
+    if n_threads:
+        import torch
+
+        torch.set_num_threads(n_threads)
     if stop_event.is_set():  # stopped during start-up: nothing to record yet
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
@@ -452,6 +471,7 @@ def run_search(
     except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
         raise as_fatal(exc) or exc
     notes = [f"trial {', '.join(map(str, reclaimed))} belonged to a process that is gone; failed and queued again"] if reclaimed else []
+    designs = KnownGoodQueue.start(study, space, tuple(data.input_shape), enabled=config.known_good and not config.finalize_only)
     dataset_ref = DatasetRef(
         name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
         fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
@@ -478,6 +498,14 @@ def run_search(
     start = time.perf_counter()
     finalizer = FINALIZERS.get(config.fidelity) if config.fidelity in FINALIZERS else None
     deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    study.set_user_attr("budget_plan", plan.to_dict())
+    hard_end = deadline
+    if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
+        deadline = start + float(plan.search_s or 0)
+
+    def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
+        return deadline if counts["COMPLETE"] else hard_end
     counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
     reason = "budget"
     n_run = 0
@@ -501,12 +529,13 @@ def run_search(
             if config.trials is not None and n_run >= config.trials:
                 reason = "budget"
                 break
-            if time.perf_counter() >= deadline:
+            if time.perf_counter() >= loop_end():
                 reason = "timeout"
                 break
             if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:  # a fellow worker on this machine may have died mid-trial
                 last_reclaim = time.monotonic()
                 notes.extend(f"trial {n} belonged to a process that is gone; failed and queued again" for n in reclaim_dead_trials(study))
+            designs.before_ask(study)
             trial = study.ask()
             n_run += 1
             t0 = time.perf_counter()
@@ -555,7 +584,7 @@ def run_search(
 
                 ctx = EvalContext(
                     arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
-                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= deadline,
+                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
                     workspace=workspace, options=dict(config.fidelity_options),
                 )
                 result = fidelity(ctx)
@@ -633,13 +662,19 @@ def run_search(
         beat.close()
 
     skipped = None
-    final_turn, turn_note = (False, None) if stop_event.is_set() else _final_turn(study, config, owner)
+    has_final_phase = finalizer is not None or bool(plan.final_s)
+    final_turn, turn_note = (False, None) if stop_event.is_set() or not has_final_phase else _final_turn(study, config, owner)
     if turn_note:
         notes.append(turn_note)
     if finalizer is not None and final_turn:
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
+    if plan.final_s and final_turn and not stop_event.is_set():
+        from nas_core.final_training import train_final
+
+        train_final(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
+                    deadline=start + float(config.timeout or 0))
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},

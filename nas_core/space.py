@@ -320,7 +320,12 @@ def sample_values(space: SearchSpace, trial: _TrialLike) -> dict[str, Any]:
     return values
 
 
+WARMUP = 0.2  # fraction of a run spent warming up under the onecycle and cosine-warmup schedules
+
+
 def _recipe(v: dict[str, Any], epochs: int) -> TrainingRecipe:
+    """The sampled training recipe; parameters a space leaves out keep the recipe of the first release."""
+    schedule = str(v.get("schedule", "cosine"))
     return TrainingRecipe(
         optimizer=str(v.get("optimizer", "adam")).lower(),
         lr=float(v.get("lr", 1e-3)),
@@ -328,17 +333,24 @@ def _recipe(v: dict[str, Any], epochs: int) -> TrainingRecipe:
         epochs=epochs,
         batch_size=int(v.get("batch_size", 64)),
         augmentation=str(v.get("augmentation", "none")),
+        schedule=schedule,
+        warmup=float(v.get("warmup", 0.0 if schedule == "cosine" else WARMUP)),
+        label_smoothing=float(v.get("label_smoothing", 0.0)),
+        ema_decay=float(v.get("ema_decay", 0.0)),
     )
 
 
 @SPACE_BUILDERS.register("seed-cnn")
 def _build_seed_cnn(v: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int, epochs: int) -> tuple[Architecture, TrainingRecipe]:
     act = str(v.get("activation", "relu")).lower()
+    block = str(v.get("conv_block", "conv"))
+    every = int(v.get("pool_every", 1))
     stages = []
     h, w = input_shape[1], input_shape[2]
     for i in range(int(v["n_conv"])):
-        stage = [BlockSpec("conv", {"out_channels": int(v[f"conv_filters_{i}"]), "kernel": int(v[f"conv_kernel_{i}"]), "activation": act})]
-        if v.get("pooling") and min(h, w) >= 2:  # grammar: pool only while there is a grid left to halve
+        stage = [BlockSpec(block, {"out_channels": int(v[f"conv_filters_{i}"]), "kernel": int(v[f"conv_kernel_{i}"]), "activation": act})]
+        # grammar: pool after every ``pool_every``-th conv, only while there is a grid left to halve
+        if v.get("pooling") and (i + 1) % every == 0 and min(h, w) >= 2:
             stage.append(BlockSpec("pool", {"mode": "max"}))
             h, w = math.ceil(h / 2), math.ceil(w / 2)
         stages.append(tuple(stage))
@@ -390,24 +402,33 @@ def _p(name: str, type: str, **kw: Any) -> ParamSpec:
 
 
 _TRAINING = (
-    _p("lr", "float", low=1e-4, high=1e-2, log=True, help="learning rate"),
-    _p("optimizer", "categorical", choices=("adam", "adamw", "sgd")),
+    _p("lr", "float", low=1e-4, high=1e-2, log=True, help="learning rate (the peak one under onecycle / cosine-warmup)"),
+    _p("optimizer", "categorical", choices=("adam", "adamw", "sgd"), help="sgd is SGD with Nesterov momentum 0.9"),
     _p("batch_size", "categorical", choices=(32, 64, 128)),
+    _p("weight_decay", "categorical", choices=(0.0, 5e-4, 5e-2), help="decoupled under adamw, L2 otherwise"),
+    _p("schedule", "categorical", choices=("onecycle", "cosine-warmup", "cosine"),
+       help=f"learning-rate schedule; onecycle and cosine-warmup warm up over the first {WARMUP:.0%} of the run"),
+    _p("augmentation", "categorical", choices=("none", "crop", "crop+erase", "crop+flip", "crop+flip+erase"),
+       help="crop: random shift by up to 1/14 of the width, zero-filled; erase: random erasing; flip: horizontal"),
+    _p("label_smoothing", "categorical", choices=(0.0, 0.1)),
+    _p("ema_decay", "categorical", choices=(0.0, 0.99, 0.999), help="exponential moving average of the weights (0 = off)"),
 )
 
 PRESETS: dict[str, SearchSpace] = {
     "seed-cnn": SearchSpace(
         name="seed-cnn",
         kind="seed-cnn",
-        description="plain CNNs: 1-5 conv layers (+ optional max-pool), 1-4 fully-connected layers",
-        rules=("pooling is added after a conv only while the feature map is at least 2x2",
+        description="CNNs: 1-5 conv (or residual) layers with optional max-pool after every 1st or 2nd, 1-4 fully-connected layers",
+        rules=("pooling is added after every pool_every-th conv only while the feature map is at least 2x2",
                "the last fully-connected layer is the classifier (n_fc=1 means no hidden layer)"),
         params=(
             _p("n_conv", "int", low=1, high=5, help="number of conv layers"),
             _p("conv_filters", "categorical", choices=(32, 64, 128, 256), repeat="n_conv"),
             _p("conv_kernel", "categorical", choices=(3, 5), repeat="n_conv"),
+            _p("conv_block", "categorical", choices=("conv", "residual"), help="plain conv+BN, or a two-conv residual block"),
             _p("activation", "categorical", choices=("relu", "leakyrelu", "elu", "gelu")),
-            _p("pooling", "bool", help="max-pool after each conv"),
+            _p("pooling", "bool", help="max-pool after every pool_every-th conv"),
+            _p("pool_every", "categorical", choices=(1, 2), help="pool after every conv (1) or every second one (2)"),
             _p("n_fc", "int", low=1, high=4, help="fully-connected layers, classifier included"),
             _p("fc_units", "categorical", choices=(64, 128, 256, 512), repeat="n_fc"),
             _p("dropout", "float", low=0.0, high=0.5),

@@ -331,3 +331,16 @@ def test_search_page_sets_the_fidelity_options(tmp_path: Path) -> None:
     assert runner.config.fidelity == "zero-cost" and runner.config.fidelity_options == {"proxy": "synflow", "finetune_top_k": 1}
     best = json.loads(Path(runner.result.best_config).read_text())
     assert best["metrics"]["proxy"] == "synflow" and best["metrics"]["final_test_accuracy"] is not None
+
+
+def test_search_page_shows_the_budget_plan(tmp_path: Path) -> None:
+    at = _app(tmp_path)
+    assert _frame(at, "phase")["budget"].tolist() == ["no limit", "-", "-"]
+    at.number_input(key="timeout").set_value(100).run()
+    plan = _frame(at, "phase")
+    assert dict(zip(plan["phase"], plan["budget"])) == {"search (trials)": "60 s (60%)", "finalists (fine-tune)": "-",
+                                                         "final training of the best": "40 s (40%)"}
+    assert any("refit" in t or "trained again" in t for t in _texts(at.caption))
+    at.selectbox(key="fidelity").set_value("cached").run()
+    plan = _frame(at, "phase")
+    assert plan["budget"].tolist() == ["80 s (80%)", "20 s (20%)", "-"]

@@ -61,3 +61,22 @@ def test_optimizer_refuses_no_parameters_and_fuses_double_precision() -> None:
         make_optimizer([], recipe)  # torch's own message: an optimizer needs parameters
     p = nn.Parameter(torch.zeros(3, dtype=torch.float64))
     assert make_optimizer([p], recipe).defaults.get("fused") is True
+
+
+def test_small_inputs_train_on_one_cpu_thread_unless_moca_threads_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nas_core.errors import ConfigError
+    from nas_core.evaluate import cpu_threads, threads
+
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("MOCA_THREADS", raising=False)
+    assert cpu_threads((1, 8, 8), cpu) == 1 and cpu_threads((1, 28, 28), cpu) is None
+    assert cpu_threads((1, 8, 8), torch.device("cuda")) is None
+    monkeypatch.setenv("MOCA_THREADS", "3")
+    assert cpu_threads((1, 28, 28), cpu) == 3
+    monkeypatch.setenv("MOCA_THREADS", "many")
+    with pytest.raises(ConfigError, match="MOCA_THREADS must be a whole number"):
+        cpu_threads((1, 8, 8), cpu)
+    before = torch.get_num_threads()
+    with threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before

@@ -15,6 +15,10 @@ from nas_core.events import EpochProgress, StudyFinished, TrialFinished, TrialSt
 from nas_core.export import build_model, load_config
 from nas_core.search import SearchConfig, run_search
 
+PINNED_LATER = {"conv_block": {"choices": ["conv"]}, "pool_every": {"choices": [1]}, "weight_decay": {"choices": [0.0]},
+                "schedule": {"choices": ["cosine"]}, "augmentation": {"choices": ["none"]}, "label_smoothing": {"choices": [0.0]},
+                "ema_decay": {"choices": [0.0]}}
+
 TINY = dict(dataset="digits", epochs=2, patience=2, train_samples=300, val_samples=150, seed=0, device="cpu")
 
 
@@ -103,7 +107,9 @@ def _one_point_space(tmp_path: Path) -> str:
     fixed = {"n_conv": {"low": 1, "high": 1}, "conv_filters": {"choices": [8]}, "conv_kernel": {"choices": [3]},
              "activation": {"choices": ["relu"]}, "pooling": {"type": "categorical", "choices": [True]},
              "n_fc": {"low": 1, "high": 1}, "fc_units": {"choices": [16]}, "dropout": {"low": 0.0, "high": 0.0},
-             "lr": {"low": 0.01, "high": 0.01, "log": True}, "optimizer": {"choices": ["adam"]}, "batch_size": {"choices": [64]}}
+             "lr": {"low": 0.01, "high": 0.01, "log": True}, "optimizer": {"choices": ["adam"]}, "batch_size": {"choices": [64]},
+             # the recipe and block parameters the preset gained later, pinned too so the space stays one point
+             **PINNED_LATER}
     path.write_text(json.dumps({"base": "seed-cnn", "params": fixed}))
     return str(path)
 

@@ -10,6 +10,10 @@ import pytest
 from nas_core.errors import SearchSpaceError
 from nas_core.space import PRESETS, SearchSpace, get_space, load_space
 
+PINNED_LATER = {"conv_block": {"choices": ["conv"]}, "pool_every": {"choices": [1]}, "weight_decay": {"choices": [0.0]},
+                "schedule": {"choices": ["cosine"]}, "augmentation": {"choices": ["none"]}, "label_smoothing": {"choices": [0.0]},
+                "ema_decay": {"choices": [0.0]}}
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
@@ -95,7 +99,9 @@ def test_grid_is_finite_and_refuses_huge_spaces(tmp_path) -> None:  # type: igno
         "n_conv": {"low": 1, "high": 1}, "conv_filters": {"choices": [8]}, "conv_kernel": {"choices": [3]},
         "activation": {"choices": ["relu"]}, "n_fc": {"low": 1, "high": 1}, "fc_units": {"choices": [16]},
         "dropout": {"low": 0.0, "high": 0.0}, "lr": {"low": 0.01, "high": 0.01, "log": True},
-        "optimizer": {"choices": ["adam"]}, "batch_size": {"choices": [64]}}}))
+        "optimizer": {"choices": ["adam"]}, "batch_size": {"choices": [64]},
+             # the recipe and block parameters the preset gained later, pinned too so the space stays one point
+             **PINNED_LATER}}))
     grid = load_space(path).grid()
     assert grid["pooling"] == [False, True] and grid["n_conv"] == [1]
 

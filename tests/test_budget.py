@@ -1,0 +1,81 @@
+"""The budget planner and the final training it pays for: the split, the fitted epochs, and train --config repeating the result."""
+
+from __future__ import annotations
+
+import io
+import json
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from nas_core.budget import FINAL_EPOCH_FACTOR, FINAL_SHARE, plan_budget
+from nas_core.final_training import MEASURE_S, SLACK, fit_epochs
+from nas_core.search import SearchConfig, run_search
+
+
+def test_the_train_fidelity_keeps_the_end_of_the_timeout_for_the_final_training() -> None:
+    plan = plan_budget(timeout=100, two_phase=False)
+    assert (plan.search_s, plan.finalists_s, plan.final_s) == pytest.approx((100 * (1 - FINAL_SHARE), 0.0, 100 * FINAL_SHARE))
+    rows = dict(plan.rows())
+    assert rows["search (trials)"] == "60 s (60%)" and rows["final training of the best"] == "40 s (40%)"
+    assert "| final training of the best | 40 s (40%) |" in plan.markdown()
+
+
+def test_two_phase_fidelities_give_the_fine_tune_their_share() -> None:
+    plan = plan_budget(timeout=100, two_phase=True, options={"finetune_share": 0.3})
+    assert (plan.search_s, plan.finalists_s, plan.final_s) == pytest.approx((70.0, 30.0, 0.0))
+    plan = plan_budget(timeout=100, two_phase=True, options={"finetune_seconds": 25})
+    assert (plan.search_s, plan.finalists_s, plan.final_s) == (100.0, 25.0, 0.0)
+
+
+def test_no_timeout_plans_nothing() -> None:
+    plan = plan_budget(timeout=None, two_phase=False)
+    assert plan.search_s is None and plan.final_s == 0.0 and "No --timeout" in plan.note
+    assert dict(plan.rows())["search (trials)"] == "no limit"
+
+
+@pytest.mark.parametrize(
+    "left, per_epoch, search_epochs, want",
+    [
+        (100.0, 1.0, 20, 40),  # capped at FINAL_EPOCH_FACTOR x the search epochs
+        (25.0, 1.0, 20, int((25 - MEASURE_S) * SLACK)),
+        (5.5, 1.0, 20, 0),  # nothing fits once the measurement is kept back
+        (100.0, float("nan"), 7, 7),  # no timing known: the search's epochs
+    ],
+)
+def test_final_epochs_fit_the_time_left(left: float, per_epoch: float, search_epochs: int, want: int) -> None:
+    assert FINAL_EPOCH_FACTOR == 2
+    assert fit_epochs(seconds_left=left, seconds_per_epoch=per_epoch, search_epochs=search_epochs) == want
+
+
+def test_a_timed_search_refits_its_best_and_train_config_repeats_it_exactly(tmp_path: Path) -> None:
+    from nas_core.cli import main
+
+    # no --val-samples: `train --config` rebuilds the splits from the config's provenance and --train-samples
+    cfg = SearchConfig(dataset="digits", trials=2, epochs=2, patience=2, train_samples=300, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="timed", tracking=False, timeout=300)
+    result = run_search(cfg)
+    best = json.loads(Path(result.best_config).read_text())
+    training, metrics, prov = best["training"], best["metrics"], best["provenance"]
+    assert training["train_split"] == "train+val" and training["epochs"] == FINAL_EPOCH_FACTOR * 2
+    assert prov["final_training"]["epochs"] == training["epochs"]
+    assert metrics["epochs_trained"] == training["epochs"] and "search_test_accuracy" in metrics
+    summary = (tmp_path / "timed" / "summary.md").read_text()
+    assert "## Budget" in summary and "## Final training" in summary and "refit on train + validation" in summary
+    assert (tmp_path / "timed" / "best_weights.safetensors").exists()
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["train", "--config", result.best_config, "--workspace", str(tmp_path), "--train-samples", "300",
+                     "--device", "cpu", "--quiet"]) == 0
+    again = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert again["test_accuracy"] == metrics["test_accuracy"] and again["params"] == metrics["params"]
+    assert again["epochs_trained"] == training["epochs"]
+
+
+def test_a_search_without_timeout_has_no_final_training(tiny_study) -> None:  # type: ignore[no-untyped-def]
+    best = json.loads(tiny_study.best_config.read_text())
+    assert best["training"]["train_split"] == "train" and "final_training" not in best["provenance"]
+    summary = (tiny_study.workspace / tiny_study.study / "summary.md").read_text()
+    assert "No --timeout" in summary and "## Final training" not in summary

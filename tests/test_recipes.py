@@ -1,0 +1,155 @@
+"""Training recipes: schedules, augmentation, label smoothing and weight averaging as config keys, and old configs still loading."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from nas_core import recipes
+from nas_core.errors import ConfigError
+from nas_core.genotype import ModelConfig, TrainingRecipe
+
+
+def _opt(lr: float = 0.1) -> torch.optim.Optimizer:
+    return torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def _lrs(schedule: str, *, epochs: int = 10, steps: int = 10, warmup: float = 0.2) -> list[float]:
+    opt = _opt()
+    sched, per_step = recipes.make_scheduler(opt, schedule=schedule, epochs=epochs, steps_per_epoch=steps, warmup=warmup)
+    out = []
+    for _ in range(epochs * steps if per_step else epochs):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return out
+
+
+def test_an_old_config_without_the_new_keys_loads_with_the_first_release_recipe(tiny_study) -> None:  # type: ignore[no-untyped-def]
+    data = json.loads(tiny_study.best_config.read_text())
+    for key in ("schedule", "warmup", "label_smoothing", "ema_decay"):
+        data["training"].pop(key)
+    data["training"]["augmentation"] = "shift+flip"
+    cfg = ModelConfig.from_dict(data)
+    assert (cfg.training.schedule, cfg.training.warmup, cfg.training.label_smoothing, cfg.training.ema_decay) == ("cosine", 0.0, 0.0, 0.0)
+    assert {"schedule", "warmup", "label_smoothing", "ema_decay"} <= set(cfg.to_dict()["training"])  # written out in full again
+
+
+def test_a_new_recipe_round_trips_through_json() -> None:
+    recipe = TrainingRecipe(optimizer="sgd", lr=0.05, schedule="onecycle", warmup=0.25, augmentation="crop+flip+erase",
+                            label_smoothing=0.1, ema_decay=0.999)
+    assert TrainingRecipe.from_dict(json.loads(json.dumps(recipe.to_dict()))) == recipe
+
+
+@pytest.mark.parametrize(
+    "changes, match",
+    [
+        pytest.param({"schedule": "step"}, "schedule must be one of cosine, onecycle, cosine-warmup", id="schedule"),
+        pytest.param({"augmentation": "crop+blur"}, "augmentation must be one of", id="unknown-op"),
+        pytest.param({"augmentation": "crop+crop"}, "augmentation must be one of", id="repeated-op"),
+        pytest.param({"ema_decay": 1.0}, "ema_decay must be in", id="ema"),
+        pytest.param({"label_smoothing": -0.1}, "label_smoothing must be in", id="smoothing"),
+        pytest.param({"warmup": 1.0}, "warmup is a fraction", id="warmup"),
+    ],
+)
+def test_bad_recipe_values_are_refused_with_the_rule(changes: dict, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        TrainingRecipe.from_dict({**TrainingRecipe().to_dict(), **changes})
+
+
+def test_cosine_is_the_per_epoch_annealing_of_the_first_release() -> None:
+    lrs = _lrs("cosine", epochs=4)
+    assert lrs == pytest.approx([0.1, 0.1 * (1 + 2**-0.5) / 2, 0.05, 0.1 * (1 - 2**-0.5) / 2])
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine-warmup"])
+def test_warm_up_schedules_peak_at_the_recipe_lr_after_the_warm_up_and_anneal_towards_zero(schedule: str) -> None:
+    lrs = _lrs(schedule, epochs=10, steps=10, warmup=0.2)
+    peak = max(range(len(lrs)), key=lambda i: lrs[i])
+    assert lrs[0] < 0.1 * 0.5  # starts low
+    assert max(lrs) == pytest.approx(0.1, rel=1e-3)  # the recipe's lr is the peak
+    assert 15 <= peak <= 21  # 20 % of the 100 steps
+    assert lrs[-1] < 0.1 * 0.01  # annealed
+
+
+def test_crop_moves_each_image_by_its_own_offset_within_the_pad() -> None:
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 3, 3] = 1.0  # one lit pixel per image
+    out = recipes.augment(x, ("crop",), torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    where = [tuple(int(v) for v in (img[0] == 1).nonzero()[0]) for img in out]
+    assert all(abs(r - 3) <= 1 and abs(c - 3) <= 1 for r, c in where)  # 8 // 14 -> at least 1 px
+    assert len(set(where)) > 3  # per image, not one offset for the batch
+    again = recipes.augment(x, ("crop",), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_erase_zeroes_one_rectangle_in_about_half_the_images() -> None:
+    x = torch.ones(400, 1, 16, 16)
+    out = recipes.augment(x, ("erase",), torch.Generator().manual_seed(1))
+    erased = (out == 0).flatten(1).any(1)
+    assert 0.35 < erased.float().mean() < 0.65
+    for img in out[erased][:20]:
+        rows, cols = (img[0] == 0).nonzero().unbind(1)
+        area = int((img[0] == 0).sum())
+        assert area == (int(rows.max() - rows.min()) + 1) * (int(cols.max() - cols.min()) + 1)  # a filled rectangle
+        assert 1 <= area <= 0.2 * 256 * 1.5
+
+
+def test_model_ema_follows_the_warmed_up_decay_exactly() -> None:
+    net = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    ema = recipes.ModelEma(net, 0.9)
+    w0 = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net.train()
+    net(torch.randn(8, 3))  # moves the batch-norm statistics and num_batches_tracked
+    ema.update(net)
+    d = min(0.9, 2 / 11)
+    assert torch.allclose(ema.state["0.weight"], d * w0 + (1 - d) * net[0].weight.detach())
+    assert int(ema.state["1.num_batches_tracked"]) == 1
+    assert torch.allclose(ema.state["1.running_mean"], d * torch.zeros(2) + (1 - d) * net[1].running_mean)
+
+
+@pytest.mark.parametrize("recipe", [
+    pytest.param(TrainingRecipe(), id="first-release"),
+    pytest.param(TrainingRecipe(schedule="onecycle", warmup=0.2, augmentation="crop+erase", label_smoothing=0.1, ema_decay=0.99), id="onecycle"),
+    pytest.param(TrainingRecipe(optimizer="adamw", weight_decay=0.05, schedule="cosine-warmup", warmup=0.2, augmentation="crop+flip"), id="cosine-warmup"),
+])
+def test_training_with_a_recipe_learns_and_repeats_exactly_with_the_same_seed(recipe: TrainingRecipe) -> None:
+    from nas_core.assemble import assemble
+    from nas_core.data import load_dataset
+    from nas_core.evaluate import measure_model, set_seed, train_model
+    from nas_core.genotype import Architecture, BlockSpec, HeadSpec
+
+    data = load_dataset("digits", seed=0, train_samples=400)
+    arch = Architecture((1, 8, 8), 10, ((BlockSpec("conv", {"out_channels": 8}), BlockSpec("pool", {"mode": "max"})),), HeadSpec("flatten"))
+    recipe = replace(recipe, epochs=4, patience=4, lr=3e-3)
+    states = []
+    for _ in range(2):
+        set_seed(3)
+        model = assemble(arch)
+        train_model(model, data, recipe, device=torch.device("cpu"), seed=3)
+        states.append(model.state_dict())
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
+    assert measure_model(model, data, torch.device("cpu"))["metrics"]["val_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_label_smoothing_reaches_the_loss() -> None:
+    from nas_core.assemble import assemble
+    from nas_core.data import load_dataset
+    from nas_core.evaluate import set_seed, train_model
+    from nas_core.genotype import Architecture, BlockSpec, HeadSpec
+
+    data = load_dataset("digits", seed=0, train_samples=300)
+    arch = Architecture((1, 8, 8), 10, ((BlockSpec("conv", {"out_channels": 8}),),), HeadSpec("avg"))
+    losses = []
+    for smoothing in (0.0, 0.3):
+        set_seed(0)
+        hist = train_model(assemble(arch), data, TrainingRecipe(epochs=1, label_smoothing=smoothing), device=torch.device("cpu"), seed=0)
+        losses.append(hist[0]["train_loss"])
+    assert losses[0] != losses[1]
