@@ -555,7 +555,8 @@ def _main(argv: list[str] | None) -> int:
         handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
         return int(handler(args) or 0)
     except (NasCoreError, _Fail) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # one line, even when a message quotes a library's multi-line text (pandas' parser errors end in a newline)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print("error: interrupted", file=sys.stderr)

@@ -58,7 +58,7 @@ def _check_keys(where: str, data: Any, allowed: set[str], required: set[str] = f
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise ConfigError(
-            f"{where} has unknown key(s) {', '.join(unknown)}; allowed keys are {', '.join(sorted(allowed))}."
+            f"{where} has unknown key(s) {', '.join(k if str(k).isprintable() else repr(k) for k in unknown)}; allowed keys are {', '.join(sorted(allowed))}."
         )
     missing = sorted(required - set(data))
     if missing:

@@ -111,7 +111,7 @@ class ParamSpec:
         unknown = sorted(set(data) - allowed)
         if unknown:
             raise SearchSpaceError(
-                f"search-space parameter {name!r} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}."
+                f"search-space parameter {name!r} has unknown key(s) {', '.join(k if str(k).isprintable() else repr(k) for k in unknown)}; allowed: {', '.join(sorted(allowed))}."
             )
         when = data.get("when") or {}
         if not isinstance(when, dict):
@@ -250,7 +250,7 @@ class SearchSpace:
         allowed = {"name", "kind", "base", "params", "rules", "description"}
         unknown = sorted(set(data) - allowed)
         if unknown:
-            raise SearchSpaceError(f"{source} has unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}.")
+            raise SearchSpaceError(f"{source} has unknown key(s) {', '.join(k if str(k).isprintable() else repr(k) for k in unknown)}; allowed: {', '.join(sorted(allowed))}.")
         params = data.get("params", {})
         if not isinstance(params, dict):
             raise SearchSpaceError(f"{source}: params must map names to parameter objects.")
