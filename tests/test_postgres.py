@@ -103,7 +103,9 @@ def test_search_with_three_workers_one_killed_is_retried_and_finalized_once(post
     while victim is None:
         assert parent.poll() is None, parent.communicate()[1]
         assert time.monotonic() < deadline, "no worker trial started"
-        running = [t for t in _trials(postgres_url, "team") if t.state == TrialState.RUNNING and t.user_attrs.get("owner")]
+        # a worker's trial that is training: sampled and built (its summary is recorded), so its parameters are complete
+        running = [t for t in _trials(postgres_url, "team")
+                   if t.state == TrialState.RUNNING and t.user_attrs.get("owner") and t.user_attrs.get("summary")]
         owners = {t.user_attrs["owner"]["pid"] for t in running} - {parent.pid}
         victim = min(owners) if owners else None
         time.sleep(0.05)
