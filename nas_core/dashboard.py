@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import importlib.util
@@ -39,7 +40,7 @@ from nas_core import events as ev
 from nas_core.errors import ConfigError, DatasetError, NasCoreError, SearchBusyError
 from nas_core.genotype import Architecture, ModelConfig
 from nas_core.search import OBJECTIVES
-from nas_core.workspace import default_storage, list_studies, study_dir
+from nas_core.workspace import default_storage, study_dir
 
 __all__ = [
     "METRIC_LABELS",
@@ -69,11 +70,16 @@ __all__ = [
     "event_lines",
     "trials_frame",
     "filter_trials",
+    "table_columns",
+    "column_formats",
     "state_counts",
     "history_figures",
     "hypervolume_reference",
     "hypervolume_figure",
     "importance_figures",
+    "importance_job",
+    "ImportanceJob",
+    "study_state",
     "parallel_figure",
     "timeline_figure",
     "pareto_frame",
@@ -146,11 +152,15 @@ def _storage_ready(workspace: str | Path) -> bool:
 
 
 def studies(workspace: str | Path) -> list[dict[str, Any]]:
-    """Studies in the workspace, newest first; an unreadable storage is a :class:`ConfigError` with the fix."""
+    """Studies in the workspace, newest first; an unreadable storage is a :class:`ConfigError` with the fix.
+
+    Read with a few aggregate queries (names, trial counts, directions, study attributes): Optuna's
+    ``get_all_study_summaries`` reads and copies every trial of every study, seconds a call at thousands of trials.
+    """
     if not _storage_ready(workspace):
         return []
     try:
-        return list_studies(workspace)
+        return _study_list(Path(workspace))
     except NasCoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt or locked DB file is the user's to fix
@@ -160,12 +170,45 @@ def studies(workspace: str | Path) -> list[dict[str, Any]]:
         ) from None
 
 
+def _study_list(ws: Path) -> list[dict[str, Any]]:
+    from sqlalchemy import text
+
+    with _engine(default_storage(ws)).connect() as con:
+        names = dict(con.execute(text("SELECT study_id, study_name FROM studies")).all())
+        counts = {sid: (int(n), start) for sid, n, start in con.execute(
+            text("SELECT study_id, COUNT(*), MIN(datetime_start) FROM trials GROUP BY study_id"))}
+        directions: dict[int, list[str]] = {}
+        for sid, direction in con.execute(text("SELECT study_id, direction FROM study_directions ORDER BY study_id, objective")):
+            directions.setdefault(sid, []).append(str(getattr(direction, "name", direction)).lower())
+        attrs: dict[int, dict[str, Any]] = {}
+        for sid, key, value in con.execute(text("SELECT study_id, key, value_json FROM study_user_attributes WHERE key IN "
+                                                "('objectives', 'dataset', 'config')")):
+            attrs.setdefault(sid, {})[key] = json.loads(value)
+    out = [{"name": name, "n_trials": counts.get(sid, (0, None))[0], "directions": directions.get(sid, []),
+            "started": counts.get(sid, (0, None))[1], "attrs": attrs.get(sid, {})} for sid, name in names.items()]
+    out.sort(key=lambda d: str(d["started"] or ""), reverse=True)
+    return out
+
+
 @functools.lru_cache(maxsize=16)
-def _storage(url: str) -> Any:
+def _rdb(url: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+
+
+def _engine(url: str) -> Any:
+    return _rdb(url).engine
+
+
+@functools.lru_cache(maxsize=16)
+def _storage(url: str) -> Any:
+    """One cached storage per URL for the whole server: finished trials are read from the database once, then only
+    new and unfinished ones (Optuna's own ``_CachedStorage``, kept across reruns instead of rebuilt on every page run)."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    return _CachedStorage(_rdb(url))
 
 
 def load_study(workspace: str | Path, name: str) -> Any:
@@ -180,6 +223,61 @@ def load_study(workspace: str | Path, name: str) -> Any:
     except KeyError:
         names = ", ".join(s["name"] for s in studies(ws)) or "none"
         raise ConfigError(f"study {name!r} is not in workspace {ws} (studies there: {names}); pick one from the list.") from None
+
+
+# --- per-state memo: each view is computed once per study state, whichever session or page asks ---------
+
+_MEMO: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_MEMO_LOCK = threading.Lock()
+_MEMO_MAX = 256
+
+
+def study_state(study: Any) -> tuple[Any, Any] | None:
+    """(study identity, state token) from two aggregate queries, or None for a study outside an RDB storage.
+
+    The token changes whenever a trial is added, changes state or finishes, or a study attribute changes
+    (e.g. the fine-tune phase's ``final_results``), so a view cached under it is never stale, and it is
+    read without copying any trial.
+    """
+    from sqlalchemy import text
+
+    storage = getattr(study, "_storage", None)
+    backend = getattr(storage, "_backend", storage)
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        return None
+    sid = study._study_id
+    with engine.connect() as con:
+        trials = tuple(tuple(r) for r in con.execute(text(
+            "SELECT state, COUNT(*), MAX(trial_id), MAX(datetime_complete) FROM trials WHERE study_id = :s GROUP BY state ORDER BY state"),
+            {"s": sid}))
+        attrs = tuple(con.execute(text("SELECT COUNT(*), SUM(LENGTH(value_json)) FROM study_user_attributes WHERE study_id = :s"),
+                                  {"s": sid}).one())
+    return (str(engine.url), sid), (trials, attrs)
+
+
+def _per_state(fn: Any) -> Any:
+    """Memoise a view ``fn(study, *args)`` per study state (see :func:`study_state`); results are shared: treat them as read-only."""
+
+    @functools.wraps(fn)
+    def wrapper(study: Any, *args: Any, **kwargs: Any) -> Any:
+        state = study_state(study)
+        if state is None:
+            return fn(study, *args, **kwargs)
+        key = (fn.__name__, state[0], args, tuple(sorted(kwargs.items())))
+        with _MEMO_LOCK:
+            hit = _MEMO.get(key)
+        if hit is not None and hit[0] == state[1]:
+            return hit[1]
+        value = fn(study, *args, **kwargs)
+        with _MEMO_LOCK:
+            _MEMO.pop(key, None)
+            _MEMO[key] = (state[1], value)
+            while len(_MEMO) > _MEMO_MAX:
+                _MEMO.pop(next(iter(_MEMO)))
+        return value
+
+    return wrapper
 
 
 def wait_for_study(workspace: str | Path, name: str, *, alive: Any = lambda: True, timeout: float = 15.0) -> bool:
@@ -210,6 +308,7 @@ def _objective_label(name: str) -> str:
     return f"{obj.label} ({obj.direction[:3]})" if obj else name
 
 
+@_per_state
 def study_summary(study: Any) -> dict[str, Any]:
     """Dataset, objectives with directions, counts and the search settings the study was created with."""
     from optuna.trial import TrialState
@@ -501,6 +600,7 @@ def event_lines(events: Sequence[ev.Event], *, limit: int = 40, epochs: bool = T
 # --- Results page --------------------------------------------------------------------------------
 
 
+@_per_state
 def trials_frame(study: Any) -> pd.DataFrame:
     """One row per trial: number, state, objective values, metrics, params, duration, reason, MLflow run id."""
     from nas_core.export import study_rows
@@ -515,6 +615,52 @@ def trials_frame(study: Any) -> pd.DataFrame:
     params = sorted(c for c in df.columns if c.startswith("param_"))
     rest = [c for c in df.columns if c not in set(first + metrics + tail + params) and c not in ("datetime_start", "datetime_complete")]
     return df[first + metrics + tail + params + rest + ["datetime_start", "datetime_complete"]]
+
+
+_COLUMN_FORMATS: dict[str, tuple[str, str]] = {
+    "val_accuracy": ("val acc", "%.4f"),
+    "test_accuracy": ("test acc", "%.4f"),
+    "macro_f1": ("macro F1", "%.4f"),
+    "latency_ms": ("latency ms", "%.3f"),
+    "params": ("params", "localized"),
+    "flops": ("FLOPs", "localized"),
+    "size_mb": ("size MB", "%.3f"),
+    "proxy_score": ("proxy score", "%.4g"),
+    "proxy_accuracy": ("proxy acc", "%.4f"),
+    "final_accuracy": ("final acc (trained)", "%.4f"),
+}
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    x, y = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+    both = x.notna() & y.notna()
+    return bool((x.isna() == y.isna()).all() and np.allclose(x[both], y[both], rtol=1e-12, atol=0))
+
+
+def table_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns the trials table shows: no timestamps, and no ``objective_*`` column equal to its metric's column."""
+    out = []
+    for c in frame.columns:
+        if c in ("datetime_start", "datetime_complete"):
+            continue
+        if c.startswith("objective_"):
+            obj = OBJECTIVES.get(c[len("objective_"):])
+            if obj is not None and obj.metric in frame and _same(frame[c], frame[obj.metric]):
+                continue
+        out.append(c)
+    return out
+
+
+def column_formats(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    """(label, number format) of the numeric columns of a :func:`trials_frame`: big counts get thousands separators."""
+    out = {c: v for c, v in _COLUMN_FORMATS.items() if c in frame}
+    for c in frame.columns:
+        if c.startswith("objective_"):
+            name = c[len("objective_"):]
+            metric = OBJECTIVES[name].metric if name in OBJECTIVES else name
+            label, fmt = _COLUMN_FORMATS.get(metric, (name, "%.4g"))
+            out[c] = (f"objective: {label}", fmt)
+    return out
 
 
 def filter_trials(df: pd.DataFrame, *, states: Sequence[str] | None = None, text: str = "", sort_by: str | None = None,
@@ -542,6 +688,7 @@ def state_counts(study_or_frame: Any) -> dict[str, int]:
     return {k: states.count(k) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
 
 
+@_per_state
 def _trials(study: Any, states: tuple[Any, ...] | None = None) -> list[Any]:
     """Trials with any post-search record (e.g. the cached fidelity's fine-tune) laid over their user attributes."""
     from nas_core.export import with_final_results
@@ -549,6 +696,7 @@ def _trials(study: Any, states: tuple[Any, ...] | None = None) -> list[Any]:
     return with_final_results(study, study.get_trials(deepcopy=False, states=states))
 
 
+@_per_state
 def _complete(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
@@ -567,6 +715,29 @@ def _quiet() -> Any:
         yield
 
 
+@_per_state
+def _light_study(study: Any) -> Any:
+    """The study with its trials stripped of user attributes, for ``optuna.visualization``.
+
+    Several of its plots call ``study.trials``, which deep-copies every trial with its attributes (configs,
+    histories, confusion matrices): about a second per plot at a thousand trials. They only need params and values.
+    """
+    import optuna
+
+    light = []
+    for t in study.get_trials(deepcopy=False):
+        t = copy.copy(t)
+        t.user_attrs, t.system_attrs = {}, {}
+        light.append(t)
+
+    class _Light(optuna.Study):
+        def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+            return [t for t in light if states is None or t.state in states]
+
+    return _Light(study_name=study.study_name, storage=study._storage)
+
+
+@_per_state
 def history_figures(study: Any) -> list[tuple[str, Any]]:
     """``optuna.visualization.plot_optimization_history`` for each objective: [(objective, figure)]."""
     import optuna.visualization as vis
@@ -574,7 +745,7 @@ def history_figures(study: Any) -> list[tuple[str, Any]]:
     out = []
     for i, name in enumerate(study_objectives(study)):
         with _quiet():
-            fig = vis.plot_optimization_history(study, target=_target(i), target_name=_objective_label(name))
+            fig = vis.plot_optimization_history(_light_study(study), target=_target(i), target_name=_objective_label(name))
         fig.update_layout(title=f"Optimization history: {_objective_label(name)}", height=380)
         values = [t.values[i] for t in _complete(study)]
         if study.directions[i].name.lower() == "minimize" and values and min(values) > 0:
@@ -583,6 +754,7 @@ def history_figures(study: Any) -> list[tuple[str, Any]]:
     return out
 
 
+@_per_state
 def hypervolume_reference(study: Any) -> list[float] | None:
     """A reference point just worse than every complete trial in each objective (None without 2 objectives)."""
     trials = _complete(study)
@@ -597,6 +769,7 @@ def hypervolume_reference(study: Any) -> list[float] | None:
     return ref
 
 
+@_per_state
 def hypervolume_figure(study: Any) -> tuple[Any | None, str]:
     """(figure, note): ``plot_hypervolume_history`` with :func:`hypervolume_reference`, or (None, why not)."""
     import optuna.visualization as vis
@@ -607,12 +780,13 @@ def hypervolume_figure(study: Any) -> tuple[Any | None, str]:
     if ref is None:
         return None, "no complete trials yet."
     with _quiet():
-        fig = vis.plot_hypervolume_history(study, reference_point=ref)
+        fig = vis.plot_hypervolume_history(_light_study(study), reference_point=ref)
     fig.update_layout(height=380)
     note = "reference point " + ", ".join(f"{o}={r:.4g}" for o, r in zip(study_objectives(study), ref)) + " (just worse than every trial)"
     return fig, note
 
 
+@_per_state
 def importance_figures(study: Any) -> list[tuple[str, Any | None, str]]:
     """``plot_param_importances`` per objective: [(objective, figure or None, note)]."""
     import optuna.visualization as vis
@@ -627,7 +801,7 @@ def importance_figures(study: Any) -> list[tuple[str, Any | None, str]]:
         sign = -1.0 if study.directions[i].name.lower() == "maximize" else 1.0
         try:
             with _quiet():
-                fig = vis.plot_param_importances(study, target=_target(i, sign=sign), target_name=_objective_label(name))
+                fig = vis.plot_param_importances(_light_study(study), target=_target(i, sign=sign), target_name=_objective_label(name))
         except Exception as exc:  # noqa: BLE001 - the evaluator refuses degenerate studies in several ways
             out.append((name, None, f"parameter importance is not available yet ({_first_line(exc)}); run more trials."))
             continue
@@ -636,6 +810,54 @@ def importance_figures(study: Any) -> list[tuple[str, Any | None, str]]:
     return out
 
 
+@dataclass
+class ImportanceJob:
+    """Parameter importance of one study state, computed once in a background thread (it takes seconds)."""
+
+    study: str
+    started: float
+    status: str = "running"  # running | done
+    result: list[tuple[str, Any | None, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    def elapsed_s(self) -> float:
+        return time.time() - self.started
+
+
+_IMPORTANCE: dict[tuple[Any, ...], tuple[Any, ImportanceJob]] = {}
+_IMPORTANCE_LOCK = threading.Lock()
+
+
+def importance_job(study: Any) -> ImportanceJob:
+    """The importance job of the study's current state: started on first ask, shared by every session and page.
+
+    A study outside an RDB storage (no state token) is computed in the caller's thread.
+    """
+    state = study_state(study)
+    if state is None:
+        return ImportanceJob(study.study_name, time.time(), "done", importance_figures(study))
+    with _IMPORTANCE_LOCK:
+        hit = _IMPORTANCE.get(state[0])
+        if hit is not None and hit[0] == state[1]:
+            return hit[1]
+        job = ImportanceJob(study.study_name, time.time())
+        _IMPORTANCE[state[0]] = (state[1], job)
+
+    def run() -> None:
+        try:
+            job.result = importance_figures(study)
+        except Exception as exc:  # noqa: BLE001 - the thread must report, not die silently
+            job.result = [(name, None, f"parameter importance failed ({_first_line(exc)}).") for name in study_objectives(study)]
+        job.status = "done"
+
+    threading.Thread(target=run, daemon=True, name=f"moca-importance-{study.study_name}").start()
+    return job
+
+
+@_per_state
 def parallel_figure(study: Any, objective: str | None = None) -> Any:
     """``plot_parallel_coordinate`` coloured by one objective (default the first)."""
     import optuna.visualization as vis
@@ -643,17 +865,18 @@ def parallel_figure(study: Any, objective: str | None = None) -> Any:
     names = study_objectives(study)
     i = names.index(objective) if objective in names else 0
     with _quiet():
-        fig = vis.plot_parallel_coordinate(study, target=_target(i), target_name=_objective_label(names[i]))
+        fig = vis.plot_parallel_coordinate(_light_study(study), target=_target(i), target_name=_objective_label(names[i]))
     fig.update_layout(height=420)
     return fig
 
 
+@_per_state
 def timeline_figure(study: Any) -> Any:
     """``plot_timeline``: when each trial ran and how it ended."""
     import optuna.visualization as vis
 
     with _quiet():
-        fig = vis.plot_timeline(study)
+        fig = vis.plot_timeline(_light_study(study))
     fig.update_layout(height=max(260, 40 + 22 * len(study.get_trials(deepcopy=False))))
     return fig
 
@@ -668,6 +891,7 @@ PICK_LABELS = {
 }
 
 
+@_per_state
 def pareto_frame(study: Any) -> tuple[pd.DataFrame, dict[str, int]]:
     """(Pareto table, {pick name: trial number}) using :func:`nas_core.pareto.pick_points`."""
     from nas_core.export import pareto_rows
@@ -688,6 +912,7 @@ def pareto_frame(study: Any) -> tuple[pd.DataFrame, dict[str, int]]:
     return pd.DataFrame(rows), picks
 
 
+@_per_state
 def complete_trials(study: Any) -> list[int]:
     """Numbers of the complete trials that carry a config (any of them can be opened on Best Model)."""
     return [t.number for t in _complete(study) if "config" in t.user_attrs]
@@ -878,6 +1103,7 @@ def scatter_3d(df: pd.DataFrame, axes: Sequence[str] = ("latency_ms", "params", 
     return fig
 
 
+@_per_state
 def top_trials_frame(study: Any, k: int = 5) -> pd.DataFrame:
     """The ``k`` best complete trials by validation accuracy, side by side (one column per trial)."""
     df = trials_frame(study)
@@ -914,6 +1140,7 @@ def _trial_features(config: dict[str, Any]) -> set[str]:
     return feats
 
 
+@_per_state
 def block_usage(study: Any) -> pd.DataFrame:
     """Share of good vs bad trials using each block kind / kernel / activation / head depth.
 
@@ -953,6 +1180,7 @@ def block_usage_figure(usage: pd.DataFrame) -> Any:
     return fig
 
 
+@_per_state
 def epoch_curves_figure(study: Any, *, max_trials: int = 30) -> Any | None:
     """Validation accuracy per epoch of each trial (the best ``max_trials`` by final accuracy); None if no history."""
     import plotly.express as px
@@ -1040,6 +1268,7 @@ def _kendall(a: np.ndarray, b: np.ndarray) -> float:
     return s / pairs if pairs else float("nan")
 
 
+@_per_state
 def proxy_correlation(study: Any) -> ProxyCorrelation | None:
     """Proxy score vs final accuracy of the trials whose metrics carry both (None: no proxy data yet)."""
     import plotly.express as px

@@ -105,7 +105,19 @@ def test_results_page(tiny_study: Any) -> None:
     assert table["mlflow_run_id"].astype(bool).all()
     assert at.get("download_button")[0].label == "Download CSV"
     assert not at.error
-    assert len(at.get("plotly_chart")) >= 6  # 2 histories, hypervolume, 2 importances, parallel, timeline
+    charts = len(at.get("plotly_chart"))  # the plot tabs are lazy: open each one in turn
+    for tab in ("Hypervolume", "Parameter importance", "Parallel coordinates", "Timeline"):
+        at.session_state["res_plots"] = tab
+        at.run()
+        job = dashboard.importance_job(dashboard.load_study(tiny_study.workspace, "tiny"))
+        deadline = time.monotonic() + TIMEOUT
+        while not job.done and time.monotonic() < deadline:  # importance is computed in the background
+            time.sleep(0.1)
+        at.run()
+        charts += len(at.get("plotly_chart"))
+    assert charts >= 6  # 2 histories, hypervolume, 2 importances, parallel, timeline
+    at.session_state["res_plots"] = "Optimization history"
+    at.run()
 
     at.toggle(key="res_asc").set_value(False).run()
     at.selectbox(key="res_sort").set_value("val_accuracy").run()
