@@ -58,7 +58,7 @@ cols = st.columns(6)
 cols[0].metric("Val accuracy", common.fmt(m.get("val_accuracy")))
 cols[1].metric("Test accuracy", common.fmt(m.get("test_accuracy")))
 cols[2].metric("Macro F1 (test)", common.fmt(m.get("macro_f1")))
-cols[3].metric("Latency", f"{m.get('latency_ms', float('nan')):.3f} ms")
+cols[3].metric("Latency", dashboard.format_ms(m.get("latency_ms")))
 cols[4].metric("Parameters", f"{int(m.get('params', 0)):,}")
 cols[5].metric("FLOPs", f"{m.get('flops', 0) / 1e6:.2f} M")
 how = details["latency"].get("how", "")
@@ -85,8 +85,7 @@ classes = list(config.dataset.classes)
 with tab_metrics:
     left, right = st.columns(2)
     if details["per_class_accuracy"]:
-        left.bar_chart(dashboard.per_class_frame(details["per_class_accuracy"], classes), x="class", y="accuracy", height=380)
-        left.caption("Per-class accuracy on the test split.")
+        left.plotly_chart(dashboard.per_class_figure(details["per_class_accuracy"], classes), key="bm_per_class")
     if details["confusion"]:
         right.plotly_chart(dashboard.confusion_figure(details["confusion"], classes), key="bm_confusion")
     if details["mlflow_run_id"]:

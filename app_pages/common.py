@@ -52,6 +52,8 @@ def sidebar() -> None:
                       "(default ./moca_runs or $MOCA_HOME). Type another path to switch.")
         ws = workspace()
         items = studies()
+        if items:
+            dashboard.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory
         running = {r.study: r for r in registry().running(ws)}
         if not items:
             st.caption("No studies here yet: start one on **Search**.")

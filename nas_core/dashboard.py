@@ -21,6 +21,7 @@ import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import re
 import sqlite3
@@ -42,7 +43,10 @@ from nas_core.genotype import Architecture, ModelConfig
 from nas_core.search import OBJECTIVES
 from nas_core.workspace import default_storage, study_dir
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "warm_up",
     "METRIC_LABELS",
     "METRIC_DIRECTIONS",
     "studies",
@@ -65,7 +69,9 @@ __all__ = [
     "edited_space",
     "progress_values",
     "points_frame",
+    "study_points",
     "live_scatter",
+    "log_ticks",
     "event_line",
     "event_lines",
     "trials_frame",
@@ -90,10 +96,14 @@ __all__ = [
     "layer_table",
     "confusion_figure",
     "per_class_frame",
+    "per_class_figure",
+    "format_ms",
     "trial_weights",
     "export_bytes",
     "onnx_available",
     "objective_scatter",
+    "study_scatter",
+    "study_scatter_3d",
     "scatter_3d",
     "top_trials_frame",
     "block_usage",
@@ -278,6 +288,42 @@ def _per_state(fn: Any) -> Any:
         return value
 
     return wrapper
+
+
+_WARMED: dict[str, threading.Thread] = {}
+
+
+def warm_up(workspace: str | Path) -> threading.Thread | None:
+    """Read every study's trials into the shared cached storage (and import torch) once per workspace, in a daemon thread.
+
+    The first read of a study costs about a second per thousand trials; done when the sidebar first lists the
+    workspace, the first visit to a page finds them in memory. Returns the thread (None without studies).
+    """
+    key = str(Path(workspace).resolve())
+    if key in _WARMED or not _storage_ready(workspace):
+        return _WARMED.get(key)
+
+    def run() -> None:
+        # First uses that cost a second or more each on a busy machine: torch's import and its FLOP counter (Best Model's
+        # layer table), plotly express (several figures).
+        import plotly.express as px
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False):
+            torch.nn.Conv2d(1, 2, 3)(torch.zeros(1, 1, 4, 4))
+        px.imshow(np.eye(2)).to_json()
+
+        for item in studies(workspace):
+            try:
+                load_study(workspace, item["name"]).get_trials(deepcopy=False)
+            except Exception:  # noqa: BLE001 - a warm-up must never break the page that started it
+                log.debug("warm-up of %s failed", item["name"], exc_info=True)
+
+    thread = threading.Thread(target=run, daemon=True, name="moca-warm-up")
+    _WARMED[key] = thread
+    thread.start()
+    return thread
 
 
 def wait_for_study(workspace: str | Path, name: str, *, alive: Any = lambda: True, timeout: float = 15.0) -> bool:
@@ -515,6 +561,41 @@ def _front_mask(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     return mask
 
 
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Tick values and full labels for a log axis over [low, high]: 1-2-5 steps ("0.2", "0.5", "1", "2"...), or
+    decades only over more than 3 decades. Plotly's own log ticks read "2 5 1 2 5 10", with no decade named."""
+    if not (low > 0 and high >= low and math.isfinite(high)):
+        return [], []
+    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1,) if hi - lo > 3 else (1, 2, 5)
+    vals = [m * 10.0 ** e for e in range(lo, hi + 1) for m in steps]
+    inside = [v for v in vals if low / 1.0001 <= v <= high * 1.0001]
+    if len(inside) < 2:  # a narrow range: keep the neighbours so the axis still has two labels
+        below = [v for v in vals if v < low][-1:]
+        above = [v for v in vals if v > high][:1]
+        inside = below + inside + above
+    return inside, [_tick_text(v) for v in inside]
+
+
+def _tick_text(v: float) -> str:
+    if v >= 1e9:
+        return f"{v / 1e9:g}G"
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    return f"{v:,.0f}" if v >= 1000 else f"{v:g}"
+
+
+def _log_axis(fig: Any, axis: str, values: Any) -> None:
+    """Make ``axis`` ("x" or "y") logarithmic with :func:`log_ticks` labels."""
+    arr = np.asarray(pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna(), dtype=float)
+    arr = arr[arr > 0]
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    if not len(arr):
+        return
+    vals, text = log_ticks(float(arr.min()), float(arr.max()))
+    update(type="log", tickvals=vals, ticktext=text)
+
+
 def _scatter_with_front(df: pd.DataFrame, x: str, y: str, *, color: str | None = None, title: str = "") -> Any:
     import plotly.graph_objects as go
 
@@ -542,11 +623,29 @@ def _scatter_with_front(df: pd.DataFrame, x: str, y: str, *, color: str | None =
                       xaxis_title=METRIC_LABELS.get(x, x), yaxis_title=METRIC_LABELS.get(y, y), legend_title_text="",
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=420)
     if x in ("params", "flops", "latency_ms", "size_mb") and len(ok) and float(ok[x].min()) > 0:
-        fig.update_xaxes(type="log")  # costs span orders of magnitude between a 1-layer and a 5-layer network
+        _log_axis(fig, "x", ok[x])  # costs span orders of magnitude between a 1-layer and a 5-layer network
     if len(ok) == 1:  # plotly centres a lone point in [-1, 1]; give it a sensible window instead
         yv = float(ok[y].iloc[0])
         fig.update_yaxes(range=[max(0.0, yv - 0.1), min(1.05, yv + 0.1)] if y.endswith("accuracy") else None)
     return fig
+
+
+def study_points(workspace: str | Path, name: str) -> list[dict[str, Any]]:
+    """The study's finished trials as live points (number, state, metrics), so a resumed study's live view shows its
+    earlier trials too; empty while the study is not in storage yet. Memoised per study state."""
+    try:
+        study = load_study(workspace, name)
+    except ConfigError:
+        return []
+    return _points(study)
+
+
+@_per_state
+def _points(study: Any) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [{"number": t.number, "state": t.state.name, **(t.user_attrs.get("metrics") or {})} for t in _trials(study, done)]
 
 
 def live_scatter(points: Sequence[dict[str, Any]], *, objectives: Sequence[str] = ("accuracy", "latency_ms")) -> Any:
@@ -749,7 +848,7 @@ def history_figures(study: Any) -> list[tuple[str, Any]]:
         fig.update_layout(title=f"Optimization history: {_objective_label(name)}", height=380)
         values = [t.values[i] for t in _complete(study)]
         if study.directions[i].name.lower() == "minimize" and values and min(values) > 0:
-            fig.update_yaxes(type="log")  # costs span orders of magnitude; one slow trial must not flatten the rest
+            _log_axis(fig, "y", values)  # costs span orders of magnitude; one slow trial must not flatten the rest
         out.append((name, fig))
     return out
 
@@ -866,7 +965,8 @@ def parallel_figure(study: Any, objective: str | None = None) -> Any:
     i = names.index(objective) if objective in names else 0
     with _quiet():
         fig = vis.plot_parallel_coordinate(_light_study(study), target=_target(i), target_name=_objective_label(names[i]))
-    fig.update_layout(height=420)
+    # Room on both sides: the first and last axes' category labels ("leakyrelu") were clipped at the plot's edge.
+    fig.update_layout(height=460, margin={"l": 110, "r": 110, "t": 60, "b": 30})
     return fig
 
 
@@ -1053,6 +1153,29 @@ def per_class_frame(per_class: Sequence[float], classes: Sequence[str] = ()) -> 
     return pd.DataFrame({"class": labels, "accuracy": [float(v) for v in per_class]})
 
 
+def per_class_figure(per_class: Sequence[float], classes: Sequence[str] = ()) -> Any:
+    """Per-class test accuracy as bars on a fixed 0-1 axis (an auto-scaled axis ran to 1.6 and made 1.0 look low)."""
+    import plotly.graph_objects as go
+
+    df = per_class_frame(per_class, classes)
+    fig = go.Figure(go.Bar(x=df["class"], y=df["accuracy"], marker_color="#1f77b4",
+                           hovertemplate="class %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Per-class accuracy (test split)", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis_title="class", yaxis_title="accuracy")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return fig
+
+
+def format_ms(value: Any) -> str:
+    """A latency in ms with 3 significant digits ("0.336 ms", "35.6 ms"): short enough for a metric tile."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if value >= 100:
+        return f"{value:,.0f} ms"
+    return f"{value:.3g} ms" if value >= 1 else f"{value:.3f} ms"
+
+
 def trial_weights(workspace: str | Path, study: str, number: int) -> Path | None:
     """The trained weights of a trial (``<study>/weights/trial_N.safetensors``) if the search saved them."""
     path = study_dir(workspace, study) / "weights" / f"trial_{number}.safetensors"
@@ -1101,6 +1224,18 @@ def scatter_3d(df: pd.DataFrame, axes: Sequence[str] = ("latency_ms", "params", 
                              "zaxis_title": METRIC_LABELS.get(axes[2], axes[2])},
                       height=520, margin={"l": 0, "r": 0, "t": 30, "b": 0}, title="3-D view")
     return fig
+
+
+@_per_state
+def study_scatter(study: Any, x: str = "latency_ms", y: str = "val_accuracy") -> Any:
+    """:func:`objective_scatter` over the study's trials, memoised per study state (Analytics redraws it on every rerun)."""
+    return objective_scatter(trials_frame(study), x=x, y=y)
+
+
+@_per_state
+def study_scatter_3d(study: Any, axes: tuple[str, ...] = ("latency_ms", "params", "val_accuracy")) -> Any:
+    """:func:`scatter_3d` over the study's trials, memoised per study state."""
+    return scatter_3d(trials_frame(study), axes=axes)
 
 
 @_per_state
@@ -1209,6 +1344,19 @@ def compare_studies(workspace: str | Path, first: str, second: str, *, x: str = 
 
     Hypervolumes share one normaliser built from both studies' points, so they are comparable.
     """
+    states = tuple(study_state(load_study(workspace, n)) for n in (first, second))
+    key = ("compare_studies", str(Path(workspace).resolve()), first, second, x)
+    with _MEMO_LOCK:
+        hit = _MEMO.get(key)
+    if hit is not None and hit[0] == states:
+        return hit[1]
+    value = _compare_studies(workspace, first, second, x=x)
+    with _MEMO_LOCK:
+        _MEMO[key] = (states, value)
+    return value
+
+
+def _compare_studies(workspace: str | Path, first: str, second: str, *, x: str) -> tuple[pd.DataFrame, Any]:
     import plotly.graph_objects as go
 
     from nas_core.pareto import hypervolume, normalizer
@@ -1246,7 +1394,7 @@ def compare_studies(workspace: str | Path, first: str, second: str, *, x: str = 
     fig.update_layout(title=f"accuracy vs {METRIC_LABELS.get(x, x)}: {first} vs {second}", xaxis_title=METRIC_LABELS.get(x, x),
                       yaxis_title="validation accuracy", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     if len(both) and float(both[x].min()) > 0:
-        fig.update_xaxes(type="log")
+        _log_axis(fig, "x", both[x])
     return pd.DataFrame(rows), fig
 
 
