@@ -62,6 +62,8 @@ __all__ = [
     "number_step",
     "dataset_label",
     "save_upload",
+    "discard_upload",
+    "new_study_name",
     "class_counts_frame",
     "param_caption",
     "space_edits",
@@ -454,6 +456,33 @@ def save_upload(workspace: str | Path, filename: str, data: bytes) -> Path:
         tmp.write_bytes(data)
         tmp.replace(path)
     return path
+
+
+def discard_upload(workspace: str | Path, path: str | Path, filename: str, message: str) -> str:
+    """Delete a rejected upload (and its folder when empty) and return ``message`` naming the user's file, not our path."""
+    p = Path(path)
+    root = (Path(workspace) / "uploads").resolve()
+    try:
+        if p.resolve().is_relative_to(root):
+            p.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                p.parent.rmdir()
+    except OSError:
+        pass
+    for text in (str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())):
+        message = message.replace(text, filename)
+    return message
+
+
+def new_study_name(base: str, existing: Sequence[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``... : the first name that is not an existing study."""
+    taken = set(existing)
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
 
 
 def class_counts_frame(preview: Any) -> pd.DataFrame:
