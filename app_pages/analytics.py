@@ -27,6 +27,11 @@ try:
     x = st.segmented_control("Cost axis", costs, default=costs[0], key="an_cost",
                              format_func=lambda c: dashboard.METRIC_LABELS.get(c, c)) or costs[0]
     st.plotly_chart(dashboard.study_scatter(study, x), key="an_scatter")
+    proxy = dashboard.proxy_name(study)
+    if proxy:
+        trained = int(frame["val_accuracy"].notna().sum())
+        st.caption(f"Accuracy here is trained accuracy: the {trained} finalists of this study. The other trials were only ranked "
+                   f"by the {dashboard.proxy_label(proxy)}, which is no accuracy (see Results).")
     axes_3d = [OBJECTIVES[o].metric for o in objectives if o in OBJECTIVES]
     if len(axes_3d) >= 3:
         st.plotly_chart(dashboard.study_scatter_3d(study, tuple([a for a in axes_3d if a != "val_accuracy"][:2] + ["val_accuracy"]

@@ -42,6 +42,12 @@ counts[1].metric("Pruned", summary["n_pruned"])
 counts[2].metric("Failed", summary["n_failed"])
 counts[3].metric("Running", summary["n_running"])
 
+proxy = dashboard.proxy_name(study)
+if proxy:
+    st.info(f"Trials were ranked by the **{dashboard.proxy_label(proxy)}**, which is what the accuracy objective holds; only the "
+            "finalists were trained. **val acc** shows trained accuracies only (the finalists'); the other trials' measured "
+            "accuracies are in the proxy-phase columns.", icon=":material/info:")
+
 frame = dashboard.trials_frame(study)
 if frame.empty:
     st.info("This study has no trials yet; they appear here as the search runs.")
@@ -58,7 +64,7 @@ ascending = f4.toggle("Ascending", value=True, key="res_asc")
 view = dashboard.filter_trials(frame, states=states, text=text, sort_by=sort_by, ascending=ascending)
 st.dataframe(
     view, hide_index=True, key="res_table", column_order=dashboard.table_columns(frame),
-    column_config={c: st.column_config.NumberColumn(label, format=fmt) for c, (label, fmt) in dashboard.column_formats(frame).items()} | {
+    column_config={c: st.column_config.NumberColumn(label, format=fmt) for c, (label, fmt) in dashboard.column_formats(frame, proxy=proxy).items()} | {
         "duration_s": st.column_config.NumberColumn("duration s", format="%.1f"),
         "mlflow_run_id": st.column_config.TextColumn("MLflow run id"),
         "reason": st.column_config.TextColumn("fail / prune reason"),

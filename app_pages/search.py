@@ -250,9 +250,13 @@ def _live_panel() -> None:
         st.rerun()  # the whole page (form, sidebar) catches up when a search starts or ends
     st.subheader(f"{snap.study}: {snap.status}")
     cols = st.columns([1, 1, 1, 1])
-    best = max((p.get("val_accuracy", float("nan")) for p in snap.points if p.get("state") == "COMPLETE"), default=None)
     cols[0].metric("Trials done", f"{snap.trials_done}" + (f" / {snap.trials_total}" if snap.trials_total else ""))
-    cols[1].metric("Best val accuracy", common.fmt(best))
+    if runner.config.fidelity == "zero-cost":  # a proxy score is never shown as an accuracy
+        best = max((p["proxy_score"] for p in snap.points if p.get("state") == "COMPLETE" and "proxy_score" in p), default=None)
+        cols[1].metric("Best proxy score", "–" if best is None else f"{best:.4g}")
+    else:
+        best = max((p.get("val_accuracy", float("nan")) for p in snap.points if p.get("state") == "COMPLETE"), default=None)
+        cols[1].metric("Best proxy-phase accuracy" if runner.config.fidelity == "cached" else "Best val accuracy", common.fmt(best))
     cols[2].metric("Elapsed", f"{snap.elapsed_s:.0f} s")
     if snap.active:
         if cols[3].button("Stop", key="stop", icon=":material/stop:", disabled=snap.status == "stopping",

@@ -49,6 +49,8 @@ __all__ = [
     "warm_up",
     "METRIC_LABELS",
     "METRIC_DIRECTIONS",
+    "proxy_name",
+    "proxy_label",
     "studies",
     "load_study",
     "wait_for_study",
@@ -351,9 +353,26 @@ def study_objectives(study: Any) -> list[str]:
     return [f"value_{i}" for i in range(len(study.directions))]
 
 
-def _objective_label(name: str) -> str:
+def _objective_label(name: str, study: Any = None) -> str:
     obj = OBJECTIVES.get(name)
+    proxy = proxy_name(study) if study is not None else None
+    if obj is not None and proxy and obj.metric == "val_accuracy":  # what the objective holds in a proxy-ranked study
+        return f"{proxy_label(proxy)} ({obj.direction[:3]})"
     return f"{obj.label} ({obj.direction[:3]})" if obj else name
+
+
+def proxy_name(study: Any) -> str | None:
+    """The proxy a two-phase study ranked its trials by (``naswot``, ``synflow``... or ``cached``), None for full training."""
+    cfg = study.user_attrs.get("config") or {}
+    fidelity = cfg.get("fidelity")
+    if fidelity == "zero-cost":
+        return str((cfg.get("fidelity_options") or {}).get("proxy", "naswot"))
+    return "cached" if fidelity == "cached" else None
+
+
+def proxy_label(proxy: str) -> str:
+    """How pages name a proxy's value: a zero-cost score is no accuracy; the cached proxy is a short-training accuracy."""
+    return "cached-proxy accuracy (1 short epoch)" if proxy == "cached" else f"{proxy} score (zero-cost proxy)"
 
 
 @_per_state
@@ -704,7 +723,9 @@ def event_line(event: ev.Event) -> str:
     elif kind == "TrialFinished":
         m = e.metrics
         bits = [f"trial {e.number} {e.state} in {e.duration_s:.1f} s"]
-        if "val_accuracy" in m:
+        if "proxy_score" in m and "final_accuracy" not in m:  # a zero-cost score is not an accuracy: say which it is
+            bits.append(f"proxy score {m['proxy_score']:.4g}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
+        elif "val_accuracy" in m:
             bits.append(f"val acc {m['val_accuracy']:.4f}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
         if e.reason:
             bits.append(e.reason)
@@ -736,6 +757,15 @@ def trials_frame(study: Any) -> pd.DataFrame:
     df = pd.DataFrame(study_rows(study))
     if df.empty:
         return df
+    if proxy_name(study) is not None:
+        # A proxy-ranked study: only the finalists were trained. The others' accuracy columns (a proxy's short-training
+        # accuracy, or an untrained network's) move to their own names, so "val acc" is always a trained accuracy.
+        trained = df["final_accuracy"].notna() if "final_accuracy" in df else pd.Series(False, index=df.index)
+        for col, moved in (("val_accuracy", "proxy_val_accuracy"), ("test_accuracy", "proxy_test_accuracy")):
+            if col in df:
+                df[moved] = df[col].where(~trained)
+                df[col] = df[col].where(trained)
+        df["accuracy_source"] = np.where(trained, "trained (finalist)", "proxy only")
     first = ["number", "state"] + [c for c in df.columns if c.startswith("objective_")]
     metrics = [c for c in ("val_accuracy", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb", "epochs_trained")
                if c in df.columns]
@@ -755,6 +785,8 @@ _COLUMN_FORMATS: dict[str, tuple[str, str]] = {
     "size_mb": ("size MB", "%.3f"),
     "proxy_score": ("proxy score", "%.4g"),
     "proxy_accuracy": ("proxy acc", "%.4f"),
+    "proxy_val_accuracy": ("proxy-phase val acc", "%.4f"),
+    "proxy_test_accuracy": ("proxy-phase test acc", "%.4f"),
     "final_accuracy": ("final acc (trained)", "%.4f"),
 }
 
@@ -779,14 +811,21 @@ def table_columns(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def column_formats(frame: pd.DataFrame) -> dict[str, tuple[str, str]]:
-    """(label, number format) of the numeric columns of a :func:`trials_frame`: big counts get thousands separators."""
+def column_formats(frame: pd.DataFrame, *, proxy: str | None = None) -> dict[str, tuple[str, str]]:
+    """(label, number format) of the numeric columns of a :func:`trials_frame`: big counts get thousands separators.
+
+    ``proxy`` (:func:`proxy_name`) names what a proxy-ranked study's accuracy objective holds ("objective: naswot score").
+    """
     out = {c: v for c, v in _COLUMN_FORMATS.items() if c in frame}
+    if proxy and "val_accuracy" in out:
+        out["val_accuracy"] = ("val acc (trained finalists)", "%.4f")
     for c in frame.columns:
         if c.startswith("objective_"):
             name = c[len("objective_"):]
             metric = OBJECTIVES[name].metric if name in OBJECTIVES else name
             label, fmt = _COLUMN_FORMATS.get(metric, (name, "%.4g"))
+            if proxy and metric == "val_accuracy":
+                label, fmt = proxy_label(proxy), "%.4g"
             out[c] = (f"objective: {label}", fmt)
     return out
 
@@ -873,8 +912,8 @@ def history_figures(study: Any) -> list[tuple[str, Any]]:
     out = []
     for i, name in enumerate(study_objectives(study)):
         with _quiet():
-            fig = vis.plot_optimization_history(_light_study(study), target=_target(i), target_name=_objective_label(name))
-        fig.update_layout(title=f"Optimization history: {_objective_label(name)}", height=380)
+            fig = vis.plot_optimization_history(_light_study(study), target=_target(i), target_name=_objective_label(name, study))
+        fig.update_layout(title=f"Optimization history: {_objective_label(name, study)}", height=380)
         values = [t.values[i] for t in _complete(study)]
         if study.directions[i].name.lower() == "minimize" and values and min(values) > 0:
             _log_axis(fig, "y", values)  # costs span orders of magnitude; one slow trial must not flatten the rest
@@ -929,11 +968,11 @@ def importance_figures(study: Any) -> list[tuple[str, Any | None, str]]:
         sign = -1.0 if study.directions[i].name.lower() == "maximize" else 1.0
         try:
             with _quiet():
-                fig = vis.plot_param_importances(_light_study(study), target=_target(i, sign=sign), target_name=_objective_label(name))
+                fig = vis.plot_param_importances(_light_study(study), target=_target(i, sign=sign), target_name=_objective_label(name, study))
         except Exception as exc:  # noqa: BLE001 - the evaluator refuses degenerate studies in several ways
             out.append((name, None, f"parameter importance is not available yet ({_first_line(exc)}); run more trials."))
             continue
-        fig.update_layout(title=f"Parameter importance for {_objective_label(name)}", height=380)
+        fig.update_layout(title=f"Parameter importance for {_objective_label(name, study)}", height=380)
         out.append((name, fig, ""))
     return out
 
@@ -993,7 +1032,7 @@ def parallel_figure(study: Any, objective: str | None = None) -> Any:
     names = study_objectives(study)
     i = names.index(objective) if objective in names else 0
     with _quiet():
-        fig = vis.plot_parallel_coordinate(_light_study(study), target=_target(i), target_name=_objective_label(names[i]))
+        fig = vis.plot_parallel_coordinate(_light_study(study), target=_target(i), target_name=_objective_label(names[i], study))
     # Room on both sides: the first and last axes' category labels ("leakyrelu") were clipped at the plot's edge.
     fig.update_layout(height=460, margin={"l": 110, "r": 110, "t": 60, "b": 30})
     return fig
@@ -1078,6 +1117,8 @@ def trial_details(study: Any, number: int) -> dict[str, Any]:
         "mlflow_run_id": a.get("mlflow_run_id", ""),
         "params": dict(t.params),
         "duplicate_of": a.get("duplicate_of"),
+        # "trained" unless a proxy-ranked study's trial never got past its proxy phase (no final_accuracy)
+        "accuracy_source": "proxy" if proxy_name(study) and "final_accuracy" not in a.get("metrics", {}) else "trained",
     }
 
 

@@ -524,7 +524,10 @@ def run_search(
                 )
                 result = fidelity(ctx)
                 metrics = dict(result.metrics)
-                values = [float(metrics[o.metric]) for o in objectives]
+                # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
+                # the metrics keep their true names, so a score is never recorded as an accuracy.
+                ranked_by = dict((result.extra or {}).get("ranked_by") or {})
+                values = [float(metrics[ranked_by.get(o.metric, o.metric)]) for o in objectives]
                 if not all(math.isfinite(v) for v in values):
                     raise Diverged(f"objective values are not finite: {values}")
                 cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
