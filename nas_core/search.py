@@ -587,6 +587,10 @@ def run_search(
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
+    if counts["COMPLETE"] and not stop_event.is_set():  # a Stop is not kept waiting for it
+        from nas_core.export import remeasure_latencies
+
+        remeasure_latencies(study)  # the picks below use quiet figures, not ones taken between trainings
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=workspace)
     tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
