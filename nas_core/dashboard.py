@@ -1176,7 +1176,16 @@ def architecture_dot(arch: Architecture) -> str:
 
 
 def layer_table(arch: Architecture) -> pd.DataFrame:
-    """One row per body layer plus the head: kind, details, input/output shape, parameters and FLOPs (batch 1)."""
+    """One row per body layer plus the head: kind, details, input/output shape, parameters and FLOPs (batch 1).
+
+    Memoised per architecture (building the network and counting its FLOPs is most of a Best Model rerun); a copy is returned.
+    """
+    return _layer_table(json.dumps(arch.to_dict(), sort_keys=True)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_table(arch_json: str) -> pd.DataFrame:
+    arch = Architecture.from_dict(json.loads(arch_json))
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
