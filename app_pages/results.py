@@ -82,7 +82,8 @@ st.subheader("Plots")
 # Lazy tabs: only the open tab's plot is built and sent (each is a second or more at a thousand trials).
 PLOTS = ["Optimization history", "Hypervolume", "Parameter importance", "Parallel coordinates", "Timeline"]
 tabs = dict(zip(PLOTS, st.tabs(PLOTS, key="res_plots", on_change="rerun")))
-dashboard.importance_job(study)  # start it now, in the background, so it is ready when its tab is opened
+if not summary["n_running"]:  # a finished study: start it now, in the background, so it is ready when its tab is opened
+    dashboard.importance_job(study)  # (while trials run, each state would start another: only the open tab asks then)
 try:
     with tabs["Optimization history"]:
         if tabs["Optimization history"].open:

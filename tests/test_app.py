@@ -359,6 +359,18 @@ def test_search_page_sets_the_fidelity_options(tmp_path: Path) -> None:
     assert runner.config.fidelity == "zero-cost" and runner.config.fidelity_options == {"proxy": "synflow", "finetune_top_k": 1}
     best = json.loads(Path(runner.result.best_config).read_text())
     assert best["metrics"]["proxy"] == "synflow" and best["metrics"]["final_test_accuracy"] is not None
+    # The pages never call the proxy score an accuracy: the objective column is named after the proxy, and
+    # "val acc" holds trained (finalist) accuracies only.
+    at = _app(tmp_path, "results")
+    assert any("ranked by the **synflow score (zero-cost proxy)**" in i for i in _texts(at.info))
+    shown = next(df for df in at.dataframe if "number" in df.value.columns)
+    labels = json.loads(shown.proto.columns)
+    assert labels["objective_accuracy"]["label"] == "objective: synflow score (zero-cost proxy)"
+    table = shown.value
+    assert set(table.loc[table["val_accuracy"].notna(), "accuracy_source"]) == {"trained (finalist)"}
+    assert table["val_accuracy"].notna().sum() == 1  # finetune_top_k=1
+    at = _app(tmp_path, "analytics")
+    assert any("Accuracy here is trained accuracy: the 1 finalists" in c for c in _texts(at.caption))
 
 
 def test_default_study_name_is_never_an_existing_study(tmp_path: Path) -> None:
@@ -395,15 +407,3 @@ def test_resumed_study_live_panel_shows_earlier_trials(tmp_path: Path) -> None:
     assert any("earlier trials of this study are drawn with this run's" in c for c in _texts(at.caption)), _texts(at.caption)
     earlier = dashboard.study_points(tmp_path, "bench-0")
     assert len(earlier) == 5 and {p["number"] for p in earlier} == set(range(5))
-    # The pages never call the proxy score an accuracy: the objective column is named after the proxy, and
-    # "val acc" holds trained (finalist) accuracies only.
-    at = _app(tmp_path, "results")
-    assert any("ranked by the **synflow score (zero-cost proxy)**" in i for i in _texts(at.info))
-    shown = next(df for df in at.dataframe if "number" in df.value.columns)
-    labels = json.loads(shown.proto.columns)
-    assert labels["objective_accuracy"]["label"] == "objective: synflow score (zero-cost proxy)"
-    table = shown.value
-    assert set(table.loc[table["val_accuracy"].notna(), "accuracy_source"]) == {"trained (finalist)"}
-    assert table["val_accuracy"].notna().sum() == 1  # finetune_top_k=1
-    at = _app(tmp_path, "analytics")
-    assert any("Accuracy here is trained accuracy: the 1 finalists" in c for c in _texts(at.caption))
