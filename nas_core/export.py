@@ -193,7 +193,7 @@ def _with_latency(attrs: dict[str, Any], lat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3) -> dict[str, dict[str, Any]]:
+def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3, budget_s: float = 6.0) -> dict[str, dict[str, Any]]:
     """Re-measure, one after another in one quiet batch, the latency of the trials that can reach the front.
 
     During the search each latency is measured between trainings, on a machine busy with them (one trial recorded
@@ -201,6 +201,8 @@ def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3) -> dict[
     of :func:`pareto_rows`'s set within ``ranks`` non-dominated fronts (at most ``limit``, best first) are rebuilt
     from their configs and measured with :func:`nas_core.evaluate.measure_latency`; the figures go to the study
     attribute ``latency_remeasured`` (the in-search figure stays in the trial as ``latency_in_search_ms``).
+    The batch takes at most about ``budget_s`` (0.5 s a network), so it adds little past ``--timeout``; candidates
+    it did not reach keep their in-search figure.
     """
     from optuna.trial import TrialState
 
@@ -223,10 +225,13 @@ def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3) -> dict[
     order = sorted((i for i in range(len(trials)) if rank[i] < ranks),
                    key=lambda i: (rank[i], -float(trials[i].user_attrs["metrics"].get("val_accuracy", 0.0)), trials[i].number))[:limit]
     done = dict(study.user_attrs.get("latency_remeasured") or {})
+    end = time.perf_counter() + budget_s
     for i in order:
+        if time.perf_counter() > end:
+            break
         t = trials[i]
         config = ModelConfig.from_dict(t.user_attrs["config"])
-        lat = measure_latency(build_model(config), tuple(config.dataset.input_shape))
+        lat = measure_latency(build_model(config), tuple(config.dataset.input_shape), budget_s=0.5)
         lat["how"] = lat["how"] + "; re-measured after the search in one quiet batch"
         done[str(t.number)] = json.loads(json.dumps(lat))
     study.set_user_attr("latency_remeasured", done)
