@@ -53,7 +53,9 @@ def sidebar() -> None:
         ws = workspace()
         items = studies()
         if items:
-            dashboard.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory
+            warming = dashboard.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory
+            if warming is not None and warming.is_alive():
+                st.fragment(run_every=1.0)(_warm_up_status)(warming)
         running = {r.study: r for r in registry().running(ws)}
         if not items:
             st.caption("No studies here yet: start one on **Search**.")
@@ -90,6 +92,15 @@ def _study_list(items: list[dict[str, Any]] | None) -> None:
             st.caption(f"**{s['name']}** — {s['n_trials']} trials" + (f", {dataset}" if dataset else "")
                        + (f", {objectives}" if objectives else "") + live)
     _running_status()
+
+
+def _warm_up_status(thread: Any) -> None:
+    """A visible state while the studies are read into memory; one full rerun when done (which also stops this poll)."""
+    if thread.is_alive():
+        st.caption(":material/hourglass_top: Reading the studies' trials into memory; the first page visits may be slower "
+                   "until this is done.")
+    else:
+        st.rerun()
 
 
 def _running_status() -> None:
