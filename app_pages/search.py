@@ -307,11 +307,12 @@ workspace = common.workspace()
 active = bool(common.registry().running(workspace))
 # Poll only while a search runs; an idle page does nothing until the user acts (a Start reruns the page).
 live = st.fragment(run_every=1.0 if active else None)(_live_panel)
+# The live panel sits at the same place in both layouts (after one form block and a divider): when a search ends, the
+# full rerun then redraws it in place, instead of drawing a second one elsewhere while the stale one still shows.
 if active:
-    live()
     with st.expander("Start another search", expanded=False):
         _config_form(workspace)
 else:
     _config_form(workspace)
-    st.divider()
-    live()
+st.divider()
+live()
