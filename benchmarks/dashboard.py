@@ -42,9 +42,8 @@ def fill_workspace(workspace: str | Path, *, studies: int = 5, trials: int = 100
 
     from nas_core.export import trial_config
     from nas_core.genotype import DatasetRef, ModelConfig
-    from nas_core.search import open_study, SearchConfig
+    from nas_core.search import SearchConfig, open_study
     from nas_core.space import get_space
-    from nas_core.workspace import default_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ws = Path(workspace)
@@ -99,7 +98,6 @@ def fill_workspace(workspace: str | Path, *, studies: int = 5, trials: int = 100
                 frozen.append(create_trial(state=state, params=trial.params, distributions=trial.distributions, user_attrs=attrs))
         study.add_trials(frozen)
         names.append(name)
-    assert default_storage(ws)
     return names
 
 
