@@ -165,7 +165,7 @@ def test_pages_at_scale_in_chromium(tmp_path: Path) -> None:
             # the background read of every study's trials (a sidebar caption while it runs) is over before timing pages
             expect(page.get_by_text("Reading the studies' trials into memory")).to_have_count(0)
             _settled(page)
-            for name, link, ready in (("results", "Results", "Trials"), ("best_model", "Best Model", "Pareto front"),
+            for name, link, ready in (("results", "Results", "Download CSV"), ("best_model", "Best Model", "Pareto front"),
                                       ("analytics", "Analytics", "Top 5 side by side")):
                 for visit in ("first", "again"):  # navigate as a user does: the sidebar link, then back to Search
                     t0 = time.perf_counter()
