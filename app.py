@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
 # The pages live in app_pages/, not pages/: Streamlit treats a pages/ folder next to the entry script as a
@@ -9,7 +11,9 @@ import streamlit as st
 # the page alone, without this file's navigation and sidebar.
 from app_pages import common
 
-st.set_page_config(page_title="MoCA-NAS", page_icon=":material/neurology:", layout="wide")
+# A local file: an icon name (":material/...:") makes the browser fetch the favicon from the internet.
+FAVICON = str(Path(__file__).resolve().parent / "assets" / "favicon.png")
+st.set_page_config(page_title="MoCA-NAS", page_icon=FAVICON, layout="wide")
 
 PAGES = [
     st.Page("app_pages/search.py", title="Search", icon=":material/play_circle:", default=True),

@@ -26,15 +26,20 @@ try:
     costs = [c for c in ("latency_ms", "params", "flops", "size_mb") if c in frame]
     x = st.segmented_control("Cost axis", costs, default=costs[0], key="an_cost",
                              format_func=lambda c: dashboard.METRIC_LABELS.get(c, c)) or costs[0]
-    st.plotly_chart(dashboard.objective_scatter(frame, x=x), key="an_scatter")
+    st.plotly_chart(dashboard.study_scatter(study, x), key="an_scatter")
+    proxy = dashboard.proxy_name(study)
+    if proxy:
+        trained = int(frame["val_accuracy"].notna().sum())
+        st.caption(f"Accuracy here is trained accuracy: the {trained} finalists of this study. The other trials were only ranked "
+                   f"by the {dashboard.proxy_label(proxy)}, which is no accuracy (see Results).")
     axes_3d = [OBJECTIVES[o].metric for o in objectives if o in OBJECTIVES]
     if len(axes_3d) >= 3:
-        st.plotly_chart(dashboard.scatter_3d(frame, axes=[a for a in axes_3d if a != "val_accuracy"][:2] + ["val_accuracy"]
-                                             if "val_accuracy" in axes_3d else axes_3d[:3]), key="an_3d")
+        st.plotly_chart(dashboard.study_scatter_3d(study, tuple([a for a in axes_3d if a != "val_accuracy"][:2] + ["val_accuracy"]
+                                                   if "val_accuracy" in axes_3d else axes_3d[:3])), key="an_3d")
     else:
         with st.expander("3-D view (latency, parameters, accuracy)", expanded=False):
             st.caption("Shown by default for studies with three objectives; here on the measured metrics.")
-            st.plotly_chart(dashboard.scatter_3d(frame, axes=("latency_ms", "params", "val_accuracy")), key="an_3d")
+            st.plotly_chart(dashboard.study_scatter_3d(study, ("latency_ms", "params", "val_accuracy")), key="an_3d")
 
     st.subheader("Top 5 side by side")
     st.dataframe(dashboard.top_trials_frame(study, k=5), key="an_top5")

@@ -25,7 +25,9 @@ if not picks or not numbers:
     st.info(f"Study **{study.study_name}** has no complete trial yet. Let the search finish a trial (see Search), then come back.")
     st.stop()
 
-st.caption(f"Study **{study.study_name}**: {len(pareto)} Pareto-optimal of {len(numbers)} complete trials.")
+proxy = dashboard.proxy_name(study)
+st.caption(f"Study **{study.study_name}**: {len(pareto)} Pareto-optimal of {len(numbers)} complete trials"
+           + (f", over the trained finalists only (the others were ranked by the {dashboard.proxy_label(proxy)})." if proxy else "."))
 key = f"bm_trial_{study.study_name}"
 if st.session_state.get(key) not in numbers:
     st.session_state[key] = picks["best_accuracy"]
@@ -55,10 +57,18 @@ m = details["metrics"]
 st.subheader(f"Trial {number}")
 st.markdown(f"`{details['summary']}`")
 cols = st.columns(6)
-cols[0].metric("Val accuracy", common.fmt(m.get("val_accuracy")))
-cols[1].metric("Test accuracy", common.fmt(m.get("test_accuracy")))
+if details["accuracy_source"] == "proxy":  # not a finalist: its accuracies are the proxy phase's, not a trained network's
+    untrained = m.get("val_accuracy") is not None and m.get("val_accuracy") == m.get("proxy_score")  # older zero-cost records
+    cols[0].metric("Val acc (proxy phase)", "–" if untrained else common.fmt(m.get("val_accuracy")))
+    cols[1].metric("Test acc (proxy phase)", common.fmt(m.get("test_accuracy")))
+    st.caption(f"Trial {number} was only scored by the proxy ({dashboard.proxy_label(dashboard.proxy_name(study) or '')}"
+               + (f" = {m['proxy_score']:.4g}" if m.get("proxy_score") is not None else "") + "), not trained; "
+               "the Pareto front and the picks use the trained finalists only.")
+else:
+    cols[0].metric("Val accuracy", common.fmt(m.get("val_accuracy")))
+    cols[1].metric("Test accuracy", common.fmt(m.get("test_accuracy")))
 cols[2].metric("Macro F1 (test)", common.fmt(m.get("macro_f1")))
-cols[3].metric("Latency", f"{m.get('latency_ms', float('nan')):.3f} ms")
+cols[3].metric("Latency", dashboard.format_ms(m.get("latency_ms")))
 cols[4].metric("Parameters", f"{int(m.get('params', 0)):,}")
 cols[5].metric("FLOPs", f"{m.get('flops', 0) / 1e6:.2f} M")
 how = details["latency"].get("how", "")
@@ -85,8 +95,7 @@ classes = list(config.dataset.classes)
 with tab_metrics:
     left, right = st.columns(2)
     if details["per_class_accuracy"]:
-        left.bar_chart(dashboard.per_class_frame(details["per_class_accuracy"], classes), x="class", y="accuracy", height=380)
-        left.caption("Per-class accuracy on the test split.")
+        left.plotly_chart(dashboard.per_class_figure(details["per_class_accuracy"], classes), key="bm_per_class")
     if details["confusion"]:
         right.plotly_chart(dashboard.confusion_figure(details["confusion"], classes), key="bm_confusion")
     if details["mlflow_run_id"]:

@@ -52,9 +52,15 @@ def sidebar() -> None:
                       "(default ./moca_runs or $MOCA_HOME). Type another path to switch.")
         ws = workspace()
         items = studies()
+        if items:
+            warming = dashboard.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory
+            if warming is not None and warming.is_alive():
+                st.fragment(run_every=1.0)(_warm_up_status)(warming)
         running = {r.study: r for r in registry().running(ws)}
         if not items:
             st.caption("No studies here yet: start one on **Search**.")
+            if running:  # started, its study not in storage yet
+                st.fragment(run_every=2.0)(_running_status)()
         else:
             names = [s["name"] for s in items]
             pending = st.session_state.pop("_select_study", None)  # set by a page before this widget existed
@@ -64,18 +70,40 @@ def sidebar() -> None:
                 st.session_state["study"] = next((n for n in running if n in names), names[0])
             # Plain names: a label that changes while the value stays the same is not redrawn by the browser.
             st.selectbox("Study", names, key="study", help="The study shown on Results, Best Model and Analytics.")
-            with st.expander(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} in this workspace", expanded=len(items) <= 4):
-                for s in items:
-                    objectives = ", ".join(s["attrs"].get("objectives") or [])
-                    dataset = (s["attrs"].get("dataset") or {}).get("name") or (s["attrs"].get("config") or {}).get("dataset", "")
-                    st.caption(f"**{s['name']}** — {s['n_trials']} trials" + (f", {dataset}" if dataset else "")
-                               + (f", {objectives}" if objectives else "") + (" · running" if s["name"] in running else ""))
-        if running:
-            st.fragment(run_every=2.0)(_running_status)()
+            if running:  # counts that keep up with the live panel: re-read every 2 s while a search runs
+                st.fragment(run_every=2.0)(_study_list)(None)
+            else:
+                _study_list(items)
+
+
+def _study_list(items: list[dict[str, Any]] | None) -> None:
+    """The studies with their trial counts; a running one also says how far this run is, from the same snapshot the
+    Search page shows (a count read once per full page run said "0 trials" while the page showed 2/6)."""
+    items = studies() if items is None else items
+    running = {r.study: r.snapshot(recent=0) for r in registry().running(workspace())}
+    with st.expander(f"{len(items)} stud{'y' if len(items) == 1 else 'ies'} in this workspace", expanded=len(items) <= 4):
+        for s in items:
+            objectives = ", ".join(s["attrs"].get("objectives") or [])
+            dataset = (s["attrs"].get("dataset") or {}).get("name") or (s["attrs"].get("config") or {}).get("dataset", "")
+            snap = running.get(s["name"])
+            live = ""
+            if snap is not None:
+                live = f" · running: {snap.trials_done}" + (f"/{snap.trials_total}" if snap.trials_total else "") + " trials this run"
+            st.caption(f"**{s['name']}** — {s['n_trials']} trials" + (f", {dataset}" if dataset else "")
+                       + (f", {objectives}" if objectives else "") + live)
+    _running_status()
+
+
+def _warm_up_status(thread: Any) -> None:
+    """A visible state while the studies are read into memory; one full rerun when done (which also stops this poll)."""
+    if thread.is_alive():
+        st.caption(":material/hourglass_top: Reading the studies' trials into memory; the first page visits may be slower "
+                   "until this is done.")
+    else:
+        st.rerun()
 
 
 def _running_status() -> None:
-    """Live count of the searches running in this workspace (refreshes on its own, the rest of the page stays put)."""
     for runner in registry().running(workspace()):
         snap = runner.snapshot(recent=0)
         total = f"/{snap.trials_total}" if snap.trials_total else ""

@@ -12,10 +12,21 @@ from nas_core.errors import NasCoreError
 from app_pages import common
 
 
-@st.cache_data(show_spinner="Computing parameter importance…", max_entries=32)
-def _importances(workspace: str, study: str, n_finished: int) -> list[tuple[str, Any, str]]:
-    # n_finished is part of the cache key: the figures are recomputed when a trial finishes.
-    return dashboard.importance_figures(dashboard.load_study(workspace, study))
+def _importance_panel(study: Any) -> None:
+    """Parameter importance, computed once per study state in a background thread; this fragment polls until it is ready."""
+    job = dashboard.importance_job(study)
+    if not job.done:
+        st.session_state["_imp_waiting"] = True
+        st.progress(min(0.95, job.elapsed_s() / 10.0),
+                    text=f"Computing parameter importance in the background ({job.elapsed_s():.0f} s so far); the rest of the page works meanwhile.")
+        return
+    if st.session_state.pop("_imp_waiting", False):
+        st.rerun()  # stop polling: the full page shows the figures
+    for name, fig, note in job.result:
+        if fig is None:
+            st.info(f"{name}: {note}")
+        else:
+            st.plotly_chart(fig, key=f"imp_{name}")
 
 
 st.title("Results")
@@ -30,6 +41,12 @@ counts[0].metric("Complete", summary["n_complete"])
 counts[1].metric("Pruned", summary["n_pruned"])
 counts[2].metric("Failed", summary["n_failed"])
 counts[3].metric("Running", summary["n_running"])
+
+proxy = dashboard.proxy_name(study)
+if proxy:
+    st.info(f"Trials were ranked by the **{dashboard.proxy_label(proxy)}**, which is what the accuracy objective holds; only the "
+            "finalists were trained. **val acc** shows trained accuracies only (the finalists'); the other trials' measured "
+            "accuracies are in the proxy-phase columns.", icon=":material/info:")
 
 frame = dashboard.trials_frame(study)
 if frame.empty:
@@ -46,11 +63,8 @@ sort_by = f3.selectbox("Sort by", sortable, index=sortable.index("number"), key=
 ascending = f4.toggle("Ascending", value=True, key="res_asc")
 view = dashboard.filter_trials(frame, states=states, text=text, sort_by=sort_by, ascending=ascending)
 st.dataframe(
-    view, hide_index=True, key="res_table",
-    column_config={
-        "val_accuracy": st.column_config.NumberColumn("val acc", format="%.4f"),
-        "test_accuracy": st.column_config.NumberColumn("test acc", format="%.4f"),
-        "latency_ms": st.column_config.NumberColumn("latency ms", format="%.3f"),
+    view, hide_index=True, key="res_table", column_order=dashboard.table_columns(frame),
+    column_config={c: st.column_config.NumberColumn(label, format=fmt) for c, (label, fmt) in dashboard.column_formats(frame, proxy=proxy).items()} | {
         "duration_s": st.column_config.NumberColumn("duration s", format="%.1f"),
         "mlflow_run_id": st.column_config.TextColumn("MLflow run id"),
         "reason": st.column_config.TextColumn("fail / prune reason"),
@@ -65,33 +79,37 @@ if mlflow_db.exists():
                f"`mlflow ui --backend-store-uri sqlite:///{mlflow_db}`.")
 
 st.subheader("Plots")
-tabs = st.tabs(["Optimization history", "Hypervolume", "Parameter importance", "Parallel coordinates", "Timeline"])
+# Lazy tabs: only the open tab's plot is built and sent (each is a second or more at a thousand trials).
+PLOTS = ["Optimization history", "Hypervolume", "Parameter importance", "Parallel coordinates", "Timeline"]
+tabs = dict(zip(PLOTS, st.tabs(PLOTS, key="res_plots", on_change="rerun")))
+if not summary["n_running"]:  # a finished study: start it now, in the background, so it is ready when its tab is opened
+    dashboard.importance_job(study)  # (while trials run, each state would start another: only the open tab asks then)
 try:
-    with tabs[0]:
-        for name, fig in dashboard.history_figures(study):
-            st.plotly_chart(fig, key=f"hist_{name}")
-    with tabs[1]:
-        fig, note = dashboard.hypervolume_figure(study)
-        if fig is None:
-            st.info(f"No hypervolume: {note}")
-        else:
-            st.plotly_chart(fig, key="hv")
-            st.caption(note)
-    with tabs[2]:
-        finished = summary["n_complete"] + summary["n_pruned"] + summary["n_failed"]
-        for name, fig, note in _importances(workspace, study.study_name, finished):
+    with tabs["Optimization history"]:
+        if tabs["Optimization history"].open:
+            for name, fig in dashboard.history_figures(study):
+                st.plotly_chart(fig, key=f"hist_{name}")
+    with tabs["Hypervolume"]:
+        if tabs["Hypervolume"].open:
+            fig, note = dashboard.hypervolume_figure(study)
             if fig is None:
-                st.info(f"{name}: {note}")
+                st.info(f"No hypervolume: {note}")
             else:
-                st.plotly_chart(fig, key=f"imp_{name}")
-    with tabs[3]:
-        names = [o for o, _ in summary["objectives"]]
-        colour = st.selectbox("Colour by objective", names, key="res_parallel_obj") if len(names) > 1 else names[0]
-        if summary["n_complete"]:
-            st.plotly_chart(dashboard.parallel_figure(study, colour), key="parallel")
-        else:
-            st.info("Parallel coordinates need at least one complete trial.")
-    with tabs[4]:
-        st.plotly_chart(dashboard.timeline_figure(study), key="timeline")
+                st.plotly_chart(fig, key="hv")
+                st.caption(note)
+    with tabs["Parameter importance"]:
+        if tabs["Parameter importance"].open:
+            st.fragment(run_every=None if dashboard.importance_job(study).done else 1.0)(_importance_panel)(study)
+    with tabs["Parallel coordinates"]:
+        if tabs["Parallel coordinates"].open:
+            names = [o for o, _ in summary["objectives"]]
+            colour = st.selectbox("Colour by objective", names, key="res_parallel_obj") if len(names) > 1 else names[0]
+            if summary["n_complete"]:
+                st.plotly_chart(dashboard.parallel_figure(study, colour), key="parallel")
+            else:
+                st.info("Parallel coordinates need at least one complete trial.")
+    with tabs["Timeline"]:
+        if tabs["Timeline"].open:
+            st.plotly_chart(dashboard.timeline_figure(study), key="timeline")
 except NasCoreError as exc:
     st.error(str(exc))

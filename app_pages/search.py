@@ -57,7 +57,10 @@ def _dataset_section(ws: str) -> tuple[str | None, str | None]:
     try:
         preview = _preview(dataset, data_dir, f"{ws}/cache/data")
     except NasCoreError as exc:
-        st.error(str(exc))
+        if choice == UPLOAD:  # a rejected upload leaves nothing in the workspace, and the message names the user's file
+            st.error(dashboard.discard_upload(ws, dataset, upload.name, str(exc)))
+        else:
+            st.error(str(exc))
         return None, data_dir
     c, h, w = preview.input_shape
     st.caption(f"**{preview.name}**: {preview.num_samples:,} samples, {len(preview.classes)} classes, input {c}×{h}×{w}.")
@@ -80,6 +83,8 @@ def _param_widget(space: Any, p: Any) -> dict[str, Any]:
             step = dashboard.number_step(p)
             low = left.number_input(f"{p.name} low", value=float(p.low), step=step, format="%g", key=f"{key}_low", help=help_text)
             high = right.number_input(f"{p.name} high", value=float(p.high), step=step, format="%g", key=f"{key}_high")
+        if low > high:  # said here, next to the two fields, not below the whole form
+            st.error(f"{p.name}: `low <= high` must hold, but got low={low:g}, high={high:g}; lower low or raise high.")
         return {"low": low, "high": high}
     options = [False, True] if p.type == "bool" else list(p.choices)
     chosen = st.multiselect(p.name, options, default=options, key=key, help=help_text, format_func=str)
@@ -92,11 +97,17 @@ def _space_section() -> tuple[str, dict[str, Any] | None, bool]:
     name = st.selectbox("Preset", list(PRESETS), key="space_preset", format_func=lambda n: f"{n} — {PRESETS[n].description}")
     space = PRESETS[name]
     values: dict[str, Any] = {}
-    with st.expander(f"Edit ranges ({len(space.params)} parameters)", expanded=False):
+    bad_range = any(st.session_state.get(f"sp_{space.name}_{p.name}_low", p.low) > st.session_state.get(f"sp_{space.name}_{p.name}_high", p.high)
+                    for p in space.params if p.type in ("int", "float"))
+    with st.expander(f"Edit ranges ({len(space.params)} parameters)", expanded=bad_range):
         for p in space.params:
             values[p.name] = _param_widget(space, p)
         for rule in space.rules:
             st.caption(f"Rule: {rule}")
+    bad = [p.name for p in space.params if p.type in ("int", "float") and values[p.name]["low"] > values[p.name]["high"]]
+    if bad:
+        st.caption(f"Start is off until the ranges of {', '.join(bad)} are fixed (see **Edit ranges**).")
+        return name, None, False
     try:
         edits = dashboard.space_edits(space, values)
         dashboard.edited_space(space, edits)
@@ -121,9 +132,13 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
         objectives = list(attrs.get("objectives") or ["accuracy", "latency_ms"])
         st.caption("Objectives of this study: " + ", ".join(f"{o} ({OBJECTIVES[o].direction})" for o in objectives if o in OBJECTIVES))
     else:
-        default = default_study_name(dataset or "data", space_name)
-        study_name = st.text_input("Study name", value=default, key=f"study_name_{default}",
-                                   help="Letters, digits, '_', '-' or '.'; an existing name resumes that study.")
+        base = default_study_name(dataset or "data", space_name)
+        default = dashboard.new_study_name(base, names)  # never an existing study: Start must not add to one silently
+        study_name = st.text_input("Study name", value=default, key=f"study_name_{base}",
+                                   help="Letters, digits, '_', '-' or '.'. To add trials to an existing study, pick it above.")
+        if study_name in names:
+            st.warning(f"A study named **{study_name}** exists: Start would add trials to it. Choose **Resume {study_name}** "
+                       "above to do that on purpose, or type a new name.")
         objectives = st.multiselect("Objectives", list(OBJECTIVES), default=["accuracy", "latency_ms"], key="objectives",
                                     format_func=lambda o: f"{o} ({OBJECTIVES[o].direction[:3]})",
                                     help="Accuracy is maximised; latency, params, FLOPs and size are minimised. One objective = single-objective study.")
@@ -239,9 +254,13 @@ def _live_panel() -> None:
         st.rerun()  # the whole page (form, sidebar) catches up when a search starts or ends
     st.subheader(f"{snap.study}: {snap.status}")
     cols = st.columns([1, 1, 1, 1])
-    best = max((p.get("val_accuracy", float("nan")) for p in snap.points if p.get("state") == "COMPLETE"), default=None)
     cols[0].metric("Trials done", f"{snap.trials_done}" + (f" / {snap.trials_total}" if snap.trials_total else ""))
-    cols[1].metric("Best val accuracy", common.fmt(best))
+    if runner.config.fidelity == "zero-cost":  # a proxy score is never shown as an accuracy
+        best = max((p["proxy_score"] for p in snap.points if p.get("state") == "COMPLETE" and "proxy_score" in p), default=None)
+        cols[1].metric("Best proxy score", "–" if best is None else f"{best:.4g}")
+    else:
+        best = max((p.get("val_accuracy", float("nan")) for p in snap.points if p.get("state") == "COMPLETE"), default=None)
+        cols[1].metric("Best proxy-phase accuracy" if runner.config.fidelity == "cached" else "Best val accuracy", common.fmt(best))
     cols[2].metric("Elapsed", f"{snap.elapsed_s:.0f} s")
     if snap.active:
         if cols[3].button("Stop", key="stop", icon=":material/stop:", disabled=snap.status == "stopping",
@@ -269,7 +288,12 @@ def _live_panel() -> None:
         st.info(f"Stopped: {snap.n_complete} complete trials kept; Start the same study again to resume it.")
     left, right = st.columns([3, 2])
     with left:
-        st.plotly_chart(dashboard.live_scatter(snap.points, objectives=runner.config.objectives), key="live_scatter")
+        # A resumed study: its earlier trials (from storage) stay on the plot beside this run's.
+        seen = {p.get("number") for p in snap.points}
+        earlier = [p for p in dashboard.study_points(ws, snap.study) if p.get("number") not in seen]
+        st.plotly_chart(dashboard.live_scatter(earlier + snap.points, objectives=runner.config.objectives), key="live_scatter")
+        if earlier:
+            st.caption(f"{len(earlier):,} earlier trials of this study are drawn with this run's {len(snap.points):,}.")
     with right:
         if snap.current_trial is not None:
             st.markdown(f"**Trial {snap.current_trial}** `{snap.current_summary}`")
@@ -285,12 +309,14 @@ st.title("Search")
 common.show_flash()
 workspace = common.workspace()
 active = bool(common.registry().running(workspace))
-live = st.fragment(run_every=1.0 if active else 2.0)(_live_panel)
+# Poll only while a search runs; an idle page does nothing until the user acts (a Start reruns the page).
+live = st.fragment(run_every=1.0 if active else None)(_live_panel)
+# The live panel sits at the same place in both layouts (after one form block and a divider): when a search ends, the
+# full rerun then redraws it in place, instead of drawing a second one elsewhere while the stale one still shows.
 if active:
-    live()
     with st.expander("Start another search", expanded=False):
         _config_form(workspace)
 else:
     _config_form(workspace)
-    st.divider()
-    live()
+st.divider()
+live()

@@ -16,10 +16,12 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import copy
 import functools
 import hashlib
 import importlib.util
 import json
+import logging
 import math
 import re
 import sqlite3
@@ -39,11 +41,16 @@ from nas_core import events as ev
 from nas_core.errors import ConfigError, DatasetError, NasCoreError, SearchBusyError
 from nas_core.genotype import Architecture, ModelConfig
 from nas_core.search import OBJECTIVES
-from nas_core.workspace import default_storage, list_studies, study_dir
+from nas_core.workspace import default_storage, study_dir
+
+log = logging.getLogger(__name__)
 
 __all__ = [
+    "warm_up",
     "METRIC_LABELS",
     "METRIC_DIRECTIONS",
+    "proxy_name",
+    "proxy_label",
     "studies",
     "load_study",
     "wait_for_study",
@@ -57,6 +64,8 @@ __all__ = [
     "number_step",
     "dataset_label",
     "save_upload",
+    "discard_upload",
+    "new_study_name",
     "class_counts_frame",
     "param_caption",
     "space_edits",
@@ -64,16 +73,23 @@ __all__ = [
     "edited_space",
     "progress_values",
     "points_frame",
+    "study_points",
     "live_scatter",
+    "log_ticks",
     "event_line",
     "event_lines",
     "trials_frame",
     "filter_trials",
+    "table_columns",
+    "column_formats",
     "state_counts",
     "history_figures",
     "hypervolume_reference",
     "hypervolume_figure",
     "importance_figures",
+    "importance_job",
+    "ImportanceJob",
+    "study_state",
     "parallel_figure",
     "timeline_figure",
     "pareto_frame",
@@ -84,10 +100,14 @@ __all__ = [
     "layer_table",
     "confusion_figure",
     "per_class_frame",
+    "per_class_figure",
+    "format_ms",
     "trial_weights",
     "export_bytes",
     "onnx_available",
     "objective_scatter",
+    "study_scatter",
+    "study_scatter_3d",
     "scatter_3d",
     "top_trials_frame",
     "block_usage",
@@ -146,11 +166,15 @@ def _storage_ready(workspace: str | Path) -> bool:
 
 
 def studies(workspace: str | Path) -> list[dict[str, Any]]:
-    """Studies in the workspace, newest first; an unreadable storage is a :class:`ConfigError` with the fix."""
+    """Studies in the workspace, newest first; an unreadable storage is a :class:`ConfigError` with the fix.
+
+    Read with a few aggregate queries (names, trial counts, directions, study attributes): Optuna's
+    ``get_all_study_summaries`` reads and copies every trial of every study, seconds a call at thousands of trials.
+    """
     if not _storage_ready(workspace):
         return []
     try:
-        return list_studies(workspace)
+        return _study_list(Path(workspace))
     except NasCoreError:
         raise
     except Exception as exc:  # noqa: BLE001 - a corrupt or locked DB file is the user's to fix
@@ -160,12 +184,45 @@ def studies(workspace: str | Path) -> list[dict[str, Any]]:
         ) from None
 
 
+def _study_list(ws: Path) -> list[dict[str, Any]]:
+    from sqlalchemy import text
+
+    with _engine(default_storage(ws)).connect() as con:
+        names = dict(con.execute(text("SELECT study_id, study_name FROM studies")).all())
+        counts = {sid: (int(n), start) for sid, n, start in con.execute(
+            text("SELECT study_id, COUNT(*), MIN(datetime_start) FROM trials GROUP BY study_id"))}
+        directions: dict[int, list[str]] = {}
+        for sid, direction in con.execute(text("SELECT study_id, direction FROM study_directions ORDER BY study_id, objective")):
+            directions.setdefault(sid, []).append(str(getattr(direction, "name", direction)).lower())
+        attrs: dict[int, dict[str, Any]] = {}
+        for sid, key, value in con.execute(text("SELECT study_id, key, value_json FROM study_user_attributes WHERE key IN "
+                                                "('objectives', 'dataset', 'config')")):
+            attrs.setdefault(sid, {})[key] = json.loads(value)
+    out = [{"name": name, "n_trials": counts.get(sid, (0, None))[0], "directions": directions.get(sid, []),
+            "started": counts.get(sid, (0, None))[1], "attrs": attrs.get(sid, {})} for sid, name in names.items()]
+    out.sort(key=lambda d: str(d["started"] or ""), reverse=True)
+    return out
+
+
 @functools.lru_cache(maxsize=16)
-def _storage(url: str) -> Any:
+def _rdb(url: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+
+
+def _engine(url: str) -> Any:
+    return _rdb(url).engine
+
+
+@functools.lru_cache(maxsize=16)
+def _storage(url: str) -> Any:
+    """One cached storage per URL for the whole server: finished trials are read from the database once, then only
+    new and unfinished ones (Optuna's own ``_CachedStorage``, kept across reruns instead of rebuilt on every page run)."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    return _CachedStorage(_rdb(url))
 
 
 def load_study(workspace: str | Path, name: str) -> Any:
@@ -180,6 +237,97 @@ def load_study(workspace: str | Path, name: str) -> Any:
     except KeyError:
         names = ", ".join(s["name"] for s in studies(ws)) or "none"
         raise ConfigError(f"study {name!r} is not in workspace {ws} (studies there: {names}); pick one from the list.") from None
+
+
+# --- per-state memo: each view is computed once per study state, whichever session or page asks ---------
+
+_MEMO: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_MEMO_LOCK = threading.Lock()
+_MEMO_MAX = 256
+
+
+def study_state(study: Any) -> tuple[Any, Any] | None:
+    """(study identity, state token) from two aggregate queries, or None for a study outside an RDB storage.
+
+    The token changes whenever a trial is added, changes state or finishes, or a study attribute changes
+    (e.g. the fine-tune phase's ``final_results``), so a view cached under it is never stale, and it is
+    read without copying any trial.
+    """
+    from sqlalchemy import text
+
+    storage = getattr(study, "_storage", None)
+    backend = getattr(storage, "_backend", storage)
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        return None
+    sid = study._study_id
+    with engine.connect() as con:
+        trials = tuple(tuple(r) for r in con.execute(text(
+            "SELECT state, COUNT(*), MAX(trial_id), MAX(datetime_complete) FROM trials WHERE study_id = :s GROUP BY state ORDER BY state"),
+            {"s": sid}))
+        attrs = tuple(con.execute(text("SELECT COUNT(*), SUM(LENGTH(value_json)) FROM study_user_attributes WHERE study_id = :s"),
+                                  {"s": sid}).one())
+    return (str(engine.url), sid), (trials, attrs)
+
+
+def _per_state(fn: Any) -> Any:
+    """Memoise a view ``fn(study, *args)`` per study state (see :func:`study_state`); results are shared: treat them as read-only."""
+
+    @functools.wraps(fn)
+    def wrapper(study: Any, *args: Any, **kwargs: Any) -> Any:
+        state = study_state(study)
+        if state is None:
+            return fn(study, *args, **kwargs)
+        key = (fn.__name__, state[0], args, tuple(sorted(kwargs.items())))
+        with _MEMO_LOCK:
+            hit = _MEMO.get(key)
+        if hit is not None and hit[0] == state[1]:
+            return hit[1]
+        value = fn(study, *args, **kwargs)
+        with _MEMO_LOCK:
+            _MEMO.pop(key, None)
+            _MEMO[key] = (state[1], value)
+            while len(_MEMO) > _MEMO_MAX:
+                _MEMO.pop(next(iter(_MEMO)))
+        return value
+
+    return wrapper
+
+
+_WARMED: dict[str, threading.Thread] = {}
+
+
+def warm_up(workspace: str | Path) -> threading.Thread | None:
+    """Read every study's trials into the shared cached storage (and import torch) once per workspace, in a daemon thread.
+
+    The first read of a study costs about a second per thousand trials; done when the sidebar first lists the
+    workspace, the first visit to a page finds them in memory. Returns the thread (None without studies).
+    """
+    key = str(Path(workspace).resolve())
+    if key in _WARMED or not _storage_ready(workspace):
+        return _WARMED.get(key)
+
+    def run() -> None:
+        # First uses that cost a second or more each on a busy machine: torch's import and its FLOP counter (Best Model's
+        # layer table), plotly express (several figures).
+        import plotly.express as px
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with torch.no_grad(), FlopCounterMode(display=False):
+            torch.nn.Conv2d(1, 2, 3)(torch.zeros(1, 1, 4, 4))
+        px.imshow(np.eye(2)).to_json()
+
+        for item in studies(workspace):
+            try:
+                load_study(workspace, item["name"]).get_trials(deepcopy=False)
+            except Exception:  # noqa: BLE001 - a warm-up must never break the page that started it
+                log.debug("warm-up of %s failed", item["name"], exc_info=True)
+
+    thread = threading.Thread(target=run, daemon=True, name="moca-warm-up")
+    _WARMED[key] = thread
+    thread.start()
+    return thread
 
 
 def wait_for_study(workspace: str | Path, name: str, *, alive: Any = lambda: True, timeout: float = 15.0) -> bool:
@@ -205,11 +353,29 @@ def study_objectives(study: Any) -> list[str]:
     return [f"value_{i}" for i in range(len(study.directions))]
 
 
-def _objective_label(name: str) -> str:
+def _objective_label(name: str, study: Any = None) -> str:
     obj = OBJECTIVES.get(name)
+    proxy = proxy_name(study) if study is not None else None
+    if obj is not None and proxy and obj.metric == "val_accuracy":  # what the objective holds in a proxy-ranked study
+        return f"{proxy_label(proxy)} ({obj.direction[:3]})"
     return f"{obj.label} ({obj.direction[:3]})" if obj else name
 
 
+def proxy_name(study: Any) -> str | None:
+    """The proxy a two-phase study ranked its trials by (``naswot``, ``synflow``... or ``cached``), None for full training."""
+    cfg = study.user_attrs.get("config") or {}
+    fidelity = cfg.get("fidelity")
+    if fidelity == "zero-cost":
+        return str((cfg.get("fidelity_options") or {}).get("proxy", "naswot"))
+    return "cached" if fidelity == "cached" else None
+
+
+def proxy_label(proxy: str) -> str:
+    """How pages name a proxy's value: a zero-cost score is no accuracy; the cached proxy is a short-training accuracy."""
+    return "cached-proxy accuracy (1 short epoch)" if proxy == "cached" else f"{proxy} score (zero-cost proxy)"
+
+
+@_per_state
 def study_summary(study: Any) -> dict[str, Any]:
     """Dataset, objectives with directions, counts and the search settings the study was created with."""
     from optuna.trial import TrialState
@@ -320,6 +486,33 @@ def save_upload(workspace: str | Path, filename: str, data: bytes) -> Path:
     return path
 
 
+def discard_upload(workspace: str | Path, path: str | Path, filename: str, message: str) -> str:
+    """Delete a rejected upload (and its folder when empty) and return ``message`` naming the user's file, not our path."""
+    p = Path(path)
+    root = (Path(workspace) / "uploads").resolve()
+    try:
+        if p.resolve().is_relative_to(root):
+            p.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                p.parent.rmdir()
+    except OSError:
+        pass
+    for text in (str(p), str(p.resolve()), str(p.parent), str(p.parent.resolve())):
+        message = message.replace(text, filename)
+    return message
+
+
+def new_study_name(base: str, existing: Sequence[str]) -> str:
+    """``base``, or ``base-2``, ``base-3``... : the first name that is not an existing study."""
+    taken = set(existing)
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
 def class_counts_frame(preview: Any) -> pd.DataFrame:
     """Samples per class of a :class:`~nas_core.data.DatasetPreview`, in class order."""
     return pd.DataFrame({"class": list(preview.class_counts), "samples": list(preview.class_counts.values())})
@@ -425,6 +618,41 @@ def _front_mask(df: pd.DataFrame, cols: Sequence[str]) -> np.ndarray:
     return mask
 
 
+def log_ticks(low: float, high: float) -> tuple[list[float], list[str]]:
+    """Tick values and full labels for a log axis over [low, high]: 1-2-5 steps ("0.2", "0.5", "1", "2"...), or
+    decades only over more than 3 decades. Plotly's own log ticks read "2 5 1 2 5 10", with no decade named."""
+    if not (low > 0 and high >= low and math.isfinite(high)):
+        return [], []
+    lo, hi = math.floor(math.log10(low)), math.ceil(math.log10(high))
+    steps = (1,) if hi - lo > 3 else (1, 2, 5)
+    vals = [m * 10.0 ** e for e in range(lo, hi + 1) for m in steps]
+    inside = [v for v in vals if low / 1.0001 <= v <= high * 1.0001]
+    if len(inside) < 2:  # a narrow range: keep the neighbours so the axis still has two labels
+        below = [v for v in vals if v < low][-1:]
+        above = [v for v in vals if v > high][:1]
+        inside = below + inside + above
+    return inside, [_tick_text(v) for v in inside]
+
+
+def _tick_text(v: float) -> str:
+    if v >= 1e9:
+        return f"{v / 1e9:g}G"
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    return f"{v:,.0f}" if v >= 1000 else f"{v:g}"
+
+
+def _log_axis(fig: Any, axis: str, values: Any) -> None:
+    """Make ``axis`` ("x" or "y") logarithmic with :func:`log_ticks` labels."""
+    arr = np.asarray(pd.to_numeric(pd.Series(list(values)), errors="coerce").dropna(), dtype=float)
+    arr = arr[arr > 0]
+    update = fig.update_xaxes if axis == "x" else fig.update_yaxes
+    if not len(arr):
+        return
+    vals, text = log_ticks(float(arr.min()), float(arr.max()))
+    update(type="log", tickvals=vals, ticktext=text)
+
+
 def _scatter_with_front(df: pd.DataFrame, x: str, y: str, *, color: str | None = None, title: str = "") -> Any:
     import plotly.graph_objects as go
 
@@ -452,11 +680,29 @@ def _scatter_with_front(df: pd.DataFrame, x: str, y: str, *, color: str | None =
                       xaxis_title=METRIC_LABELS.get(x, x), yaxis_title=METRIC_LABELS.get(y, y), legend_title_text="",
                       margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=420)
     if x in ("params", "flops", "latency_ms", "size_mb") and len(ok) and float(ok[x].min()) > 0:
-        fig.update_xaxes(type="log")  # costs span orders of magnitude between a 1-layer and a 5-layer network
+        _log_axis(fig, "x", ok[x])  # costs span orders of magnitude between a 1-layer and a 5-layer network
     if len(ok) == 1:  # plotly centres a lone point in [-1, 1]; give it a sensible window instead
         yv = float(ok[y].iloc[0])
         fig.update_yaxes(range=[max(0.0, yv - 0.1), min(1.05, yv + 0.1)] if y.endswith("accuracy") else None)
     return fig
+
+
+def study_points(workspace: str | Path, name: str) -> list[dict[str, Any]]:
+    """The study's finished trials as live points (number, state, metrics), so a resumed study's live view shows its
+    earlier trials too; empty while the study is not in storage yet. Memoised per study state."""
+    try:
+        study = load_study(workspace, name)
+    except ConfigError:
+        return []
+    return _points(study)
+
+
+@_per_state
+def _points(study: Any) -> list[dict[str, Any]]:
+    from optuna.trial import TrialState
+
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [{"number": t.number, "state": t.state.name, **(t.user_attrs.get("metrics") or {})} for t in _trials(study, done)]
 
 
 def live_scatter(points: Sequence[dict[str, Any]], *, objectives: Sequence[str] = ("accuracy", "latency_ms")) -> Any:
@@ -486,7 +732,9 @@ def event_line(event: ev.Event) -> str:
     elif kind == "TrialFinished":
         m = e.metrics
         bits = [f"trial {e.number} {e.state} in {e.duration_s:.1f} s"]
-        if "val_accuracy" in m:
+        if "proxy_score" in m and "final_accuracy" not in m:  # a zero-cost score is not an accuracy: say which it is
+            bits.append(f"proxy score {m['proxy_score']:.4g}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
+        elif "val_accuracy" in m:
             bits.append(f"val acc {m['val_accuracy']:.4f}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
         if e.reason:
             bits.append(e.reason)
@@ -510,6 +758,7 @@ def event_lines(events: Sequence[ev.Event], *, limit: int = 40, epochs: bool = T
 # --- Results page --------------------------------------------------------------------------------
 
 
+@_per_state
 def trials_frame(study: Any) -> pd.DataFrame:
     """One row per trial: number, state, objective values, metrics, params, duration, reason, MLflow run id."""
     from nas_core.export import study_rows
@@ -517,6 +766,15 @@ def trials_frame(study: Any) -> pd.DataFrame:
     df = pd.DataFrame(study_rows(study))
     if df.empty:
         return df
+    if proxy_name(study) is not None:
+        # A proxy-ranked study: only the finalists were trained. The others' accuracy columns (a proxy's short-training
+        # accuracy, or an untrained network's) move to their own names, so "val acc" is always a trained accuracy.
+        trained = df["final_accuracy"].notna() if "final_accuracy" in df else pd.Series(False, index=df.index)
+        for col, moved in (("val_accuracy", "proxy_val_accuracy"), ("test_accuracy", "proxy_test_accuracy")):
+            if col in df:
+                df[moved] = df[col].where(~trained)
+                df[col] = df[col].where(trained)
+        df["accuracy_source"] = np.where(trained, "trained (finalist)", "proxy only")
     first = ["number", "state"] + [c for c in df.columns if c.startswith("objective_")]
     metrics = [c for c in ("val_accuracy", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb", "epochs_trained")
                if c in df.columns]
@@ -524,6 +782,63 @@ def trials_frame(study: Any) -> pd.DataFrame:
     params = sorted(c for c in df.columns if c.startswith("param_"))
     rest = [c for c in df.columns if c not in set(first + metrics + tail + params) and c not in ("datetime_start", "datetime_complete")]
     return df[first + metrics + tail + params + rest + ["datetime_start", "datetime_complete"]]
+
+
+_COLUMN_FORMATS: dict[str, tuple[str, str]] = {
+    "val_accuracy": ("val acc", "%.4f"),
+    "test_accuracy": ("test acc", "%.4f"),
+    "macro_f1": ("macro F1", "%.4f"),
+    "latency_ms": ("latency ms", "%.3f"),
+    "params": ("params", "localized"),
+    "flops": ("FLOPs", "localized"),
+    "size_mb": ("size MB", "%.3f"),
+    "proxy_score": ("proxy score", "%.4g"),
+    "proxy_accuracy": ("proxy acc", "%.4f"),
+    "proxy_val_accuracy": ("proxy-phase val acc", "%.4f"),
+    "proxy_test_accuracy": ("proxy-phase test acc", "%.4f"),
+    "final_accuracy": ("final acc (trained)", "%.4f"),
+}
+
+
+def _same(a: pd.Series, b: pd.Series) -> bool:
+    x, y = pd.to_numeric(a, errors="coerce"), pd.to_numeric(b, errors="coerce")
+    both = x.notna() & y.notna()
+    return bool((x.isna() == y.isna()).all() and np.allclose(x[both], y[both], rtol=1e-12, atol=0))
+
+
+def table_columns(frame: pd.DataFrame) -> list[str]:
+    """The columns the trials table shows: no timestamps, and no ``objective_*`` column equal to its metric's column."""
+    out = []
+    for c in frame.columns:
+        if c in ("datetime_start", "datetime_complete"):
+            continue
+        if c.startswith("objective_"):
+            obj = OBJECTIVES.get(c[len("objective_"):])
+            if obj is not None and obj.metric in frame and _same(frame[c], frame[obj.metric]):
+                continue
+        out.append(c)
+    return out
+
+
+def column_formats(frame: pd.DataFrame, *, proxy: str | None = None) -> dict[str, tuple[str, str]]:
+    """(label, number format) of the numeric columns of a :func:`trials_frame`: big counts get thousands separators.
+
+    ``proxy`` (:func:`proxy_name`) names what a proxy-ranked study's accuracy objective holds ("objective: naswot score").
+    """
+    out = {c: v for c, v in _COLUMN_FORMATS.items() if c in frame}
+    if proxy and "val_accuracy" in out:
+        out["val_accuracy"] = ("val acc (trained finalists)", "%.4f")
+    for c in frame.columns:
+        if c.startswith("objective_"):
+            name = c[len("objective_"):]
+            metric = OBJECTIVES[name].metric if name in OBJECTIVES else name
+            label, fmt = _COLUMN_FORMATS.get(metric, (name, "%.4g"))
+            if proxy and metric == "val_accuracy":
+                label, fmt = proxy_label(proxy), "%.4g"
+            elif metric == "latency_ms":  # the figure told to Optuna; latency_ms may hold the quiet re-measurement
+                label = "latency ms, in search"
+            out[c] = (f"objective: {label}", fmt)
+    return out
 
 
 def filter_trials(df: pd.DataFrame, *, states: Sequence[str] | None = None, text: str = "", sort_by: str | None = None,
@@ -551,6 +866,7 @@ def state_counts(study_or_frame: Any) -> dict[str, int]:
     return {k: states.count(k) for k in ("COMPLETE", "PRUNED", "FAIL", "RUNNING")}
 
 
+@_per_state
 def _trials(study: Any, states: tuple[Any, ...] | None = None) -> list[Any]:
     """Trials with any post-search record (e.g. the cached fidelity's fine-tune) laid over their user attributes."""
     from nas_core.export import with_final_results
@@ -558,6 +874,7 @@ def _trials(study: Any, states: tuple[Any, ...] | None = None) -> list[Any]:
     return with_final_results(study, study.get_trials(deepcopy=False, states=states))
 
 
+@_per_state
 def _complete(study: Any) -> list[Any]:
     from optuna.trial import TrialState
 
@@ -576,6 +893,29 @@ def _quiet() -> Any:
         yield
 
 
+@_per_state
+def _light_study(study: Any) -> Any:
+    """The study with its trials stripped of user attributes, for ``optuna.visualization``.
+
+    Several of its plots call ``study.trials``, which deep-copies every trial with its attributes (configs,
+    histories, confusion matrices): about a second per plot at a thousand trials. They only need params and values.
+    """
+    import optuna
+
+    light = []
+    for t in study.get_trials(deepcopy=False):
+        t = copy.copy(t)
+        t.user_attrs, t.system_attrs = {}, {}
+        light.append(t)
+
+    class _Light(optuna.Study):
+        def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[Any]:
+            return [t for t in light if states is None or t.state in states]
+
+    return _Light(study_name=study.study_name, storage=study._storage)
+
+
+@_per_state
 def history_figures(study: Any) -> list[tuple[str, Any]]:
     """``optuna.visualization.plot_optimization_history`` for each objective: [(objective, figure)]."""
     import optuna.visualization as vis
@@ -583,15 +923,16 @@ def history_figures(study: Any) -> list[tuple[str, Any]]:
     out = []
     for i, name in enumerate(study_objectives(study)):
         with _quiet():
-            fig = vis.plot_optimization_history(study, target=_target(i), target_name=_objective_label(name))
-        fig.update_layout(title=f"Optimization history: {_objective_label(name)}", height=380)
+            fig = vis.plot_optimization_history(_light_study(study), target=_target(i), target_name=_objective_label(name, study))
+        fig.update_layout(title=f"Optimization history: {_objective_label(name, study)}", height=380)
         values = [t.values[i] for t in _complete(study)]
         if study.directions[i].name.lower() == "minimize" and values and min(values) > 0:
-            fig.update_yaxes(type="log")  # costs span orders of magnitude; one slow trial must not flatten the rest
+            _log_axis(fig, "y", values)  # costs span orders of magnitude; one slow trial must not flatten the rest
         out.append((name, fig))
     return out
 
 
+@_per_state
 def hypervolume_reference(study: Any) -> list[float] | None:
     """A reference point just worse than every complete trial in each objective (None without 2 objectives)."""
     trials = _complete(study)
@@ -606,6 +947,7 @@ def hypervolume_reference(study: Any) -> list[float] | None:
     return ref
 
 
+@_per_state
 def hypervolume_figure(study: Any) -> tuple[Any | None, str]:
     """(figure, note): ``plot_hypervolume_history`` with :func:`hypervolume_reference`, or (None, why not)."""
     import optuna.visualization as vis
@@ -616,12 +958,13 @@ def hypervolume_figure(study: Any) -> tuple[Any | None, str]:
     if ref is None:
         return None, "no complete trials yet."
     with _quiet():
-        fig = vis.plot_hypervolume_history(study, reference_point=ref)
+        fig = vis.plot_hypervolume_history(_light_study(study), reference_point=ref)
     fig.update_layout(height=380)
     note = "reference point " + ", ".join(f"{o}={r:.4g}" for o, r in zip(study_objectives(study), ref)) + " (just worse than every trial)"
     return fig, note
 
 
+@_per_state
 def importance_figures(study: Any) -> list[tuple[str, Any | None, str]]:
     """``plot_param_importances`` per objective: [(objective, figure or None, note)]."""
     import optuna.visualization as vis
@@ -636,15 +979,63 @@ def importance_figures(study: Any) -> list[tuple[str, Any | None, str]]:
         sign = -1.0 if study.directions[i].name.lower() == "maximize" else 1.0
         try:
             with _quiet():
-                fig = vis.plot_param_importances(study, target=_target(i, sign=sign), target_name=_objective_label(name))
+                fig = vis.plot_param_importances(_light_study(study), target=_target(i, sign=sign), target_name=_objective_label(name, study))
         except Exception as exc:  # noqa: BLE001 - the evaluator refuses degenerate studies in several ways
             out.append((name, None, f"parameter importance is not available yet ({_first_line(exc)}); run more trials."))
             continue
-        fig.update_layout(title=f"Parameter importance for {_objective_label(name)}", height=380)
+        fig.update_layout(title=f"Parameter importance for {_objective_label(name, study)}", height=380)
         out.append((name, fig, ""))
     return out
 
 
+@dataclass
+class ImportanceJob:
+    """Parameter importance of one study state, computed once in a background thread (it takes seconds)."""
+
+    study: str
+    started: float
+    status: str = "running"  # running | done
+    result: list[tuple[str, Any | None, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    def elapsed_s(self) -> float:
+        return time.time() - self.started
+
+
+_IMPORTANCE: dict[tuple[Any, ...], tuple[Any, ImportanceJob]] = {}
+_IMPORTANCE_LOCK = threading.Lock()
+
+
+def importance_job(study: Any) -> ImportanceJob:
+    """The importance job of the study's current state: started on first ask, shared by every session and page.
+
+    A study outside an RDB storage (no state token) is computed in the caller's thread.
+    """
+    state = study_state(study)
+    if state is None:
+        return ImportanceJob(study.study_name, time.time(), "done", importance_figures(study))
+    with _IMPORTANCE_LOCK:
+        hit = _IMPORTANCE.get(state[0])
+        if hit is not None and hit[0] == state[1]:
+            return hit[1]
+        job = ImportanceJob(study.study_name, time.time())
+        _IMPORTANCE[state[0]] = (state[1], job)
+
+    def run() -> None:
+        try:
+            job.result = importance_figures(study)
+        except Exception as exc:  # noqa: BLE001 - the thread must report, not die silently
+            job.result = [(name, None, f"parameter importance failed ({_first_line(exc)}).") for name in study_objectives(study)]
+        job.status = "done"
+
+    threading.Thread(target=run, daemon=True, name=f"moca-importance-{study.study_name}").start()
+    return job
+
+
+@_per_state
 def parallel_figure(study: Any, objective: str | None = None) -> Any:
     """``plot_parallel_coordinate`` coloured by one objective (default the first)."""
     import optuna.visualization as vis
@@ -652,17 +1043,19 @@ def parallel_figure(study: Any, objective: str | None = None) -> Any:
     names = study_objectives(study)
     i = names.index(objective) if objective in names else 0
     with _quiet():
-        fig = vis.plot_parallel_coordinate(study, target=_target(i), target_name=_objective_label(names[i]))
-    fig.update_layout(height=420)
+        fig = vis.plot_parallel_coordinate(_light_study(study), target=_target(i), target_name=_objective_label(names[i], study))
+    # Room on both sides: the first and last axes' category labels ("leakyrelu") were clipped at the plot's edge.
+    fig.update_layout(height=460, margin={"l": 110, "r": 110, "t": 60, "b": 30})
     return fig
 
 
+@_per_state
 def timeline_figure(study: Any) -> Any:
     """``plot_timeline``: when each trial ran and how it ended."""
     import optuna.visualization as vis
 
     with _quiet():
-        fig = vis.plot_timeline(study)
+        fig = vis.plot_timeline(_light_study(study))
     fig.update_layout(height=max(260, 40 + 22 * len(study.get_trials(deepcopy=False))))
     return fig
 
@@ -677,6 +1070,7 @@ PICK_LABELS = {
 }
 
 
+@_per_state
 def pareto_frame(study: Any) -> tuple[pd.DataFrame, dict[str, int]]:
     """(Pareto table, {pick name: trial number}) using :func:`nas_core.pareto.pick_points`."""
     from nas_core.export import pareto_rows
@@ -697,6 +1091,7 @@ def pareto_frame(study: Any) -> tuple[pd.DataFrame, dict[str, int]]:
     return pd.DataFrame(rows), picks
 
 
+@_per_state
 def complete_trials(study: Any) -> list[int]:
     """Numbers of the complete trials that carry a config (any of them can be opened on Best Model)."""
     return [t.number for t in _complete(study) if "config" in t.user_attrs]
@@ -733,6 +1128,8 @@ def trial_details(study: Any, number: int) -> dict[str, Any]:
         "mlflow_run_id": a.get("mlflow_run_id", ""),
         "params": dict(t.params),
         "duplicate_of": a.get("duplicate_of"),
+        # "trained" unless a proxy-ranked study's trial never got past its proxy phase (no final_accuracy)
+        "accuracy_source": "proxy" if proxy_name(study) and "final_accuracy" not in a.get("metrics", {}) else "trained",
     }
 
 
@@ -788,7 +1185,16 @@ def architecture_dot(arch: Architecture) -> str:
 
 
 def layer_table(arch: Architecture) -> pd.DataFrame:
-    """One row per body layer plus the head: kind, details, input/output shape, parameters and FLOPs (batch 1)."""
+    """One row per body layer plus the head: kind, details, input/output shape, parameters and FLOPs (batch 1).
+
+    Memoised per architecture (building the network and counting its FLOPs is most of a Best Model rerun); a copy is returned.
+    """
+    return _layer_table(json.dumps(arch.to_dict(), sort_keys=True)).copy()
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_table(arch_json: str) -> pd.DataFrame:
+    arch = Architecture.from_dict(json.loads(arch_json))
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -835,6 +1241,29 @@ def confusion_figure(confusion: Sequence[Sequence[int]], classes: Sequence[str] 
 def per_class_frame(per_class: Sequence[float], classes: Sequence[str] = ()) -> pd.DataFrame:
     labels = [str(c) for c in classes] if len(classes) == len(per_class) else [str(i) for i in range(len(per_class))]
     return pd.DataFrame({"class": labels, "accuracy": [float(v) for v in per_class]})
+
+
+def per_class_figure(per_class: Sequence[float], classes: Sequence[str] = ()) -> Any:
+    """Per-class test accuracy as bars on a fixed 0-1 axis (an auto-scaled axis ran to 1.6 and made 1.0 look low)."""
+    import plotly.graph_objects as go
+
+    df = per_class_frame(per_class, classes)
+    fig = go.Figure(go.Bar(x=df["class"], y=df["accuracy"], marker_color="#1f77b4",
+                           hovertemplate="class %{x}: %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Per-class accuracy (test split)", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      xaxis_title="class", yaxis_title="accuracy")
+    fig.update_xaxes(type="category")
+    fig.update_yaxes(range=[0, 1], tickformat=".0%")
+    return fig
+
+
+def format_ms(value: Any) -> str:
+    """A latency in ms with 3 significant digits ("0.336 ms", "35.6 ms"): short enough for a metric tile."""
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "–"
+    if value >= 100:
+        return f"{value:,.0f} ms"
+    return f"{value:.3g} ms" if value >= 1 else f"{value:.3f} ms"
 
 
 def trial_weights(workspace: str | Path, study: str, number: int) -> Path | None:
@@ -887,6 +1316,19 @@ def scatter_3d(df: pd.DataFrame, axes: Sequence[str] = ("latency_ms", "params", 
     return fig
 
 
+@_per_state
+def study_scatter(study: Any, x: str = "latency_ms", y: str = "val_accuracy") -> Any:
+    """:func:`objective_scatter` over the study's trials, memoised per study state (Analytics redraws it on every rerun)."""
+    return objective_scatter(trials_frame(study), x=x, y=y)
+
+
+@_per_state
+def study_scatter_3d(study: Any, axes: tuple[str, ...] = ("latency_ms", "params", "val_accuracy")) -> Any:
+    """:func:`scatter_3d` over the study's trials, memoised per study state."""
+    return scatter_3d(trials_frame(study), axes=axes)
+
+
+@_per_state
 def top_trials_frame(study: Any, k: int = 5) -> pd.DataFrame:
     """The ``k`` best complete trials by validation accuracy, side by side (one column per trial)."""
     df = trials_frame(study)
@@ -923,6 +1365,7 @@ def _trial_features(config: dict[str, Any]) -> set[str]:
     return feats
 
 
+@_per_state
 def block_usage(study: Any) -> pd.DataFrame:
     """Share of good vs bad trials using each block kind / kernel / activation / head depth.
 
@@ -962,6 +1405,7 @@ def block_usage_figure(usage: pd.DataFrame) -> Any:
     return fig
 
 
+@_per_state
 def epoch_curves_figure(study: Any, *, max_trials: int = 30) -> Any | None:
     """Validation accuracy per epoch of each trial (the best ``max_trials`` by final accuracy); None if no history."""
     import plotly.express as px
@@ -990,6 +1434,19 @@ def compare_studies(workspace: str | Path, first: str, second: str, *, x: str = 
 
     Hypervolumes share one normaliser built from both studies' points, so they are comparable.
     """
+    states = tuple(study_state(load_study(workspace, n)) for n in (first, second))
+    key = ("compare_studies", str(Path(workspace).resolve()), first, second, x)
+    with _MEMO_LOCK:
+        hit = _MEMO.get(key)
+    if hit is not None and hit[0] == states:
+        return hit[1]
+    value = _compare_studies(workspace, first, second, x=x)
+    with _MEMO_LOCK:
+        _MEMO[key] = (states, value)
+    return value
+
+
+def _compare_studies(workspace: str | Path, first: str, second: str, *, x: str) -> tuple[pd.DataFrame, Any]:
     import plotly.graph_objects as go
 
     from nas_core.pareto import hypervolume, normalizer
@@ -1027,7 +1484,7 @@ def compare_studies(workspace: str | Path, first: str, second: str, *, x: str = 
     fig.update_layout(title=f"accuracy vs {METRIC_LABELS.get(x, x)}: {first} vs {second}", xaxis_title=METRIC_LABELS.get(x, x),
                       yaxis_title="validation accuracy", height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10})
     if len(both) and float(both[x].min()) > 0:
-        fig.update_xaxes(type="log")
+        _log_axis(fig, "x", both[x])
     return pd.DataFrame(rows), fig
 
 
@@ -1049,6 +1506,7 @@ def _kendall(a: np.ndarray, b: np.ndarray) -> float:
     return s / pairs if pairs else float("nan")
 
 
+@_per_state
 def proxy_correlation(study: Any) -> ProxyCorrelation | None:
     """Proxy score vs final accuracy of the trials whose metrics carry both (None: no proxy data yet)."""
     import plotly.express as px

@@ -547,7 +547,8 @@ def _top_k(study: Any, k: int) -> list[Any]:
         return []
     dirs = [d.name.lower() for d in study.directions]
     ranks = nondominated_sort([list(t.values) for t in trials], dirs)
-    acc = [float(t.user_attrs.get("metrics", {}).get("val_accuracy", 0.0)) for t in trials]
+    # ties: the proxy's own score where it has one (zero-cost), else the (proxy-phase) validation accuracy
+    acc = [float((m := t.user_attrs.get("metrics", {})).get("proxy_score", m.get("val_accuracy", 0.0))) for t in trials]
     order = sorted(range(len(trials)), key=lambda i: (ranks[i], -acc[i], trials[i].number))
     return [trials[i] for i in order[:k]]
 

@@ -136,11 +136,12 @@ def _minibatch(data: Any, size: int, seed: int) -> tuple[torch.Tensor, torch.Ten
 def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
     """Score the untrained candidate with one proxy on one minibatch (no training).
 
-    Options: ``proxy`` (``naswot``; any name in :data:`PROXIES`), ``proxy_batch`` (64). The
-    accuracy objective (``val_accuracy``) holds the proxy score, a ranking signal and not an
-    accuracy; ``val_accuracy_untrained``/``test_accuracy`` are the untrained network's measured
-    accuracies. After the search the ``zero-cost`` finalizer trains the top-k from scratch for
-    their final accuracy.
+    Options: ``proxy`` (``naswot``; any name in :data:`PROXIES`), ``proxy_batch`` (64). The score
+    is recorded under its own name, ``proxy_score`` (with ``extra["proxy"]`` naming the proxy), and
+    ranks the candidates in the accuracy objective's place (``extra["ranked_by"]``, read by the
+    search loop); ``val_accuracy``/``test_accuracy`` stay what they say, the untrained network's
+    measured accuracies (also in ``val_accuracy_untrained``). After the search the ``zero-cost``
+    finalizer trains the top-k from scratch for their final accuracy.
     """
     _check_zero_cost_options(ctx.options)
     name = str(ctx.options.get("proxy", "naswot"))
@@ -153,13 +154,13 @@ def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
     measured = measure_model(model, ctx.data, ctx.device, should_stop=ctx.should_stop)
     metrics = dict(measured["metrics"])
     metrics["val_accuracy_untrained"] = metrics["val_accuracy"]
-    metrics["val_accuracy"] = value
-    metrics["proxy_score"] = value
+    metrics["proxy_score"] = value  # a ranking signal (NASWOT scores run in the hundreds), never called an accuracy
     metrics["train_seconds"] = proxy_s
     metrics["epochs_trained"] = 0
     return EvalResult(metrics=metrics, history=[], confusion=measured["confusion"], per_class_accuracy=measured["per_class_accuracy"],
                       latency=measured["latency"], state_dict={k: v.detach().cpu() for k, v in model.state_dict().items()},
-                      extra={"proxy": name, "proxy_score": value, "proxy_seconds": proxy_s})
+                      extra={"proxy": name, "proxy_score": value, "proxy_seconds": proxy_s,
+                             "ranked_by": {"val_accuracy": "proxy_score"}})
 
 
 def _check_zero_cost_options(opts: dict[str, Any]) -> None:

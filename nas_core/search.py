@@ -589,7 +589,10 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 )
                 result = fidelity(ctx)
                 metrics = dict(result.metrics)
-                values = [float(metrics[o.metric]) for o in objectives]
+                # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
+                # the metrics keep their true names, so a score is never recorded as an accuracy.
+                ranked_by = dict((result.extra or {}).get("ranked_by") or {})
+                values = [float(metrics[ranked_by.get(o.metric, o.metric)]) for o in objectives]
                 if not all(math.isfinite(v) for v in values):
                     raise Diverged(f"objective values are not finite: {values}")
                 cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
@@ -670,6 +673,10 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
+    if counts["COMPLETE"] and not stop_event.is_set():  # a Stop is not kept waiting for it
+        from nas_core.export import remeasure_latencies
+
+        remeasure_latencies(study)  # the picks below use quiet figures, not ones taken between trainings
     if plan.final_s and final_turn and not stop_event.is_set():
         from nas_core.final_training import train_final
 

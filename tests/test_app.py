@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 import zipfile
 from pathlib import Path
@@ -103,9 +104,27 @@ def test_results_page(tiny_study: Any) -> None:
     assert list(table["number"]) == [0, 1, 2]
     assert {"state", "objective_accuracy", "objective_latency_ms", "reason", "mlflow_run_id", "duration_s"} <= set(table.columns)
     assert table["mlflow_run_id"].astype(bool).all()
+    shown = next(df.proto for df in at.dataframe if "number" in df.value.columns)
+    order = list(shown.column_order)
+    assert "objective_accuracy" not in order and "val_accuracy" in order  # equal columns are shown once
+    assert "datetime_start" not in order
+    formats = json.loads(shown.columns)
+    assert formats["params"]["type_config"]["format"] == "localized" and formats["flops"]["type_config"]["format"] == "localized"
     assert at.get("download_button")[0].label == "Download CSV"
     assert not at.error
-    assert len(at.get("plotly_chart")) >= 6  # 2 histories, hypervolume, 2 importances, parallel, timeline
+    charts = len(at.get("plotly_chart"))  # the plot tabs are lazy: open each one in turn
+    for tab in ("Hypervolume", "Parameter importance", "Parallel coordinates", "Timeline"):
+        at.session_state["res_plots"] = tab
+        at.run()
+        job = dashboard.importance_job(dashboard.load_study(tiny_study.workspace, "tiny"))
+        deadline = time.monotonic() + TIMEOUT
+        while not job.done and time.monotonic() < deadline:  # importance is computed in the background
+            time.sleep(0.1)
+        at.run()
+        charts += len(at.get("plotly_chart"))
+    assert charts >= 6  # 2 histories, hypervolume, 2 importances, parallel, timeline
+    at.session_state["res_plots"] = "Optimization history"
+    at.run()
 
     at.toggle(key="res_asc").set_value(False).run()
     at.selectbox(key="res_sort").set_value("val_accuracy").run()
@@ -131,6 +150,9 @@ def test_best_model_page(tiny_study: Any) -> None:
     config = dashboard.trial_config(study, picks["best_accuracy"])
     assert metrics["Parameters"] == f"{int(config.metrics['params']):,}"
     assert any("median of" in c for c in _texts(at.caption))  # how latency was measured
+    assert metrics["Latency"] == dashboard.format_ms(config.metrics["latency_ms"]) and len(metrics["Latency"]) <= 9
+    per_class = [c for c in at.get("plotly_chart") if "Per-class accuracy" in c.proto.spec]
+    assert per_class and json.loads(per_class[0].proto.spec)["layout"]["yaxis"]["range"] == [0, 1]
     downloads = [d.label for d in at.get("download_button")]
     assert downloads[:2] == ["Config JSON", "TorchScript (.pt)"]
     assert "Weights (safetensors)" in downloads and "summary.md" in downloads
@@ -203,6 +225,8 @@ def test_search_space_form_is_generated_and_validated(tmp_path: Path) -> None:
     assert "Edited: activation, n_conv (the rest as in the preset)." in _texts(at.caption)
     at.number_input(key="sp_seed-cnn_n_conv_low").set_value(4).run()
     assert any("low <= high" in e for e in _texts(at.error))
+    ranges = next(e for e in at.expander if e.label.startswith("Edit ranges"))
+    assert any("n_conv" in e and "low <= high" in e for e in _texts(ranges.error))  # inside the form, under its field
     assert at.button(key="start").disabled
     at.selectbox(key="space_preset").set_value("modular").run()
     assert at.number_input(key="sp_modular_n_stages_low").value == 1
@@ -235,6 +259,9 @@ def test_upload_is_validated_with_a_preview(tmp_path: Path) -> None:
     at.run()
     assert not at.exception
     assert at.error and at.button(key="start").disabled
+    assert not list((tmp_path / "uploads").rglob("bad.zip"))  # a rejected upload is not kept
+    assert all(str(tmp_path) not in e and "uploads/" not in e for e in _texts(at.error)), _texts(at.error)
+    assert any("bad.zip" in e for e in _texts(at.error))
 
 
 def test_unavailable_dataset_explains_why(tmp_path: Path) -> None:
@@ -272,6 +299,7 @@ def test_start_refuses_a_second_start_and_stop_keeps_the_study(tmp_path: Path) -
         assert "apptest: running" in _texts(at.subheader)  # the live panel now leads the page
         assert at.sidebar.selectbox(key="study").value == "apptest"
         assert at.get("progress") and len(at.get("progress")) >= 2
+        assert any("**apptest** —" in c and "running:" in c and "/50 trials this run" in c for c in _texts(at.sidebar.caption))
 
         at.button(key="start").click().run()  # the same study again, while it runs
         assert any("already running" in e for e in _texts(at.error))
@@ -344,3 +372,51 @@ def test_search_page_shows_the_budget_plan(tmp_path: Path) -> None:
     at.selectbox(key="fidelity").set_value("cached").run()
     plan = _frame(at, "phase")
     assert plan["budget"].tolist() == ["80 s (80%)", "20 s (20%)", "-"]
+    # The pages never call the proxy score an accuracy: the objective column is named after the proxy, and
+    # "val acc" holds trained (finalist) accuracies only.
+    at = _app(tmp_path, "results")
+    assert any("ranked by the **synflow score (zero-cost proxy)**" in i for i in _texts(at.info))
+    shown = next(df for df in at.dataframe if "number" in df.value.columns)
+    labels = json.loads(shown.proto.columns)
+    assert labels["objective_accuracy"]["label"] == "objective: synflow score (zero-cost proxy)"
+    table = shown.value
+    assert set(table.loc[table["val_accuracy"].notna(), "accuracy_source"]) == {"trained (finalist)"}
+    assert table["val_accuracy"].notna().sum() == 1  # finetune_top_k=1
+    at = _app(tmp_path, "analytics")
+    assert any("Accuracy here is trained accuracy: the 1 finalists" in c for c in _texts(at.caption))
+
+
+def test_default_study_name_is_never_an_existing_study(tmp_path: Path) -> None:
+    import optuna
+
+    from nas_core.workspace import default_storage
+
+    optuna.create_study(study_name="digits-seed-cnn", storage=default_storage(tmp_path), directions=["maximize", "minimize"])
+    at = _app(tmp_path)
+    name = at.text_input(key="study_name_digits-seed-cnn")
+    assert name.value == "digits-seed-cnn-2"  # Start makes a new study unless Resume is chosen
+    assert not at.warning
+    name.set_value("digits-seed-cnn").run()
+    assert any("exists: Start would add trials to it" in w for w in _texts(at.warning))
+
+
+def test_resumed_study_live_panel_shows_earlier_trials(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from dashboard import fill_workspace  # type: ignore[import-not-found]
+
+    fill_workspace(tmp_path, studies=1, trials=4)
+    at = _app(tmp_path)
+    at.selectbox(key="study_choice").set_value("bench-0").run()
+    at.number_input(key="trials").set_value(1)
+    at.number_input(key="epochs").set_value(1)
+    at.number_input(key="train_samples").set_value(100)
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, _texts(at.error)
+    runner = get_registry().get(tmp_path, "bench-0")
+    assert runner is not None and runner.wait(timeout=120)
+    at.run()
+    assert any("earlier trials of this study are drawn with this run's" in c for c in _texts(at.caption)), _texts(at.caption)
+    earlier = dashboard.study_points(tmp_path, "bench-0")
+    assert len(earlier) == 5 and {p["number"] for p in earlier} == set(range(5))

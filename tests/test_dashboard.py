@@ -400,3 +400,96 @@ def test_pandas_frames_are_arrow_friendly(study: Any) -> None:
     pa.Table.from_pandas(dashboard.top_trials_frame(study))
     pa.Table.from_pandas(dashboard.pareto_frame(study)[0])
     assert isinstance(dashboard.class_counts_frame(SimpleNamespace(class_counts={"a": 1, "b": 2})), pd.DataFrame)
+
+
+# --- at scale: cheap summaries, per-state caches, labels ------------------------------------------------
+
+
+def _bench_workspace(tmp_path: Path, trials: int = 6) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from dashboard import fill_workspace  # type: ignore[import-not-found]
+
+    fill_workspace(tmp_path, studies=2, trials=trials)
+    return tmp_path
+
+
+def test_studies_come_from_aggregate_queries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ws = _bench_workspace(tmp_path)
+    monkeypatch.setattr(optuna, "get_all_study_summaries", lambda *a, **k: pytest.fail("copies every trial"))
+    items = {s["name"]: s for s in dashboard.studies(ws)}
+    assert set(items) == {"bench-0", "bench-1"}
+    assert items["bench-0"]["n_trials"] == 6 and items["bench-0"]["directions"] == ["maximize", "minimize"]
+    assert items["bench-0"]["attrs"]["objectives"] == ["accuracy", "latency_ms"]
+    assert items["bench-0"]["attrs"]["dataset"]["name"] == "digits"
+
+
+def test_views_are_memoised_per_study_state(tmp_path: Path) -> None:
+    ws = _bench_workspace(tmp_path)
+    study = dashboard.load_study(ws, "bench-0")
+    first = dashboard.trials_frame(study)
+    assert dashboard.trials_frame(study) is first  # same state: the cached frame
+    state = dashboard.study_state(study)
+    study.add_trial(optuna.trial.create_trial(params={}, distributions={}, values=[0.5, 1.0]))
+    assert dashboard.study_state(study) != state
+    again = dashboard.trials_frame(dashboard.load_study(ws, "bench-0"))
+    assert again is not first and len(again) == len(first) + 1  # a new trial is seen at once
+    study.set_user_attr("note", "x")  # a study attribute (e.g. final_results) changes the state too
+    assert dashboard.trials_frame(study) is not again
+
+
+def test_importance_is_a_background_job_per_state(tmp_path: Path) -> None:
+    ws = _bench_workspace(tmp_path, trials=12)
+    study = dashboard.load_study(ws, "bench-0")
+    job = dashboard.importance_job(study)
+    assert dashboard.importance_job(study) is job  # one job per study state, whoever asks
+    deadline = time.monotonic() + 120
+    while not job.done and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert job.done and [name for name, _, _ in job.result] == ["accuracy", "latency_ms"]
+
+
+def test_resumed_study_points(tmp_path: Path) -> None:
+    ws = _bench_workspace(tmp_path)
+    points = dashboard.study_points(ws, "bench-0")
+    assert [p["number"] for p in points] == list(range(6))
+    assert all("val_accuracy" in p for p in points if p["state"] == "COMPLETE")
+    assert dashboard.study_points(ws, "missing") == []  # an unknown study is no error for the live view
+
+
+def test_table_shows_each_value_once_with_separators(study: Any) -> None:
+    frame = dashboard.trials_frame(study)
+    cols = dashboard.table_columns(frame)
+    assert "objective_accuracy" not in cols  # equal to val_accuracy: shown once
+    # latency_ms holds the quiet re-measurement for the front; the objective (told during the search) stays only where it differs
+    assert ("objective_latency_ms" in cols) == (not np.allclose(frame["objective_latency_ms"], frame["latency_ms"]))
+    assert "val_accuracy" in cols and "datetime_start" not in cols
+    formats = dashboard.column_formats(frame)
+    assert formats["params"] == ("params", "localized") and formats["flops"][1] == "localized"
+    assert dashboard.column_formats(frame, proxy="naswot")["objective_accuracy"][0] == "objective: naswot score (zero-cost proxy)"
+
+
+def test_log_axes_name_every_tick() -> None:
+    vals, text = dashboard.log_ticks(0.21, 35.6)
+    assert text == ["0.5", "1", "2", "5", "10", "20"] and vals[0] == 0.5
+    assert dashboard.log_ticks(3_000, 5_000_000)[1] == ["10,000", "100,000", "1M"]
+    assert len(dashboard.log_ticks(0.33, 0.36)[1]) == 2  # a narrow range still gets two labels
+
+
+def test_small_display_fixes(study: Any) -> None:
+    fig = dashboard.per_class_figure([0.5, 1.0, 0.9], ["a", "b", "c"])
+    assert tuple(fig.layout.yaxis.range) == (0, 1)
+    assert dashboard.format_ms(35.5604) == "35.6 ms" and dashboard.format_ms(0.33612) == "0.336 ms"
+    assert dashboard.parallel_figure(study).layout.margin.l >= 100  # room for "leakyrelu" on the first axis
+    history = dashboard.history_figures(study)[1][1]  # latency: a log axis with every tick labelled
+    assert history.layout.yaxis.type == "log" and history.layout.yaxis.ticktext
+
+
+def test_new_study_name_and_discarded_upload(tmp_path: Path) -> None:
+    assert dashboard.new_study_name("digits-seed-cnn", []) == "digits-seed-cnn"
+    assert dashboard.new_study_name("digits-seed-cnn", ["digits-seed-cnn", "digits-seed-cnn-2"]) == "digits-seed-cnn-3"
+    path = dashboard.save_upload(tmp_path, "mine.csv", b"label,a\n0,1\n")
+    message = dashboard.discard_upload(tmp_path, path, "mine.csv", f"cannot read {path}: one class only")
+    assert not path.exists() and not path.parent.exists()
+    assert message == "cannot read mine.csv: one class only"

@@ -62,7 +62,10 @@ def test_zero_cost_fidelity_scores_without_training() -> None:
     arch = Architecture((1, 8, 8), 10, ((BlockSpec("conv", {"out_channels": 8}),),))
     ctx = EvalContext(arch=arch, recipe=TrainingRecipe(), data=data, options={"proxy": "synflow"})
     result = FIDELITIES.get("zero-cost")(ctx)
-    assert result.metrics["epochs_trained"] == 0 and result.metrics["val_accuracy"] == result.metrics["proxy_score"]
+    assert result.metrics["epochs_trained"] == 0
+    # the score is recorded under its own name and ranks in accuracy's place; val_accuracy stays a measured accuracy
+    assert result.extra["ranked_by"] == {"val_accuracy": "proxy_score"}
+    assert result.metrics["val_accuracy"] == result.metrics["val_accuracy_untrained"] and 0 <= result.metrics["val_accuracy"] <= 1
     assert result.extra["proxy"] == "synflow" and 0 <= result.metrics["test_accuracy"] <= 1
     with pytest.raises(ConfigError, match="unknown zero-cost proxy"):
         FIDELITIES.get("zero-cost")(EvalContext(arch=arch, recipe=TrainingRecipe(), data=data, options={"proxy": "nope"}))
@@ -89,3 +92,6 @@ def test_zero_cost_best_config_is_a_trained_finalist(tmp_path) -> None:  # type:
     front = sorted(p.stem for p in (Path(result.best_config).parent / "pareto").glob("trial_*.json"))
     assert front and all(name.removeprefix("trial_") in finalists for name in front)
     assert best["provenance"]["finetune"]["recipe"]["epochs"] == 2  # from scratch: the search's epochs, not the short fine-tune
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
+        m = t.user_attrs["metrics"]  # every trial: the score under its own name, ranking in accuracy's place
+        assert t.values[0] == m["proxy_score"] and 0 <= m["val_accuracy"] <= 1

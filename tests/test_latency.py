@@ -1,0 +1,57 @@
+"""Latency is measured the same way wherever the search runs: the CLI (main thread) and the dashboard (a runner thread)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import torch
+from torch import nn
+
+from nas_core.evaluate import latency_threads, measure_latency
+from nas_core.runner import RunnerRegistry
+from nas_core.search import SearchConfig
+from nas_core.workspace import default_storage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_measure_latency_records_p50_p90_threads_and_noise() -> None:
+    torch.manual_seed(0)
+    before = torch.get_num_threads()
+    lat = measure_latency(nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)), (1, 8, 8))
+    assert lat["threads"] == latency_threads() and torch.get_num_threads() == before  # fixed for the measure, then restored
+    assert lat["latency_ms"] == lat["p50_ms"] <= lat["p90_ms"]
+    assert lat["repeats"] >= 20 and lat["warmup"] >= 10 and isinstance(lat["noisy"], bool)
+    assert f"{lat['threads']} thread" in lat["how"]
+
+
+def _trial0(workspace: Path, study: str) -> dict:
+    s = optuna.load_study(study_name=study, storage=default_storage(workspace))
+    t = s.trials[0]
+    return {"params": t.user_attrs["metrics"]["params"], "in_search": t.user_attrs["latency"]["latency_ms"],
+            "remeasured": (s.user_attrs.get("latency_remeasured") or {}).get("0", {}).get("latency_ms")}
+
+
+def test_cli_and_dashboard_record_the_same_latency(tmp_path: Path) -> None:
+    """The same network (seed 0, trial 0) from `python -m nas_core search` and from the dashboard's runner thread:
+    the recorded latencies agree within 10 % (they were 0.33 ms and 1.13 ms before the thread count was fixed)."""
+    flags = ["--dataset", "digits", "--trials", "1", "--epochs", "1", "--train-samples", "200", "--seed", "0"]
+    cli = subprocess.run([sys.executable, "-m", "nas_core", "search", *flags, "--workspace", str(tmp_path / "cli"), "--study", "same"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    runner = RunnerRegistry().start(SearchConfig(dataset="digits", trials=1, epochs=1, train_samples=200, seed=0,
+                                                 workspace=str(tmp_path / "ui"), study="same"))
+    assert runner.wait(timeout=300) and runner.snapshot().status == "finished", runner.snapshot().error
+    a, b = _trial0(tmp_path / "cli", "same"), _trial0(tmp_path / "ui", "same")
+    assert a["params"] == b["params"]  # the same network
+    # The recorded figure (the quiet re-measurement the picks and best_config.json use) agrees within 10 %; the
+    # in-search one, taken between trainings on a shared machine, within a factor 1.5 (it was 3.4 x before).
+    assert a["remeasured"] and b["remeasured"]
+    assert abs(a["remeasured"] - b["remeasured"]) <= 0.10 * min(a["remeasured"], b["remeasured"]), (a, b)
+    assert max(a["in_search"], b["in_search"]) <= 1.5 * min(a["in_search"], b["in_search"]), (a, b)
+    best = json.loads((tmp_path / "ui" / "same" / "best_config.json").read_text())
+    assert best["metrics"]["latency_ms"] == b["remeasured"] and "quiet batch" in best["metrics"]["latency_measurement"]["how"]
