@@ -193,7 +193,8 @@ def _with_latency(attrs: dict[str, Any], lat: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3, budget_s: float = 6.0) -> dict[str, dict[str, Any]]:
+def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3, budget_s: float = 6.0,
+                        should_stop: Any = lambda: False) -> dict[str, dict[str, Any]]:
     """Re-measure, one after another in one quiet batch, the latency of the trials that can reach the front.
 
     During the search each latency is measured between trainings, on a machine busy with them (one trial recorded
@@ -202,11 +203,11 @@ def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3, budget_s
     from their configs and measured with :func:`nas_core.evaluate.measure_latency`; the figures go to the study
     attribute ``latency_remeasured`` (the in-search figure stays in the trial as ``latency_in_search_ms``).
     The batch takes at most about ``budget_s`` (0.5 s a network), so it adds little past ``--timeout``; candidates
-    it did not reach keep their in-search figure.
+    it did not reach keep their in-search figure. A stop (``should_stop()``) ends the batch at once, keeping what it measured.
     """
     from optuna.trial import TrialState
 
-    from nas_core.evaluate import measure_latency
+    from nas_core.evaluate import StopRequested, measure_latency
     from nas_core.pareto import nondominated_sort
     from nas_core.search import OBJECTIVES
 
@@ -231,7 +232,10 @@ def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3, budget_s
             break
         t = trials[i]
         config = ModelConfig.from_dict(t.user_attrs["config"])
-        lat = measure_latency(build_model(config), tuple(config.dataset.input_shape), budget_s=0.5)
+        try:
+            lat = measure_latency(build_model(config), tuple(config.dataset.input_shape), budget_s=0.5, should_stop=should_stop)
+        except StopRequested:
+            break
         lat["how"] = lat["how"] + "; re-measured after the search in one quiet batch"
         done[str(t.number)] = json.loads(json.dumps(lat))
     study.set_user_attr("latency_remeasured", done)

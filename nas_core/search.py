@@ -673,10 +673,11 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
-    if counts["COMPLETE"] and not stop_event.is_set():  # a Stop is not kept waiting for it
+    # a Stop is not kept waiting for it; of several workers, the one taking the final turn re-measures for all
+    if counts["COMPLETE"] and not stop_event.is_set() and (final_turn or not has_final_phase):
         from nas_core.export import remeasure_latencies
 
-        remeasure_latencies(study)  # the picks below use quiet figures, not ones taken between trainings
+        remeasure_latencies(study, should_stop=stop_event.is_set)  # the picks below use quiet figures, not ones taken between trainings
     if plan.final_s and final_turn and not stop_event.is_set():
         from nas_core.final_training import train_final
 
