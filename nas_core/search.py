@@ -536,6 +536,11 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 last_reclaim = time.monotonic()
                 notes.extend(f"trial {n} belonged to a process that is gone; failed and queued again" for n in reclaim_dead_trials(study))
             designs.before_ask(study)
+            while not tracker.wait_ready(0.05) and not stop_event.is_set():
+                pass  # MLflow's set-up runs on a thread so a stop is heard; trials start once it is done (same CPU)
+            if stop_event.is_set():
+                reason = "stopped"
+                break
             trial = study.ask()
             n_run += 1
             t0 = time.perf_counter()
@@ -677,6 +682,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     if counts["COMPLETE"] and not stop_event.is_set() and (final_turn or not has_final_phase):
         from nas_core.export import remeasure_latencies
 
+        tracker.wait_ready()  # a new MLflow store's set-up runs on a thread; the batch below must have the CPU to itself
         remeasure_latencies(study, should_stop=stop_event.is_set)  # the picks below use quiet figures, not ones taken between trainings
     if plan.final_s and final_turn and not stop_event.is_set():
         from nas_core.final_training import train_final

@@ -100,6 +100,15 @@ class Tracker:
         if self._starting is not None:
             self._starting.join()
 
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait until MLflow's set-up has finished (at most ``timeout`` seconds); True once it has.
+
+        Trials and latency measurements must not share the CPU with its schema migrations.
+        """
+        if self._starting is not None:
+            self._starting.join(timeout)
+        return self.ready
+
     def _fail(self, exc: BaseException) -> None:
         self.enabled = False
         self.warning = f"MLflow tracking disabled ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); the search goes on."

@@ -359,6 +359,18 @@ def test_search_page_sets_the_fidelity_options(tmp_path: Path) -> None:
     assert runner.config.fidelity == "zero-cost" and runner.config.fidelity_options == {"proxy": "synflow", "finetune_top_k": 1}
     best = json.loads(Path(runner.result.best_config).read_text())
     assert best["metrics"]["proxy"] == "synflow" and best["metrics"]["final_test_accuracy"] is not None
+    # The pages never call the proxy score an accuracy: the objective column is named after the proxy, and
+    # "val acc" holds trained (finalist) accuracies only.
+    at = _app(tmp_path, "results")
+    assert any("ranked by the **synflow score (zero-cost proxy)**" in i for i in _texts(at.info))
+    shown = next(df for df in at.dataframe if "number" in df.value.columns)
+    labels = json.loads(shown.proto.columns)
+    assert labels["objective_accuracy"]["label"] == "objective: synflow score (zero-cost proxy)"
+    table = shown.value
+    assert set(table.loc[table["val_accuracy"].notna(), "accuracy_source"]) == {"trained (finalist)"}
+    assert table["val_accuracy"].notna().sum() == 1  # finetune_top_k=1
+    at = _app(tmp_path, "analytics")
+    assert any("Accuracy here is trained accuracy: the 1 finalists" in c for c in _texts(at.caption))
 
 
 def test_search_page_shows_the_budget_plan(tmp_path: Path) -> None:
@@ -372,18 +384,6 @@ def test_search_page_shows_the_budget_plan(tmp_path: Path) -> None:
     at.selectbox(key="fidelity").set_value("cached").run()
     plan = _frame(at, "phase")
     assert plan["budget"].tolist() == ["80 s (80%)", "20 s (20%)", "-"]
-    # The pages never call the proxy score an accuracy: the objective column is named after the proxy, and
-    # "val acc" holds trained (finalist) accuracies only.
-    at = _app(tmp_path, "results")
-    assert any("ranked by the **synflow score (zero-cost proxy)**" in i for i in _texts(at.info))
-    shown = next(df for df in at.dataframe if "number" in df.value.columns)
-    labels = json.loads(shown.proto.columns)
-    assert labels["objective_accuracy"]["label"] == "objective: synflow score (zero-cost proxy)"
-    table = shown.value
-    assert set(table.loc[table["val_accuracy"].notna(), "accuracy_source"]) == {"trained (finalist)"}
-    assert table["val_accuracy"].notna().sum() == 1  # finetune_top_k=1
-    at = _app(tmp_path, "analytics")
-    assert any("Accuracy here is trained accuracy: the 1 finalists" in c for c in _texts(at.caption))
 
 
 def test_default_study_name_is_never_an_existing_study(tmp_path: Path) -> None:

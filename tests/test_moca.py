@@ -135,7 +135,7 @@ def test_cached_search_records_proxy_and_final_and_retrains_from_the_library(wor
     shutil.copytree(workspace / "library", ws / "library")
     result = run_search(SearchConfig(
         dataset="digits", trials=3, epochs=2, workspace=str(ws), space="modular", fidelity="cached", tracking=False,
-        train_samples=200, val_samples=80, study="cached-e2e",
+        train_samples=200, val_samples=80, study="cached-e2e", known_good=False,  # sampled networks: what binds to the library
         fidelity_options={"finetune_top_k": 1, "finetune_epochs": 1}))
     assert result.n_complete == 3 and result.best_config
     best = json.loads(Path(result.best_config).read_text())
