@@ -76,13 +76,14 @@ def run(storage: str | None, workers: int, trials: int, study: str, evaluator: s
         wall = time.perf_counter() - t0
         if proc.returncode != 0:
             return {"workers": workers, "evaluator": evaluator, "error": proc.stderr.strip().splitlines()[-1:]}
-        trials_ = [t for t in optuna.load_study(study_name=study, storage=storage_url).get_trials(deepcopy=False)
-                   if t.datetime_complete is not None]
+        all_trials = optuna.load_study(study_name=study, storage=storage_url).get_trials(deepcopy=False)
+        trials_ = [t for t in all_trials if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
         first = min(t.datetime_start for t in trials_)
         last = max(t.datetime_complete for t in trials_)
         span = (last - first).total_seconds()
         done = len(trials_)
         return {"storage": storage_url.split(":")[0].split("+")[0], "workers": workers, "evaluator": evaluator, "trials": done,
+                "not_complete_or_duplicate": len(all_trials) - done,
                 "span_s": round(span, 2), "wall_s": round(wall, 2), "trials_per_s": round(done / span, 2) if span else None,
                 "trials_per_min": round(60 * done / span, 1) if span else None,
                 "ms_per_trial_per_worker": round(1000 * span * workers / done, 1) if done else None}
@@ -108,7 +109,7 @@ def main() -> int:
     (RESULTS / "workers.json").write_text(json.dumps(out, indent=2))
     lines = ["# Workers: one study, N local worker processes", "",
              f"`search --workers N` on a machine with {os.cpu_count()} CPU cores (load average after the runs: "
-             f"{', '.join(f'{x:.1f}' for x in load)}). Rates from the trials' own start/complete times (process start-up excluded).", "",
+             f"{', '.join(f'{x:.1f}' for x in load)}). Rates from the trials' own start/complete times (process start-up excluded), over COMPLETE trials that were trained (duplicates answered from the study are left out).", "",
              "| storage | evaluator | workers | trials | span s | trials/min | trials/s | ms per trial per worker |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:

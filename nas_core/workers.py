@@ -53,6 +53,8 @@ def child_argv(argv: list[str], *, index: int, study: str, trials: int | None) -
         args = _strip(args, flag, value)
     out = [sys.executable, "-m", "nas_core", "worker", *args, "--study", study, "--worker-index", str(index), "--quiet",
            "--no-finalize"]
+    if index > 0 and "--no-known-good" not in out:
+        out.append("--no-known-good")  # worker 0 runs the known-good designs; the others would each queue the same ones
     if trials is not None:
         out += ["--trials", str(trials)]
     return out
