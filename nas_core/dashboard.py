@@ -209,7 +209,9 @@ def _rdb(url: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {})
+    from nas_core.faults import storage_kwargs
+
+    return optuna.storages.RDBStorage(url, engine_kwargs=storage_kwargs(url))
 
 
 def _engine(url: str) -> Any:

@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["owner_record", "owner_alive", "reclaim_dead_trials", "OWNER_KEY"]
+__all__ = ["owner_record", "owner_alive", "pid_alive", "reclaim_dead_trials", "reclaim_note", "OWNER_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,19 @@ def _same_machine(owner: dict[str, Any]) -> bool:
     return not boot or not _boot_id() or boot == _boot_id()
 
 
+def pid_alive(pid: int) -> bool | None:
+    """Whether a process with this pid exists here: True, False, or None when the system will not say."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by another user
+    except OSError:
+        return None
+    return True
+
+
 def owner_alive(owner: dict[str, Any]) -> bool | None:
     """True/False for a process on this machine; None when it ran elsewhere (only the heartbeat can tell)."""
     if not isinstance(owner, dict) or not _same_machine(owner):
@@ -68,18 +81,18 @@ def owner_alive(owner: dict[str, Any]) -> bool | None:
         return None
     if pid <= 0:
         return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    except OSError:
-        return None
+    alive = pid_alive(pid)
+    if alive is not True:
+        return alive
     recorded, now = owner.get("start"), _start_ticks(pid)
     if recorded is not None and now is not None and int(recorded) != now:
         return False  # the pid was reused by a later process
     return True
+
+
+def reclaim_note(numbers: list[int]) -> list[str]:
+    """The warning a search reports for the trials :func:`reclaim_dead_trials` failed (none for an empty list)."""
+    return [f"trial {', '.join(map(str, numbers))} belonged to a process that is gone; failed and queued again"] if numbers else []
 
 
 def reclaim_dead_trials(study: Any, *, retry: bool = True) -> list[int]:

@@ -22,7 +22,7 @@ from nas_core import events as ev
 from nas_core.budget import plan_budget
 from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.faults import as_fatal, storage_kwargs
-from nas_core.owners import OWNER_KEY, owner_record, reclaim_dead_trials
+from nas_core.owners import OWNER_KEY, owner_record, reclaim_dead_trials, reclaim_note
 from nas_core.registry import Registry
 from nas_core.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
@@ -470,7 +470,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         optuna.storages.fail_stale_trials(study)
     except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
         raise as_fatal(exc) or exc
-    notes = [f"trial {', '.join(map(str, reclaimed))} belonged to a process that is gone; failed and queued again"] if reclaimed else []
+    notes = reclaim_note(reclaimed)
     designs = KnownGoodQueue.start(study, space, tuple(data.input_shape), enabled=config.known_good and not config.finalize_only)
     dataset_ref = DatasetRef(
         name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
@@ -534,7 +534,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 break
             if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:  # a fellow worker on this machine may have died mid-trial
                 last_reclaim = time.monotonic()
-                notes.extend(f"trial {n} belonged to a process that is gone; failed and queued again" for n in reclaim_dead_trials(study))
+                notes.extend(reclaim_note(reclaim_dead_trials(study)))
             designs.before_ask(study)
             while not tracker.wait_ready(0.05) and not stop_event.is_set():
                 pass  # MLflow's set-up runs on a thread so a stop is heard; trials start once it is done (same CPU)

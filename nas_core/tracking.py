@@ -30,16 +30,6 @@ def _clean(params: dict[str, Any]) -> dict[str, str]:
     return {str(k)[:250]: str(v)[:6000] for k, v in params.items() if not any(s in str(k).lower() for s in SECRET_KEYS)}
 
 
-def _pid_alive(text: str) -> bool:
-    try:
-        os.kill(int(text), 0)
-    except (ValueError, ProcessLookupError):
-        return False
-    except OSError:
-        return True  # exists, owned by someone else
-    return True
-
-
 def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
     """Create a new SQLite MLflow store whole or not at all.
 
@@ -54,10 +44,13 @@ def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+    from nas_core.owners import pid_alive
+
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
     for stale in final.parent.glob(f".{final.name}.*.tmp*"):
-        if not _pid_alive(stale.name[len(final.name) + 2 :].split(".")[0]):
+        pid = stale.name[len(final.name) + 2 :].split(".")[0]
+        if not pid.isdigit() or pid_alive(int(pid)) is False:
             stale.unlink(missing_ok=True)  # left by a process killed while building its store
     artifacts = (Path(workspace) / "mlartifacts").resolve()
     store = SqlAlchemyStore(f"sqlite:///{tmp}", artifacts.as_uri())
