@@ -282,6 +282,7 @@ def _search_config(args: argparse.Namespace) -> Any:
 def _cmd_search(args: argparse.Namespace) -> int:
     SIGNALS.graceful = True
     config = _search_config(args)
+    _remember_uris(args)
     if SIGNALS.event.is_set():
         print("stopped before the search started; nothing was recorded", file=sys.stderr)
         return SIGNALS.exit_code
@@ -304,16 +305,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return _run_and_report(config, args)
 
 
-def _open_study_run(config: Any) -> None:
-    """Create the study and its MLflow parent run before the workers start, so all of them nest under one parent."""
-    from nas_core.search import open_study
-    from nas_core.tracking import Tracker, default_tracking_uri
+def _remember_uris(args: argparse.Namespace) -> None:
+    """``--storage``/``--tracking-uri`` become the workspace's (moca.json), so the dashboard and later commands follow them."""
+    if args.storage or args.tracking_uri:
+        from nas_core.workspace_config import save_config
 
-    open_study(config)
-    if config.tracking:
-        ws = Path(config.workspace)
-        tracker = Tracker(tracking_uri=config.tracking_uri or default_tracking_uri(ws), workspace=ws, study_name=config.study_name)
-        tracker.start(config.to_dict())
+        save_config(_workspace(args.workspace), storage=args.storage, tracking_uri=args.tracking_uri)
+
+
+def _open_study_run(config: Any) -> None:
+    from nas_core.workers import open_study_run
+
+    open_study_run(config)
 
 
 def _run_and_report(config: Any, args: argparse.Namespace) -> int:
@@ -401,8 +404,11 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
 
     from nas_core.search import SearchConfig
 
+    from nas_core.workspace_config import workspace_storage
+
     ws = _workspace(args.workspace)
-    storage = args.storage or f"sqlite:///{Path(ws).resolve() / 'optuna.db'}"
+    _remember_uris(args)
+    storage = args.storage or workspace_storage(ws)
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
         raise _Fail(f"no study storage at {storage}; pass --workspace or --storage where the workers recorded study {args.study!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
