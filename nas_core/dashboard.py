@@ -261,7 +261,7 @@ def study_state(study: Any) -> tuple[Any, Any] | None:
     """(study identity, state token) from two aggregate queries, or None for a study outside an RDB storage.
 
     The token changes whenever a trial is added, changes state or finishes, or a study attribute changes
-    (e.g. the fine-tune phase's ``final_results``), so a view cached under it is never stale, and it is
+    (e.g. a finalist's ``final_result.<number>``), so a view cached under it is never stale, and it is
     read without copying any trial.
     """
     from sqlalchemy import text
