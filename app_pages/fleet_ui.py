@@ -9,7 +9,14 @@ import streamlit as st
 
 from nas_core import fleet
 from nas_core.errors import NasCoreError
-from nas_core.workspace_config import CONFIG_NAME, describe, is_sqlite, read_config, save_config, workspace_storage
+from nas_core.workspace_config import (
+    CONFIG_NAME,
+    describe,
+    is_sqlite,
+    read_config,
+    save_config,
+    workspace_storage,
+)
 
 
 def storage_settings(ws: str) -> None:

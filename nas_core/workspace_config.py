@@ -14,10 +14,11 @@ import json
 import os
 import tempfile
 from pathlib import Path
+
 from nas_core.errors import ConfigError
 from nas_core.workspace import default_storage
 
-__all__ = ["CONFIG_NAME", "read_config", "save_config", "workspace_storage", "workspace_tracking_uri", "is_sqlite", "describe"]
+__all__ = ["CONFIG_NAME", "describe", "is_sqlite", "read_config", "save_config", "workspace_storage", "workspace_tracking_uri"]
 
 CONFIG_NAME = "moca.json"
 _KEYS = ("storage", "tracking_uri")
@@ -93,7 +94,7 @@ def describe(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     if not sep or "@" not in rest:
         return url
-    creds, at, host = rest.rpartition("@")
+    creds, _, host = rest.rpartition("@")
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
 

@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
 from conftest import free_port
+from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = str(ROOT / "app.py")
@@ -161,47 +160,6 @@ def _stop(proc: subprocess.Popen[Any]) -> None:
 
 
 @pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`mlflow server` on a free loopback port with its own SQLite backend and artifact folder."""
-    base = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                             "--backend-store-uri", f"sqlite:///{base / 'mlflow.db'}", "--artifacts-destination", str(base / "artifacts")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=base, start_new_session=True)
-    try:
-        _wait_port(port, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        if proc.poll() is None:  # gunicorn/uvicorn children share the session: end the group we started
-            os.killpg(proc.pid, 15)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 9)
-                proc.wait()
-
-
-def test_workers_log_to_an_mlflow_server_under_one_parent_run(postgres_url: str, mlflow_server: str, tmp_path: Path) -> None:
-    import mlflow
-
-    run = subprocess.run([sys.executable, "-m", "nas_core", "search", "--workers", "2", *FAST, "--study", "tracked",
-                          "--storage", postgres_url, "--tracking-uri", mlflow_server, "--trials", "4", "--fidelity", "zero-cost",
-                          "--fidelity-option", "finetune_top_k=1", "--no-known-good", "--workspace", str(tmp_path)],
-                         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=900)
-    assert run.returncode == 0, run.stderr
-    assert not (tmp_path / "mlflow.db").exists()  # everything went to the server
-    client = mlflow.tracking.MlflowClient(mlflow_server)
-    exp = client.get_experiment_by_name("moca-tracked")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
-    assert len(parents) == 1
-    nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
-    numbers = {int(r.data.tags["trial_number"]) for r in nested}
-    assert numbers == {t.number for t in _trials(postgres_url, "tracked") if t.state.is_finished()}
-    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in nested)
-
-
-@pytest.fixture(scope="module")
 def storage_proxy(postgres_url: str) -> Iterator[str]:
     pytest.importorskip("grpc")
     port = free_port()
@@ -235,3 +193,101 @@ def test_workers_and_finalize_through_the_grpc_storage_proxy(storage_proxy: str,
     names = [s["name"] for s in dashboard.studies(tmp_path)]  # the proxy fronts the whole database: the session's studies
     assert "proxied" in names and not [n for n in names if n.startswith("moca-claim:")]  # claim markers are not studies
     assert len(dashboard.load_study(tmp_path, "proxied").trials) == 4
+
+
+# --- docs/scale-out.md, run as written ------------------------------------------------------------------
+
+DOC = ROOT / "docs" / "scale-out.md"
+SERVERS = ("mlflow server", "python -m nas_core storage-proxy", "python -m nas_core serve")
+
+
+def _doc_commands() -> list[str]:
+    """Every line of the doc's ```bash blocks, in order."""
+    import re
+
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def _killpg(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:  # servers with children of their own (gunicorn, streamlit): end the group we started
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def test_scale_out_recipe_runs_as_written(postgres_url: str, tmp_path: Path) -> None:
+    """Each command of docs/scale-out.md on real servers: PostgreSQL (a database of its own), `mlflow server`, `search
+    --workers 3`, a `worker` from "another machine", `finalize`, `serve`, and a worker through the gRPC proxy. Every
+    worker's MLflow runs nest under the study's one parent run on the server."""
+    import re
+    import urllib.request
+
+    import mlflow
+    import psycopg2
+
+    commands = _doc_commands()
+    assert [c for c in commands if c.startswith("sudo ")] == ["sudo apt-get install postgresql", "sudo -u postgres createuser moca",
+                                                               "sudo -u postgres createdb -O moca moca"]
+    # createdb: a database of its own in the test server
+    dsn = postgres_url.replace("postgresql+psycopg2://", "postgresql://")
+    con = psycopg2.connect(dsn)
+    con.autocommit = True
+    with con.cursor() as cur:
+        cur.execute("CREATE DATABASE moca")
+    con.close()
+    ports = {"5000": free_port(), "13000": free_port(), "8501": free_port()}
+    env = {**ENV, "STORE": postgres_url.rsplit("/", 1)[0] + "/moca", "MLFLOW": f"http://127.0.0.1:{ports['5000']}"}
+    fast = ["--epochs", "1", "--train-samples", "200", "--val-samples", "100", "--device", "cpu", "--quiet", "--fidelity", "zero-cost",
+            "--fidelity-option", "finetune_top_k=1"]
+    servers: list[subprocess.Popen[Any]] = []
+    ran: list[str] = []
+    try:
+        for command in commands:
+            if command.startswith("sudo "):
+                continue
+            if command.startswith("export "):
+                name = command.split()[1].split("=")[0]
+                assert name in env, f"the test does not know the placeholder {name}"
+                ran.append(command)
+                continue
+            line = command.replace("0.0.0.0", "127.0.0.1").replace("proxy-host", "127.0.0.1")
+            for doc_port, port in ports.items():
+                line = line.replace(f"--port {doc_port}", f"--port {port}").replace(f":{doc_port} ", f":{port} ")
+            line = re.sub(r"--trials \d+", "--trials 2", line)
+            assert line.startswith(("python -m nas_core ", "mlflow server ")), f"the test does not know how to run: {command}"
+            line = line.replace("python -m", f"{sys.executable} -m", 1) if line.startswith("python") else f"{sys.executable} -m {line}"
+            if line.split(" -m ", 1)[1].startswith(("nas_core search", "nas_core worker")):
+                line += " " + " ".join(fast)
+            if command.startswith(SERVERS):
+                proc = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, start_new_session=True)
+                servers.append(proc)
+                port = int(re.search(r"--port (\d+)", line).group(1))  # type: ignore[union-attr]
+                _wait_port(port, proc)
+            else:
+                run = subprocess.run(["bash", "-c", line], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+                assert run.returncode == 0, f"{command}\n{run.stderr}"
+            ran.append(command)
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports['8501']}/_stcore/health", timeout=30) as resp:  # the dashboard
+            assert resp.read().decode().strip() == "ok"
+    finally:
+        for proc in reversed(servers):
+            _killpg(proc)
+    assert ran == [c for c in commands if not c.startswith("sudo ")]
+
+    store = env["STORE"]
+    finished = [t for t in _trials(store, "team") if t.state.is_finished()]
+    assert len(finished) >= 2 + 2 + 2 and not [t for t in _trials(store, "team") if t.state.name == "RUNNING"]
+    # the server is down now: read its store directly (the doc's --backend-store-uri, relative to where it ran)
+    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("moca-team")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
+    assert len(parents) == 1
+    nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
+    assert {int(r.data.tags["trial_number"]) for r in nested} == {t.number for t in finished}
+    assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in nested)

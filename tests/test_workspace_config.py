@@ -17,7 +17,14 @@ from nas_core.owners import OWNER_KEY, owner_record
 from nas_core.search import SearchConfig
 from nas_core.storages import grpc_address
 from nas_core.workers import check_workers, config_argv
-from nas_core.workspace_config import CONFIG_NAME, describe, read_config, save_config, workspace_storage, workspace_tracking_uri
+from nas_core.workspace_config import (
+    CONFIG_NAME,
+    describe,
+    read_config,
+    save_config,
+    workspace_storage,
+    workspace_tracking_uri,
+)
 
 
 def test_save_and_read_keep_only_the_set_keys_owner_readable(tmp_path: Path) -> None:
