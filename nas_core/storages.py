@@ -57,9 +57,23 @@ def open_storage(url: str, *, engine_kwargs: dict[str, Any] | None = None, wait_
             raise ConfigError(f"no storage proxy answers at {url} within {wait_s:g} s; start it with "
                               f"`python -m nas_core storage-proxy --storage URL --port {port}` or check --storage.") from None
         return proxy
+    import time
+
     import optuna
 
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **rdb_kwargs)
+        except Exception as exc:
+            # Processes opening a new database together (workers, the dashboard) race to create Optuna's schema;
+            # the loser retries and finds it made.
+            if attempt == 4 or not any(m in str(exc) for m in _SCHEMA_RACE):
+                raise
+            time.sleep(0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+_SCHEMA_RACE = ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint")
 
 
 def run_proxy(storage_url: str, *, host: str = "127.0.0.1", port: int = 13000, threads: int = 16) -> None:

@@ -205,7 +205,7 @@ def _doc_commands() -> list[str]:
     """Every line of the doc's ```bash blocks, in order."""
     import re
 
-    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", DOC.read_text(encoding="utf-8"), flags=re.DOTALL)
     return [line.strip() for block in blocks for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 
