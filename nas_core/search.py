@@ -429,7 +429,16 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     from optuna.trial import TrialState
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, cpu_threads, resolve_device
+    from nas_core.evaluate import (
+        FIDELITIES,
+        FINALIZERS,
+        Diverged,
+        EvalContext,
+        StopRequested,
+        cpu_threads,
+        resolve_device,
+        warm_up_training,
+    )
     from nas_core.export import trial_config, write_study_outputs
     from nas_core.genotype import DatasetRef, ModelConfig
     from nas_core.tracking import Tracker
@@ -455,6 +464,8 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         import torch
 
         torch.set_num_threads(n_threads)
+    if not config.finalize_only:
+        warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
     if stop_event.is_set():  # stopped during start-up: nothing to record yet
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
