@@ -111,3 +111,16 @@ def test_workers_need_a_shared_storage_and_get_the_config_as_flags(tmp_path: Pat
     args = build_parser().parse_args(argv)  # every flag is one the CLI takes
     assert args.storage == "postgresql+psycopg2://u@h/db" and args.fidelity_option == [("finetune_top_k", 2)]
     assert args.train_samples == 100 and args.no_known_good
+
+
+def test_an_unreachable_recorded_server_is_one_error_naming_the_setting(tmp_path: Path) -> None:
+    pytest.importorskip("psycopg2")
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    save_config(tmp_path, storage=f"postgresql+psycopg2://moca:secret@127.0.0.1:{port}/moca")
+    with pytest.raises(ConfigError, match="sidebar: Storage") as info:
+        dashboard.studies(tmp_path)
+    assert "secret" not in str(info.value)  # the password is never shown
