@@ -154,7 +154,6 @@ def config_argv(config: Any) -> list[str]:
     from pathlib import Path
 
     from nas_core.workspace import study_dir
-    from nas_core.workspace_config import workspace_tracking_uri
 
     space = config.space
     if config.space_data is not None:
@@ -166,10 +165,10 @@ def config_argv(config: Any) -> list[str]:
             "--objectives", ",".join(config.objectives), "--space", space, "--sampler", config.sampler,
             "--fidelity", config.fidelity, "--pruner", config.pruner, "--epochs", str(config.epochs),
             "--patience", str(config.patience), "--storage", config.storage_url(), "--device", config.device]
-    if config.tracking:
-        argv += ["--tracking-uri", config.tracking_uri or workspace_tracking_uri(config.workspace)]
-    else:
+    if not config.tracking:
         argv.append("--no-tracking")
+    elif config.tracking_uri:  # else the workers follow the workspace's (moca.json, or its mlflow.db), as the parent does
+        argv += ["--tracking-uri", config.tracking_uri]
     for flag, value in (("--timeout", config.timeout), ("--data-dir", config.data_dir), ("--train-samples", config.train_samples),
                         ("--val-samples", config.val_samples)):
         if value is not None:
