@@ -7,24 +7,16 @@ heartbeat table, so it works for workers on any machine that share the study's s
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from typing import Any
 
 import pandas as pd
 
-from nas_core.owners import OWNER_KEY, owner_alive
+from nas_core.owners import OWNER_KEY, device_label, owner_alive
 
-__all__ = ["WORKER_COLUMNS", "device_label", "workers_frame"]
+__all__ = ["WORKER_COLUMNS", "device_label", "workers_frame"]  # device_label lives in owners (no pandas import for a worker)
 
 WORKER_COLUMNS = ["host", "pid", "device", "trial", "running for (s)", "last heartbeat (s ago)", "process"]
-
-
-def device_label(device: Any) -> str:
-    """The trial's device, with the GPU a ``search --workers`` child was given (its ``CUDA_VISIBLE_DEVICES``)."""
-    label = str(device)
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return f"{label} (GPU {visible})" if label.startswith("cuda") and visible else label
 
 
 def _heartbeats(study: Any, trial_ids: list[int]) -> tuple[dict[int, float], bool]:

@@ -22,8 +22,7 @@ from nas_core import events as ev
 from nas_core.budget import plan_budget
 from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.faults import as_fatal, storage_kwargs
-from nas_core.fleet import device_label
-from nas_core.owners import OWNER_KEY, owner_record, reclaim_dead_trials, reclaim_note
+from nas_core.owners import OWNER_KEY, device_label, owner_record, reclaim_dead_trials, reclaim_note
 from nas_core.registry import Registry
 from nas_core.seeds import KnownGoodQueue
 from nas_core.storages import open_storage
