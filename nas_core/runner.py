@@ -54,9 +54,14 @@ class RunnerSnapshot:
 class SearchRunner:
     """Runs one search in a daemon thread. ``stop()`` ends the current trial at its next batch boundary."""
 
-    def __init__(self, config: SearchConfig) -> None:
+    def __init__(self, config: SearchConfig, *, workers: int = 1) -> None:
         self.config = config.validate()
         self.study = config.study_name
+        self.workers = workers  # > 1: that many worker processes on the config's shared storage (nas_core.workers)
+        if workers > 1:
+            from nas_core.workers import check_workers
+
+            check_workers(workers, config.storage_url())  # refused here, before a thread starts, so the page says why
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._events: list[ev.Event] = []
@@ -108,7 +113,12 @@ class SearchRunner:
 
     def _run(self) -> None:
         try:
-            self._result = run_search(self.config, emit=self._on_event, stop_event=self._stop)
+            if self.workers > 1:
+                from nas_core.workers import run_fleet
+
+                self._result = run_fleet(self.config, self.workers, emit=self._on_event, stop_event=self._stop)
+            else:
+                self._result = run_search(self.config, emit=self._on_event, stop_event=self._stop)
             final = "stopped" if self._stop.is_set() else "finished"
         except NasCoreError as exc:
             self._error = str(exc)
@@ -185,8 +195,8 @@ class RunnerRegistry:
     def _key(workspace: str | Path, study: str) -> tuple[str, str]:
         return (str(Path(workspace).resolve()), study)
 
-    def start(self, config: SearchConfig) -> SearchRunner:
-        runner = SearchRunner(config)
+    def start(self, config: SearchConfig, *, workers: int = 1) -> SearchRunner:
+        runner = SearchRunner(config, workers=workers)
         key = self._key(config.workspace, runner.study)
         with self._lock:
             old = self._runners.get(key)

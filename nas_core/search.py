@@ -22,10 +22,12 @@ from nas_core import events as ev
 from nas_core.budget import plan_budget
 from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.faults import as_fatal, storage_kwargs
-from nas_core.owners import OWNER_KEY, owner_record, reclaim_dead_trials, reclaim_note
+from nas_core.owners import OWNER_KEY, device_label, owner_record, reclaim_dead_trials, reclaim_note
 from nas_core.registry import Registry
 from nas_core.seeds import KnownGoodQueue
-from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
+from nas_core.storages import open_storage
+from nas_core.workspace import check_study_name, default_workspace, study_dir, tune_sqlite
+from nas_core.workspace_config import workspace_storage, workspace_tracking_uri
 
 __all__ = [
     "OBJECTIVES",
@@ -184,7 +186,7 @@ class SearchConfig:
         return [OBJECTIVES[o].direction for o in self.objectives]
 
     def storage_url(self) -> str:
-        return self.storage or default_storage(self.workspace)
+        return self.storage or workspace_storage(self.workspace)  # the flag, else the workspace's moca.json, else its optuna.db
 
     def validate(self) -> SearchConfig:
         """Raise a :class:`ConfigError` naming the first bad value and its fix."""
@@ -291,7 +293,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
     interval, grace = heartbeat_settings()
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(
+            storage = open_storage(  # grpc://HOST:PORT: Optuna's storage proxy (no heartbeats: owners.py reclaims)
                 url,
                 engine_kwargs=storage_kwargs(url),
                 heartbeat_interval=max(1, round(interval)),
@@ -304,6 +306,8 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint")):
                 time.sleep(0.5 * (attempt + 1))
                 continue
+            if isinstance(exc, NasCoreError):
+                raise
             fatal = as_fatal(exc, generic=False)
             if fatal is not None:
                 raise fatal from None  # locked, corrupt, disk full: say so, with the fix
@@ -424,10 +428,19 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     from optuna.trial import TrialState
 
     from nas_core.data import load_dataset
-    from nas_core.evaluate import FIDELITIES, FINALIZERS, Diverged, EvalContext, StopRequested, cpu_threads, resolve_device
+    from nas_core.evaluate import (
+        FIDELITIES,
+        FINALIZERS,
+        Diverged,
+        EvalContext,
+        StopRequested,
+        cpu_threads,
+        resolve_device,
+        warm_up_training,
+    )
     from nas_core.export import trial_config, write_study_outputs
     from nas_core.genotype import DatasetRef, ModelConfig
-    from nas_core.tracking import Tracker, default_tracking_uri
+    from nas_core.tracking import Tracker
 
     config.validate()
     # Heartbeats are recorded by _Heartbeat for ask/tell, which Optuna warns about; fail_stale_trials is "experimental".
@@ -450,6 +463,8 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         import torch
 
         torch.set_num_threads(n_threads)
+    if not config.finalize_only:
+        warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
     if stop_event.is_set():  # stopped during start-up: nothing to record yet
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
@@ -478,7 +493,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     )
     study.set_user_attr("dataset", dataset_ref.to_dict())
     tracker = Tracker(
-        tracking_uri=config.tracking_uri or default_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
+        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
     )
     tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
     objectives = [OBJECTIVES[o] for o in config.objectives]
@@ -510,7 +525,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     reason = "budget"
     n_run = 0
     beat = _Heartbeat(study, interval=heartbeat_settings()[0])
-    owner = owner_record()
+    owner = {**owner_record(), "device": device_label(device)}  # the dashboard's workers view shows it
     last_reclaim = time.monotonic()
     try:
         grid_done = False
