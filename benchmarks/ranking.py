@@ -20,7 +20,8 @@ FLOPs) by a paired bootstrap over candidates (95 % percentile interval):
   (5-fold cross-validation), so no candidate is scored by a model that saw its ground truth.
 
 Cost ratio: the cheap signal's measured seconds over the ground truth's. Rows are written as they finish
-to ``<workspace>/rows.jsonl`` and a rerun resumes; ``--jobs`` runs candidates in that many processes (one
+to ``<workspace>/rows-seed<S>.jsonl`` and a rerun resumes (a fresh clone starts from the committed
+``results/ranking_rows.json`` of the default setup); ``--jobs`` runs candidates in that many processes (one
 torch thread each). ``--report-only`` rewrites results/ranking.{json,md,png} from the rows.
 
     python benchmarks/ranking.py [--archs 60] [--epochs 15] [--train 10000] [--jobs 2] [--seed 0]
@@ -333,6 +334,10 @@ def main() -> int:
     ws = Path(args.workspace)
     ws.mkdir(parents=True, exist_ok=True)
     rows_path = ws / f"rows-seed{args.seed}.jsonl"
+    committed = Path(args.out) / "ranking_rows.json"
+    if not rows_path.exists() and committed.exists() and (args.seed, args.train, args.epochs) == (0, 10000, 15):
+        # a fresh clone resumes from the rows committed by an earlier (partial) run of the same seed
+        rows_path.write_text("".join(json.dumps(r) + "\n" for r in json.loads(committed.read_text())))
     rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()] if rows_path.exists() else []
     if not args.report_only:
         cands = sample_candidates(args)
