@@ -15,14 +15,12 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 
 POLICIES: dict[str, dict[str, Any]] = {
     "to an early stop (default before)": {"finetune_epochs": 20},

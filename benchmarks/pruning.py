@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 OBJECTIVES = ("accuracy", "params")
 DIRS = ["maximize", "minimize"]
 
@@ -129,7 +128,7 @@ def main() -> int:
            f"{'met' if out['goal_met'] else 'missed'})." if reach is not None else
            f"ASHA did not reach the no-pruning final hypervolume within the budget ({final_asha:.4f} vs {final_none:.4f}): goal missed."), "",
           "Secondary reading (not the goal): within 0.1 % of the no-pruning final hypervolume after "
-          + ", ".join(f"{arm} {'%.0f s' % t if t is not None else 'never'}" for arm, t in near.items())
+          + ", ".join(f"{arm} {f'{t:.0f} s' if t is not None else 'never'}" for arm, t in near.items())
           + f"; hypervolume at a third of the budget ({args.budget_s / 3:.0f} s): "
           + ", ".join(f"{arm} {h:.4f}" for arm, h in third.items()) + ".", ""]
     (dest / "pruning.md").write_text("\n".join(md))

@@ -13,8 +13,8 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from nas_core.errors import NasCoreError

@@ -572,7 +572,7 @@ def _content_digest(raw: RawDataset) -> str:
             continue
         arr = np.ascontiguousarray(arr)
         h.update(f"{arr.dtype.str}{arr.shape}".encode())
-        h.update(memoryview(arr).cast("B"))
+        h.update(memoryview(arr).cast("B"))  # type: ignore[arg-type]  # numpy arrays are buffers; the stubs disagree
     h.update("\x00".join(raw.classes).encode())
     return h.hexdigest()
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas_core import recipes
 from nas_core.assemble import MocaNet, assemble
 from nas_core.errors import ConfigError, NasCoreError
-from nas_core import recipes
 from nas_core.genotype import Architecture, TrainingRecipe, parse_augmentation
 from nas_core.registry import Registry
 
@@ -298,7 +298,7 @@ def make_optimizer(params: Any, recipe: TrainingRecipe) -> torch.optim.Optimizer
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(params, lr=recipe.lr, momentum=0.9, nesterov=True, weight_decay=recipe.weight_decay, **fused)
     cls = torch.optim.AdamW if recipe.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, **fused)
+    return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, **fused)  # type: ignore[arg-type]  # fused is a keyword the stubs type loosely
 
 
 def augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:

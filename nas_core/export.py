@@ -74,7 +74,7 @@ def trial_config(candidate: ModelConfig, *, metrics: dict[str, Any], latency: di
         "trial": trial,
         "seed": seed,
         "fidelity": fidelity,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.system()} {platform.machine()}",
         "packages": package_versions(),
         **(provenance or {}),

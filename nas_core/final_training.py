@@ -79,7 +79,7 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         if emit is not None:
             try:
-                emit(ev.EpochProgress(study.study_name, number=best.number, epoch=epoch, epochs=total, metrics={**row, "phase": "final"}))
+                emit(ev.EpochProgress(study.study_name, number=best.number, epoch=epoch, epochs=total, metrics={**row, "phase": "final"}))  # type: ignore[dict-item]  # the phase label rides with the numbers
             except Exception:  # noqa: BLE001 - a broken listener must not break the final training
                 pass
 

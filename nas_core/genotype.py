@@ -157,7 +157,7 @@ class Architecture:
             raise ConfigError(f"num_classes must be at least 2, but got {self.num_classes}.")
         if not self.blocks():
             raise ConfigError("an architecture needs at least one block in its stem or stages.")
-        for i, spec in enumerate(self.blocks()):
+        for spec in self.blocks():
             BLOCKS.get(spec.kind).resolve(spec.params)  # unknown kind or parameter -> clear error
         if self.head.pool not in ("avg", "flatten"):
             raise ConfigError(f"head.pool must be 'avg' or 'flatten', but got {self.head.pool!r}.")

@@ -340,7 +340,7 @@ def save_block(
     """Store one block: weights as safetensors, then metadata with the file's sha256 (written last, atomically)."""
     from safetensors.torch import save_file
 
-    from nas_core.evaluate import count_flops, count_params, measure_latency
+    from nas_core.evaluate import count_flops, measure_latency
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -364,7 +364,7 @@ def save_block(
         params=sum(t.numel() for t in module.parameters()), flops=int(flops), latency_ms=latency_ms,
         source_dataset=source_dataset, dataset_fingerprint=dataset_fingerprint, donor=donor,
         donor_accuracy=float(donor_accuracy), sha256=sha, position=position,
-        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), latency_measurement=how,
+        created=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), latency_measurement=how,
     )
     tmp_json = root / f".{bid}.json.tmp"
     tmp_json.write_text(json.dumps(meta.to_dict(), indent=2))
@@ -523,7 +523,7 @@ def load_library_weights(model: nn.Module, cfg: Any, *, workspace: str | Path) -
     if not len(lib) and not lib.problems:
         raise LibraryError(f"no module library at {lib.root}; build one with `python -m nas_core library build --workspace {workspace}`.")
     loaded = 0
-    for info, layer in zip(model.layers_info, model.body):  # type: ignore[attr-defined]
+    for info, layer in zip(model.layers_info, model.body):  # type: ignore[attr-defined,arg-type]
         spec = info.spec
         if info.adapter or spec is None or not spec.library_id:
             continue

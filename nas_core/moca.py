@@ -642,12 +642,12 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         rows: list[dict[str, float]] = []
 
         def keep(epoch: int, total: int, row: dict[str, float]) -> None:
-            rows.append(row)
+            rows.append(row)  # noqa: B023 - called within this iteration
             on_epoch(epoch, total, row)
 
         try:
             history = train_model(model, data, recipe, device=device, seed=seed, on_epoch=keep,
-                                  should_stop=lambda: user_stop() or time.perf_counter() > deadline)
+                                  should_stop=lambda: user_stop() or time.perf_counter() > deadline)  # noqa: B023 - called within this iteration
         except Diverged:
             continue
         except StopRequested:

@@ -58,7 +58,7 @@ def _weights(model: nn.Module) -> list[nn.Parameter]:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             out.append(m.weight)
         elif isinstance(m, nn.MultiheadAttention):
-            out += [p for p in (m.in_proj_weight, m.out_proj.weight) if p is not None]
+            out += [p for p in (m.in_proj_weight, m.out_proj.weight) if isinstance(p, nn.Parameter)]
     return out
 
 

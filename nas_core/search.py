@@ -469,7 +469,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         reclaimed = reclaim_dead_trials(study)
         optuna.storages.fail_stale_trials(study)
     except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
-        raise as_fatal(exc) or exc
+        raise as_fatal(exc) or exc  # noqa: B904 - the fault stays the implicit __context__
     notes = reclaim_note(reclaimed)
     designs = KnownGoodQueue.start(study, space, tuple(data.input_shape), enabled=config.known_good and not config.finalize_only)
     dataset_ref = DatasetRef(
@@ -585,7 +585,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                         if _trial.should_prune():
                             raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
                     elif mo_pruner is not None:
-                        mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)
+                        mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)  # noqa: B023 - called within this trial
 
                 ctx = EvalContext(
                     arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,

@@ -440,7 +440,7 @@ PRESETS: dict[str, SearchSpace] = {
         kind="modular",
         description="a conv stem, then 1-3 stages of registry blocks (conv, residual, sepconv, mbconv, dilated, attention)",
         rules=("attention only after a token adapter (inserted automatically after image blocks)",
-               f"attention sees at most 64 tokens: a pooling reduce adapter shrinks larger grids first",
+               "attention sees at most 64 tokens: a pooling reduce adapter shrinks larger grids first",
                "stride applies to the first block of a stage; dilated blocks keep the resolution",
                "blocks pinned to an input width get a 1x1 channel adapter"),
         params=(

@@ -34,7 +34,18 @@ from nas_core.errors import TunnelError
 __all__ = ["TOKEN_HELP", "Tunnel", "Served", "tunnel_options", "open_tunnel", "check_auth", "start_server", "wait_for_server", "start", "serve"]
 
 TOKEN_HELP = "https://dashboard.ngrok.com/get-started/your-authtoken"
-APP_PATH = Path(__file__).resolve().parent.parent / "app.py"
+
+
+def _app_path() -> Path:
+    """The dashboard entry: a checkout's app.py next to nas_core/, else the copy an installed package ships."""
+    here = Path(__file__).resolve().parent
+    checkout = here.parent / "app.py"
+    if checkout.is_file() and (here.parent / "app_pages").is_dir():
+        return checkout
+    return here / "_app" / "app.py"
+
+
+APP_PATH = _app_path()
 MIN_PASSWORD = 8  # ngrok refuses shorter basic-auth passwords
 _SECRET_ENV = ("NGROK_AUTHTOKEN", "NGROK_API_KEY", "MOCA_TUNNEL_PASSWORD")
 
@@ -93,7 +104,8 @@ def _pyngrok_connect(port: int, *, token: str, options: dict[str, Any]) -> Tunne
 
     def close() -> None:
         try:
-            ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
+            if tunnel.public_url:
+                ngrok.disconnect(tunnel.public_url, pyngrok_config=config)
             ngrok.kill(pyngrok_config=config)
         except Exception:  # noqa: BLE001 - best effort on shutdown
             pass
@@ -154,7 +166,7 @@ def start_server(*, port: int, host: str = "127.0.0.1", workspace: str | Path, a
     """Start ``streamlit run app.py`` headless on ``host:port`` with ``MOCA_HOME=workspace`` (its own process group)."""
     app = Path(app)
     if not app.is_file():
-        raise TunnelError(f"dashboard entry point {app} is missing; run from a MoCA-NAS checkout (app.py next to nas_core/).")
+        raise TunnelError(f"dashboard entry point {app} is missing; run from a MoCA-NAS checkout (app.py next to nas_core/) or reinstall the package (`pip install moca-nas` ships it).")
     if not _free_port(host, port):
         raise TunnelError(f"port {port} on {host} is already in use; pass another --port (e.g. --port {port + 1}).")
     Path(workspace).mkdir(parents=True, exist_ok=True)
