@@ -1,0 +1,121 @@
+"""Known-good designs a new study starts from, so a search cannot end worse than a textbook network.
+
+Each design is a set of search-space values (architecture and training recipe) for a space *kind*,
+sized to the input: the 4-conv batch-norm CNN (32-32-pool-64-64-pool, FC 128 with dropout) and a
+small ResNet, both with a one-cycle / warm-up recipe, random-shift augmentation, label smoothing and
+weight averaging. They are put in front of the sampler with Optuna's ``enqueue_trial`` (one at a time,
+:class:`KnownGoodQueue`), so they are the study's first trials and the sampler (TPE, NSGA-II...) then improves on them. A design is skipped
+when an edited space cannot express it (a value outside a range or choice list), so a narrowed space
+is searched as it was given.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from nas_core.errors import NasCoreError
+
+__all__ = ["known_good_designs", "fits", "KnownGoodQueue"]
+
+# The recipe of the reference runs (benchmarks/results/fashion_mnist.md, digits_default.md): Adam, one-cycle to 3e-3,
+# batch 64, random shifts, label smoothing 0.1, EMA of the weights.
+_RECIPE = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64, "weight_decay": 0.0, "schedule": "onecycle", "augmentation": "crop",
+           "label_smoothing": 0.1, "ema_decay": 0.99}
+_RECIPE_ADAMW = {**_RECIPE, "optimizer": "adamw", "weight_decay": 5e-2, "schedule": "cosine-warmup"}
+
+
+def _halvings(input_shape: tuple[int, int, int]) -> int:
+    """How many 2x poolings the input takes while keeping at least a 2x2 grid (8x8 -> 2, 28x28 -> 3, 32x32 -> 4)."""
+    side = min(int(input_shape[1]), int(input_shape[2]))
+    return max(0, int(math.log2(side)) - 1) if side >= 4 else 0
+
+
+def known_good_designs(kind: str, input_shape: tuple[int, int, int]) -> list[tuple[str, dict[str, Any]]]:
+    """(name, space values) of the designs for a space kind and input shape, best first."""
+    deep = _halvings(input_shape) >= 3
+    if kind == "seed-cnn":
+        bn4 = {"n_conv": 4, "conv_filters_0": 32, "conv_filters_1": 32, "conv_filters_2": 64, "conv_filters_3": 64,
+               **{f"conv_kernel_{i}": 3 for i in range(4)}, "conv_block": "conv", "activation": "relu", "pooling": True,
+               "pool_every": 2, "n_fc": 2, "fc_units_0": 128, "fc_units_1": 128, "dropout": 0.3, **_RECIPE}
+        n = 3 if deep else 2
+        filters = (32, 64, 128)[:n]
+        resnet = {"n_conv": n, **{f"conv_filters_{i}": f for i, f in enumerate(filters)}, **{f"conv_kernel_{i}": 3 for i in range(n)},
+                  "conv_block": "residual", "activation": "relu", "pooling": True, "pool_every": 1, "n_fc": 1, "fc_units_0": 128,
+                  "dropout": 0.1, **_RECIPE_ADAMW}
+        return [("4-conv BN CNN", bn4), ("small ResNet", resnet)]
+    if kind == "modular":
+        n = 3 if deep else 2
+        channels = (32, 64, 96)[:n]
+        resnet = {"stem_channels": 32, "stem_stride": 1, "n_stages": n, "activation": "relu", "head_hidden": 0, "dropout": 0.1,
+                  **{k: v for i, c in enumerate(channels) for k, v in (
+                      (f"stage_block_{i}", "residual"), (f"stage_channels_{i}", c), (f"stage_repeats_{i}", 2),
+                      (f"stage_kernel_{i}", 3), (f"stage_stride_{i}", 1 if i == 0 else 2))},
+                  **_RECIPE_ADAMW}
+        bn4 = {"stem_channels": 32, "stem_stride": 1, "n_stages": 2, "activation": "relu", "head_hidden": 128, "dropout": 0.3,
+               "stage_block_0": "conv", "stage_channels_0": 32, "stage_repeats_0": 1, "stage_kernel_0": 3, "stage_stride_0": 1,
+               "stage_block_1": "conv", "stage_channels_1": 64, "stage_repeats_1": 2, "stage_kernel_1": 3, "stage_stride_1": 2,
+               **_RECIPE}
+        return [("small ResNet", resnet), ("4-conv BN CNN (strided)", bn4)]
+    return []
+
+
+def fits(space: Any, values: dict[str, Any]) -> bool:
+    """Whether every value is one the space can sample (in its range or choice list), and the space builds it."""
+    from nas_core.space import sample_values
+
+    class Replay:
+        def suggest_int(self, name: str, low: int, high: int, *, log: bool = False) -> int:
+            return self._take(name, lambda v: isinstance(v, int) and not isinstance(v, bool) and low <= v <= high)
+
+        def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+            return self._take(name, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high)
+
+        def suggest_categorical(self, name: str, choices: Any) -> Any:
+            return self._take(name, lambda v: any(v == c and type(v) is type(c) for c in choices))
+
+        def _take(self, name: str, ok: Any) -> Any:
+            if name not in values or not ok(values[name]):
+                raise LookupError(name)
+            return values[name]
+
+    try:
+        sampled = sample_values(space, Replay())
+        space.build(sampled, input_shape=(1, 8, 8), num_classes=2, epochs=1)
+    except (LookupError, NasCoreError):
+        return False
+    return True
+
+
+class KnownGoodQueue:
+    """Hands the designs to the study one at a time, each just before an ``ask`` that has no other waiting trial.
+
+    A new study records the names of the designs that fit its space (study attribute ``known_good``); every run of the
+    study then enqueues those not yet tried. One at a time, so a crashed trial's retry (which Optuna queues as a waiting
+    trial) runs before the next design rather than behind all of them.
+    """
+
+    def __init__(self, pending: list[tuple[str, dict[str, Any]]]) -> None:
+        self.pending = list(pending)
+
+    @classmethod
+    def start(cls, study: Any, space: Any, input_shape: tuple[int, int, int], *, enabled: bool = True) -> KnownGoodQueue:
+        trials = study.get_trials(deepcopy=False)
+        designs = known_good_designs(space.kind, tuple(input_shape))  # type: ignore[arg-type]
+        if enabled and not trials:
+            study.set_user_attr("known_good", [name for name, values in designs if fits(space, values)])
+        planned = set(study.user_attrs.get("known_good") or []) if enabled else set()
+        used = {t.user_attrs.get("known_good") for t in trials}
+        return cls([(name, values) for name, values in designs if name in planned and name not in used])
+
+    def before_ask(self, study: Any) -> str | None:
+        """Enqueue the next design unless another trial is already waiting; returns its name."""
+        if not self.pending:
+            return None
+        from optuna.trial import TrialState
+
+        if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return None
+        name, values = self.pending.pop(0)
+        study.enqueue_trial(values, user_attrs={"known_good": name}, skip_if_exists=True)
+        return name
