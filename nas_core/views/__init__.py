@@ -58,6 +58,9 @@ __all__ = [
     "study_summary",
     "sampler_names",
     "fidelity_names",
+    "fidelity_help",
+    "fidelity_page_options",
+    "fidelity_uses_library",
     "pruner_names",
     "device_note",
     "tile",
@@ -365,11 +368,13 @@ def _objective_label(name: str, study: Any = None) -> str:
 
 def proxy_name(study: Any) -> str | None:
     """The proxy a two-phase study ranked its trials by (``naswot``, ``synflow``... or ``cached``), None for full training."""
+    from nas_core.fidelities.base import FIDELITIES
+
     cfg = study.user_attrs.get("config") or {}
     fidelity = cfg.get("fidelity")
-    if fidelity == "zero-cost":
-        return str((cfg.get("fidelity_options") or {}).get("proxy", "naswot"))
-    return "cached" if fidelity == "cached" else None
+    if fidelity not in FIDELITIES:  # a plug-in fidelity this process has not loaded: its values are shown as they are
+        return None
+    return FIDELITIES.get(fidelity).proxy(dict(cfg.get("fidelity_options") or {}))
 
 
 def proxy_label(proxy: str) -> str:
@@ -415,6 +420,26 @@ def fidelity_names() -> list[str]:
     return FIDELITIES.names()
 
 
+def fidelity_help() -> str:
+    """One line per registered fidelity, for the Search page's fidelity choice."""
+    from nas_core.fidelities.base import FIDELITIES
+
+    return "; ".join(f"{name} = {FIDELITIES.get(name).summary or 'a plug-in fidelity'}" for name in FIDELITIES.names()) + "."
+
+
+def fidelity_page_options(fidelity: str) -> tuple[Any, ...]:
+    """The options the Search page renders for ``fidelity`` (:class:`nas_core.fidelities.FidelityOption`)."""
+    from nas_core.fidelities.base import FIDELITIES
+
+    return tuple(FIDELITIES.get(fidelity).page_options)
+
+
+def fidelity_uses_library(fidelity: str) -> bool:
+    from nas_core.fidelities.base import FIDELITIES
+
+    return bool(FIDELITIES.get(fidelity).uses_library)
+
+
 def pruner_names() -> list[str]:
     from nas_core.search import PRUNERS
 
@@ -423,10 +448,10 @@ def pruner_names() -> list[str]:
 
 def budget_plan(*, timeout: float | None, fidelity: str, options: dict[str, Any] | None = None) -> tuple[pd.DataFrame, str]:
     """The budget planner's split of ``timeout`` for this fidelity, as a (phase, budget) table and its one-line note."""
-    from nas_core.fidelities.base import FINALIZERS
+    from nas_core.fidelities.base import FIDELITIES
     from nas_core.schema.budget import plan_budget
 
-    plan = plan_budget(timeout=timeout, two_phase=fidelity in FINALIZERS, options=dict(options or {}))
+    plan = plan_budget(timeout=timeout, two_phase=FIDELITIES.get(fidelity).has_final_phase, options=dict(options or {}))
     return pd.DataFrame(plan.rows(), columns=["phase", "budget"]), plan.note
 
 
