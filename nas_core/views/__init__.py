@@ -19,7 +19,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -107,6 +106,7 @@ __all__ = [
     "format_ms",
     "trial_weights",
     "export_bytes",
+    "network_exporters",
     "onnx_available",
     "objective_scatter",
     "study_scatter",
@@ -1300,16 +1300,24 @@ def trial_weights(workspace: str | Path, study: str, number: int) -> Path | None
 
 
 def onnx_available() -> bool:
-    return importlib.util.find_spec("onnx") is not None
+    from nas_core.deploy.exporters import get_exporter
+
+    return get_exporter("onnx").available() is None
+
+
+def network_exporters() -> list[Any]:
+    """The registered exporters that write a runnable network (the Best Model page offers each as a download)."""
+    from nas_core.deploy.exporters import EXPORTERS
+
+    return [EXPORTERS.get(name) for name in EXPORTERS.names() if not EXPORTERS.get(name).weights_only]
 
 
 def export_bytes(config: ModelConfig, fmt: str, *, weights: str | Path | None = None) -> bytes:
-    """The network as TorchScript / ONNX / safetensors bytes (through :func:`nas_core.export.export_model`)."""
-    from nas_core.deploy.exporters import export_model
+    """The network in format ``fmt`` as bytes (through :func:`nas_core.deploy.export_model`)."""
+    from nas_core.deploy.exporters import export_model, get_exporter
 
-    suffix = {"torchscript": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}.get(fmt, ".bin")
     with tempfile.TemporaryDirectory(prefix="moca-export-") as tmp:
-        out = export_model(config, fmt=fmt, out=Path(tmp) / f"model{suffix}", weights=weights)
+        out = export_model(config, fmt=fmt, out=Path(tmp) / f"model{get_exporter(fmt).suffix}", weights=weights)
         return out.read_bytes()
 
 
