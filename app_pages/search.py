@@ -38,7 +38,7 @@ def _dataset_section(ws: str) -> tuple[str | None, str | None]:
     )
     dataset: str | None = None
     if choice == UPLOAD:
-        upload = st.file_uploader("Dataset file", type=["zip", "csv", "npz"], key="ds_upload",
+        upload = st.file_uploader("Dataset file", type=dashboard.upload_types(), key="ds_upload",
                                   help="zip: one folder per class with images; CSV: a label column plus pixel columns; "
                                        "NPZ: arrays x (N,H,W[,C]) and y (N).")
         if upload is None:

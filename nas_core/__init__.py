@@ -40,7 +40,7 @@ _LAZY = {
     **dict.fromkeys(("REGISTRY", "RunnerSnapshot", "SearchRunner", "get_registry"), "nas_core.jobs"),
     **dict.fromkeys(("build_model", "load_config"), "nas_core.deploy.config"),
     "export_model": "nas_core.deploy.exporters",
-    "retrain": "nas_core.deploy.retrain",
+    "retrain": "nas_core.deploy.retraining",
 }
 
 # Modules that moved when the flat package became subpackages: the old dotted path imports the new module

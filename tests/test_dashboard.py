@@ -368,7 +368,7 @@ def test_retrain_job_reports_progress_and_metrics(study: Any, tiny_study: Any, t
 
 
 def test_second_retrain_of_a_running_job_is_refused(monkeypatch: pytest.MonkeyPatch, study: Any, tmp_path: Path) -> None:
-    import nas_core.deploy.retrain as deploy_retrain
+    import nas_core.deploy.retraining as deploy_retrain
 
     release = threading.Event()
 

@@ -375,7 +375,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     SIGNALS.graceful = True
     SIGNALS.message = "stopping: training ends at its next batch (press Ctrl-C again to exit at once)"
     from nas_core.deploy.config import load_config
-    from nas_core.deploy.retrain import retrain
+    from nas_core.deploy.retraining import retrain
     from nas_core.training.stops import StopRequested
 
     cfg = load_config(args.config)

@@ -16,21 +16,17 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import io
 import json
 import math
 import numbers
 import operator
 import os
-import re
-import stat
 import struct
 import threading
 import warnings
 import zipfile
 import zlib
-from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
@@ -39,6 +35,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from nas_core.data import raw
+from nas_core.data.raw import RawDataset, _file_stamp
+from nas_core.data.readers import READERS, reader_for, upload_suffixes
 from nas_core.errors import DatasetError
 from nas_core.registry import Registry
 
@@ -59,17 +58,6 @@ __all__ = [
 _FORMAT_VERSION = 1
 
 _SYSTEM_DATASET_ROOT = Path("/usr/share/datasets")  # where Debian's dataset-* packages install
-_MAX_MEMBERS = 200_000
-_MAX_MEMBER_BYTES = 100 * 2**20
-_MAX_TOTAL_BYTES = 2**30
-_MAX_IMAGE_PIXELS = 40_000_000
-_MAX_SIDE = 64  # search trains many models; larger images cost time without changing which one wins
-_IMAGE_SUFFIXES = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-)
-_PATH_SUFFIXES = (".zip", ".csv", ".npz")
-_LABEL_COLUMNS = ("label", "class", "target", "y")
-_KNOWN_SOURCES = "a path to a .zip/.csv/.npz/folder"
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -158,21 +146,6 @@ class DatasetPreview:
     source: str
 
 
-@dataclass(frozen=True, eq=False)
-class RawDataset:
-    """What a loader returns, before splitting: uint8 pixels are later scaled by 1/255, other dtypes used as given.
-
-    ``x`` is (N, C, H, W); ``y`` holds int64 class indices into ``classes``. ``x_test``/``y_test``
-    are the official test set when the source has one (then only validation is carved from ``x``).
-    """
-
-    name: str
-    x: np.ndarray = field(repr=False)
-    y: np.ndarray = field(repr=False)
-    classes: tuple[str, ...]
-    source: str
-    x_test: np.ndarray | None = field(default=None, repr=False)
-    y_test: np.ndarray | None = field(default=None, repr=False)
 
 
 DatasetLoader = Callable[..., RawDataset]  # called as loader(data_dir=..., cache_dir=...)
@@ -395,11 +368,11 @@ def _load_raw(
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise DatasetError(
             f"dataset must be a name or a path, but got {name_or_path!r}; "
-            f"use one of {_known_names()} or {_KNOWN_SOURCES}."
+            f"use one of {_known_names()} or {_known_sources()}."
         )
     text = os.fspath(name_or_path).strip()
     if not text:
-        raise DatasetError(f"dataset name is empty; use one of {_known_names()} or {_KNOWN_SOURCES}.")
+        raise DatasetError(f"dataset name is empty; use one of {_known_names()} or {_known_sources()}.")
     cache = Path(cache_dir).expanduser() if cache_dir is not None else None
     for candidate in (text, _canonical_name(text)):
         if candidate in DATASETS:
@@ -414,7 +387,13 @@ def _load_raw(
             f"dataset path {text!r} does not exist; check the path (relative paths start at "
             f"{Path.cwd()}) or upload the file again."
         )
-    raise DatasetError(f"dataset {text!r} is unknown; use one of {_known_names()} or {_KNOWN_SOURCES}.")
+    raise DatasetError(f"dataset {text!r} is unknown; use one of {_known_names()} or {_known_sources()}.")
+
+
+def _known_sources() -> str:
+    """How errors name the path formats: each registered reader's first suffix (a folder always works)."""
+    primary = [READERS.get(n).suffixes[0] for n in READERS.names() if READERS.get(n).suffixes]
+    return f"a path to a {'/'.join(primary)}/folder"
 
 
 def _known_names() -> str:
@@ -432,7 +411,7 @@ def _looks_like_path(text: str) -> bool:
         "/" in text
         or os.sep in text
         or text.startswith(("~", "."))
-        or text.lower().endswith(_PATH_SUFFIXES)
+        or text.lower().endswith(upload_suffixes())
     )
 
 
@@ -595,9 +574,6 @@ def _display_image(img: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _file_stamp(path: Path) -> list[Any]:
-    st = path.stat()
-    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
 def _cached(cache_dir: Path | None, key_parts: Sequence[Any], build: Callable[[], RawDataset]) -> RawDataset:
@@ -752,12 +728,12 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as fh:
-                data = fh.read(_MAX_TOTAL_BYTES + 1)  # bounded: a gzip bomb stops here
+                data = fh.read(raw._MAX_TOTAL_BYTES + 1)  # bounded: a gzip bomb stops here
         else:
             data = path.read_bytes()
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetError(f"IDX file {path} cannot be read ({exc}); re-download or re-extract it.") from exc
-    if len(data) > _MAX_TOTAL_BYTES:
+    if len(data) > raw._MAX_TOTAL_BYTES:
         raise DatasetError(f"IDX file {path} holds more than 1 GiB of data; use a smaller file.")
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES or data[3] == 0:
         raise DatasetError(
@@ -905,396 +881,43 @@ def _load_cifar10(*, data_dir: str | None = None, cache_dir: Path | None = None)
 
 
 def _load_path(path: Path, cache_dir: Path | None) -> RawDataset:
+    """Read a path with the registered reader that takes it (:mod:`nas_core.data.readers`), through the parse cache."""
     name = path.stem if path.is_file() else path.resolve().name
-    suffix = path.suffix.lower()
-    if path.is_dir():
-        listing = sorted(_walk_folder(path))
-        stamps = [[str(p.relative_to(path)), st.st_size, st.st_mtime_ns] for p, st in listing]
-        return _cached(cache_dir, ["folder", str(path.resolve()), stamps], partial(_load_folder, path, name, listing))
-    if suffix == ".zip":
-        return _cached(cache_dir, ["zip", _file_stamp(path)], partial(_load_zip, path, name))
-    if suffix in (".csv", ".tsv", ".txt"):
-        return _cached(cache_dir, ["csv", _file_stamp(path)], partial(_load_csv, path, name))
-    if suffix == ".npz":
-        return _cached(cache_dir, ["npz", _file_stamp(path)], partial(_load_npz, path, name))
-    raise DatasetError(
-        f"dataset file {str(path)!r} has an unsupported type {suffix or '(no extension)'!r}; use a .zip of "
-        "class folders, a .csv with a label column, an .npz with arrays x and y, or a folder of class sub-folders."
-    )
+    reader = reader_for(path)
+    return _cached(cache_dir, reader.cache_key(path), partial(reader.read, path, name))
 
 
-def _is_hidden(parts: Sequence[str]) -> bool:
-    # Finder and Explorer litter archives with these; they are never data.
-    return any(p.startswith(".") or p == "__MACOSX" for p in parts)
 
 
-def _is_image_name(name: str) -> bool:
-    return os.path.splitext(name)[1].lower() in _IMAGE_SUFFIXES
 
 
-@dataclass(frozen=True)
-class _ImageEntry:
-    label: str  # how errors name it: "member 'a/b.png' of 'x.zip'" or a file path
-    parts: tuple[str, ...]
-    read: Callable[[], bytes]
 
 
-def _walk_folder(root: Path) -> Iterator[tuple[Path, os.stat_result]]:
-    count = total = 0
-    for dirpath, dirnames, filenames in os.walk(root):  # followlinks=False: a link loop cannot hang us
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden([d]))
-        for fname in sorted(filenames):
-            if _is_hidden([fname]) or not _is_image_name(fname):
-                continue
-            path = Path(dirpath) / fname
-            if not path.is_file():
-                continue  # a dangling link is not a sample
-            st = path.stat()
-            count += 1
-            total += st.st_size
-            if st.st_size > _MAX_MEMBER_BYTES:
-                raise DatasetError(f"image {path} is {st.st_size:,} bytes, over the 100 MiB limit; shrink it or remove it.")
-            if count > _MAX_MEMBERS or total > _MAX_TOTAL_BYTES:
-                raise DatasetError(
-                    f"folder {root} holds more than {_MAX_MEMBERS:,} images or 1 GiB of them; use a smaller subset."
-                )
-            yield path, st
 
 
-def _load_folder(root: Path, name: str, listing: list[tuple[Path, os.stat_result]]) -> RawDataset:
-    entries = [
-        _ImageEntry(label=f"file {str(p)!r}", parts=p.relative_to(root).parts, read=partial(_read_file, p))
-        for p, _ in listing
-    ]
-    return _images_to_raw(entries, name=name, origin=str(root), source=f"{root} (folder of class sub-folders)")
 
 
-def _read_file(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"file {str(path)!r} cannot be read ({exc}); check its permissions.") from exc
 
 
-def _load_zip(path: Path, name: str) -> RawDataset:
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"{str(path)!r} is not a readable zip archive ({exc}); re-create it with a zip tool.") from exc
-    with zf:
-        entries = _zip_entries(zf, path.name)
-        return _images_to_raw(entries, name=name, origin=path.name, source=f"{path} (zip of class sub-folders)")
 
 
-def _zip_entries(zf: zipfile.ZipFile, archive: str) -> list[_ImageEntry]:
-    """Validate every member name and size, then list the image members; nothing is extracted to disk."""
-    infos = zf.infolist()
-    if len(infos) > _MAX_MEMBERS:
-        raise DatasetError(
-            f"archive {archive!r} has {len(infos):,} members, more than the {_MAX_MEMBERS:,} allowed; use a smaller subset."
-        )
-    entries = []
-    total = 0
-    for info in infos:
-        member = info.filename
-        parts = [p for p in re.split(r"[\\/]+", member) if p not in ("", ".")]
-        # Even though members are only read in memory, a name that would escape an extraction root
-        # marks a hostile or broken archive; refusing it keeps every consumer of the file safe.
-        if member.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", member) or ".." in parts:
-            raise DatasetError(
-                f"archive {archive!r} has member {member!r} with an unsafe path (absolute or containing '..'); "
-                "the archive is refused. Re-create it with relative paths such as cats/001.png."
-            )
-        if stat.S_ISLNK(info.external_attr >> 16):
-            raise DatasetError(
-                f"archive {archive!r} has member {member!r} that is a symbolic link; the archive is refused. "
-                "Re-create it with real files (zip without --symlinks)."
-            )
-        if info.is_dir():
-            continue
-        if info.file_size > _MAX_MEMBER_BYTES:
-            raise DatasetError(
-                f"archive {archive!r} member {member!r} unpacks to {info.file_size:,} bytes, over the 100 MiB "
-                "limit; remove or shrink it."
-            )
-        total += info.file_size
-        if total > _MAX_TOTAL_BYTES:
-            raise DatasetError(
-                f"archive {archive!r} unpacks to more than 1 GiB; the archive is refused. Use a smaller subset."
-            )
-        if _is_hidden(parts) or not _is_image_name(member):
-            continue
-        entries.append(
-            _ImageEntry(label=f"member {member!r} of {archive!r}", parts=tuple(parts), read=partial(_read_member, zf, info))
-        )
-    return entries
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
-    try:
-        with zf.open(info) as fh:
-            return fh.read(_MAX_MEMBER_BYTES + 1)  # zipfile stops at the declared size; this is a backstop
-    except (RuntimeError, NotImplementedError, zipfile.BadZipFile, OSError, EOFError, zlib.error) as exc:
-        raise DatasetError(
-            f"member {info.filename!r} cannot be read ({exc}); the archive may be encrypted or corrupt. "
-            "Re-create it without a password."
-        ) from exc
 
 
-def _open_image(entry: _ImageEntry) -> Any:
-    """PIL image with only its header read; refuses oversize images before any pixels are decoded."""
-    from PIL import Image, UnidentifiedImageError
-
-    data = entry.read()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DatasetError(f"{entry.label} is too large to decode safely ({exc}); shrink the image.") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
-        # PIL's "cannot identify image file <_io.BytesIO object at 0x...>" says nothing useful to a user.
-        detail = "unknown or unsupported format" if isinstance(exc, UnidentifiedImageError) else f"{exc}"
-        raise DatasetError(
-            f"{entry.label} is not a valid image ({detail}); remove it or replace it with a PNG or JPEG file."
-        ) from exc
-    w, h = im.size
-    if w * h > _MAX_IMAGE_PIXELS:
-        raise DatasetError(
-            f"{entry.label} is {w}x{h} = {w * h:,} pixels, more than the {_MAX_IMAGE_PIXELS:,} allowed; shrink it."
-        )
-    return im
 
 
-def _decode_rgb(entry: _ImageEntry, size: tuple[int, int]) -> np.ndarray:
-    """Decode, resize to ``size`` (W, H) and return H x W x 3 uint8."""
-    from PIL import Image
-
-    im = _open_image(entry)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im.seek(0)  # animated GIF/TIFF: the first frame is the sample
-            if im.mode in ("I", "F") or im.mode.startswith("I;16"):
-                # 16-bit and float scans: stretch to 8 bits, PIL's convert would clip them to white.
-                arr = np.asarray(im, dtype=np.float64)
-                lo, hi = float(arr.min()), float(arr.max())
-                arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
-                im = Image.fromarray(arr.round().astype(np.uint8), mode="L")
-            im = im.convert("RGB")
-            if im.size != size:
-                im = im.resize(size, Image.Resampling.BILINEAR)
-            return np.asarray(im, dtype=np.uint8)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DatasetError(f"{entry.label} is too large to decode safely ({exc}); shrink the image.") from exc
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
-        raise DatasetError(
-            f"{entry.label} is not a valid image ({exc}); remove it or replace it with a PNG or JPEG file."
-        ) from exc
 
 
-def _images_to_raw(entries: list[_ImageEntry], *, name: str, origin: str, source: str) -> RawDataset:
-    entries = sorted((e for e in entries if not _is_hidden(e.parts)), key=lambda e: e.parts)
-    layout = f"{origin}/<class>/<image>.png"
-    if not entries:
-        raise DatasetError(f"dataset {origin!r} has no samples: no images found; expected the layout {layout}.")
-    # Allow one wrapping folder (how most zip tools pack a folder): data/cat/1.png -> cat/1.png.
-    while all(len(e.parts) >= 3 for e in entries) and len({e.parts[0] for e in entries}) == 1:
-        entries = [_ImageEntry(e.label, e.parts[1:], e.read) for e in entries]
-    classed = [e for e in entries if len(e.parts) >= 2]
-    loose = len(entries) - len(classed)
-    if not classed:
-        raise DatasetError(
-            f"dataset {origin!r} has {loose} images but none inside a class sub-folder; "
-            f"expected the layout {layout} (the folder name is the class)."
-        )
-    sizes = Counter(_open_image(e).size for e in classed)
-    w, h = sizes.most_common(1)[0][0]  # entries are sorted, so ties resolve the same way every run
-    if max(w, h) > _MAX_SIDE:
-        scale = _MAX_SIDE / max(w, h)
-        w, h = max(1, round(w * scale)), max(1, round(h * scale))
-    stack = np.stack([_decode_rgb(e, (w, h)) for e in classed])  # (N, H, W, 3)
-    gray = bool(np.array_equal(stack[..., 0], stack[..., 1]) and np.array_equal(stack[..., 0], stack[..., 2]))
-    x = stack[..., :1] if gray else stack
-    y, classes = _encode_labels(np.array([e.parts[0] for e in classed]), what=f"class folders of {origin!r}")
-    note = f"; ignored {loose} image(s) outside class folders" if loose else ""
-    return RawDataset(
-        name=name,
-        x=np.ascontiguousarray(x.transpose(0, 3, 1, 2)),
-        y=y,
-        classes=classes,
-        source=f"{source}{note}",
-    )
 
 
-def _encode_labels(values: np.ndarray, *, what: str) -> tuple[np.ndarray, tuple[str, ...]]:
-    """Map original labels to 0..K-1; classes are the labels as text, in numeric order when all are numbers."""
-    values = np.asarray(values)
-    if values.dtype.kind == "f":
-        if not np.all(np.isfinite(values)):
-            raise DatasetError(f"labels in {what} include NaN or infinity; give every sample a label.")
-        if np.all(values == np.round(values)):
-            values = values.astype(np.int64)
-    if values.dtype.kind in "iub":
-        uniq = np.unique(values.astype(np.int64))
-        y = np.searchsorted(uniq, values.astype(np.int64))
-        return y.astype(np.int64), tuple(str(int(u)) for u in uniq)
-    if values.dtype.kind == "f":
-        uniq_f = np.unique(values)
-        return np.searchsorted(uniq_f, values).astype(np.int64), tuple(repr(float(u)) for u in uniq_f)
-    if values.dtype.kind == "S":
-        values = np.char.decode(values, "utf-8", errors="replace")
-    text = np.array([str(v).strip() for v in values.tolist()], dtype=str)
-    names = sorted(set(text.tolist()))
-    if all(re.fullmatch(r"[+-]?\d+", s) for s in names):
-        names.sort(key=int)  # folders 0..10 read as numbers, not "0, 1, 10, 2"
-    index = {s: i for i, s in enumerate(names)}
-    return np.array([index[s] for s in text.tolist()], dtype=np.int64), tuple(names)
 
 
-def _check_file_size(path: Path) -> None:
-    size = path.stat().st_size
-    if size > _MAX_TOTAL_BYTES:
-        raise DatasetError(f"dataset file {path} is {size:,} bytes, over the 1 GiB limit; use a smaller subset.")
 
 
-def _feature_shape(n_features: int) -> tuple[int, int, int]:
-    side = math.isqrt(n_features)
-    if side * side == n_features:
-        return (1, side, side)
-    if n_features % 3 == 0 and math.isqrt(n_features // 3) ** 2 == n_features // 3:
-        side = math.isqrt(n_features // 3)
-        return (3, side, side)  # channel-planar, as CIFAR's binary rows: all R, then G, then B
-    return (1, 1, n_features)  # tabular data: a 1 x F "image"
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
-def _load_csv(path: Path, name: str) -> RawDataset:
-    import pandas as pd
-
-    _check_file_size(path)
-    sep = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        df = pd.read_csv(path, sep=sep, skipinitialspace=True)
-        if len(df.columns) and all(_is_number(str(c)) for c in df.columns):
-            # Every "header" cell is a number: the file has no header row, so the first row is data.
-            df = pd.read_csv(path, sep=sep, skipinitialspace=True, header=None)
-            df.columns = [f"column {i + 1}" for i in range(len(df.columns))]
-    except pd.errors.EmptyDataError as exc:
-        raise DatasetError(f"CSV file {path} has no samples (it is empty); add a header and labelled rows.") from exc
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as exc:
-        raise DatasetError(f"CSV file {path} cannot be parsed ({exc}); save it as plain comma-separated UTF-8.") from exc
-
-    lowered = {str(c).strip().lower(): c for c in df.columns}
-    label_col = next((lowered[k] for k in _LABEL_COLUMNS if k in lowered), df.columns[0] if len(df.columns) else None)
-    feature_cols = [c for c in df.columns if c != label_col]
-    if label_col is None or not feature_cols:
-        raise DatasetError(
-            f"CSV file {path} needs a label column (named label, class, target or y, else the first) and at "
-            f"least one feature column, but has columns {list(map(str, df.columns))}; add the pixel/feature columns."
-        )
-    feats = df[feature_cols]
-    for col in feature_cols:
-        series = feats[col]
-        if pd.api.types.is_numeric_dtype(series):
-            continue
-        coerced = pd.to_numeric(series, errors="coerce")
-        bad = series[coerced.isna() & series.notna()]
-        if len(bad):
-            raise DatasetError(
-                f"CSV file {path} column {str(col)!r} is not numeric (data row {int(bad.index[0]) + 1} holds "
-                f"{bad.iloc[0]!r}); feature columns must hold numbers: drop or encode that column."
-            )
-        feats = feats.assign(**{col: coerced})
-    values = feats.to_numpy(dtype=np.float64)
-    if values.size and not np.all(np.isfinite(values)):
-        col_pos = int(np.flatnonzero(~np.isfinite(values).all(axis=0))[0])
-        missing = int((~np.isfinite(values[:, col_pos])).sum())
-        raise DatasetError(
-            f"CSV file {path} column {str(feature_cols[col_pos])!r} has {missing} missing or infinite value(s); "
-            "fill or drop them."
-        )
-    labels = df[label_col]
-    if labels.isna().any():
-        raise DatasetError(
-            f"CSV file {path} label column {str(label_col)!r} has {int(labels.isna().sum())} empty cell(s); "
-            "give every row a label."
-        )
-    y, classes = _encode_labels(labels.to_numpy(), what=f"CSV column {str(label_col)!r}")
-    shape = _feature_shape(len(feature_cols))
-    return RawDataset(
-        name=name,
-        x=values.astype(np.float32).reshape(len(values), *shape),
-        y=y,
-        classes=classes,
-        source=f"{path} (CSV, label column {str(label_col)!r}, {len(feature_cols)} features)",
-    )
 
 
-def _load_npz(path: Path, name: str) -> RawDataset:
-    _check_file_size(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            unpacked = sum(i.file_size for i in zf.infolist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DatasetError(f"{path} is not an .npz archive ({exc}); save it with numpy.savez(path, x=..., y=...).") from exc
-    if unpacked > _MAX_TOTAL_BYTES:
-        raise DatasetError(f"{path} unpacks to {unpacked:,} bytes, over the 1 GiB limit; use a smaller subset.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:  # pickles can run code: never allowed
-            keys = {k.lower(): k for k in npz.files}
-            if "x" not in keys or "y" not in keys:
-                raise DatasetError(
-                    f"{path} must hold arrays 'x' and 'y', but has {sorted(npz.files)}; "
-                    "save it with numpy.savez(path, x=images, y=labels)."
-                )
-            x, y = npz[keys["x"]], npz[keys["y"]]
-    except ValueError as exc:
-        raise DatasetError(
-            f"{path} cannot be read without unpickling ({exc}); store plain numeric arrays (no object dtype)."
-        ) from exc
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path} cannot be read ({exc}); save it again with numpy.savez.") from exc
-
-    if x.dtype.kind not in "biuf":
-        raise DatasetError(f"{path} array 'x' has dtype {x.dtype}; it must be numeric (uint8 pixels or floats).")
-    if x.ndim == 2:
-        x = x[:, None, None, :]
-    elif x.ndim == 3:
-        x = x[:, None]
-    elif x.ndim == 4:
-        if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> channels first
-    else:
-        raise DatasetError(
-            f"{path} array 'x' has shape {x.shape}; use (N, F), (N, H, W), (N, H, W, C) or (N, C, H, W)."
-        )
-    if x.dtype != np.uint8:
-        x = x.astype(np.float32)
-        if x.size and not np.all(np.isfinite(x)):
-            raise DatasetError(f"{path} array 'x' contains NaN or infinity; clean the data first.")
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    elif y.ndim == 2 and y.shape[0] and np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all():
-        y = y.argmax(axis=1)  # one-hot rows
-    if y.ndim != 1 or len(y) != len(x):
-        raise DatasetError(
-            f"{path} has x of shape {x.shape} but y of shape {y.shape}; y must hold one label per sample."
-        )
-    if y.dtype.kind not in "biufUS":
-        raise DatasetError(f"{path} array 'y' has dtype {y.dtype}; use integer or string labels.")
-    labels, classes = _encode_labels(y, what=f"{path} array 'y'")
-    return RawDataset(
-        name=name,
-        x=np.ascontiguousarray(x),
-        y=labels,
-        classes=classes,
-        source=f"{path} (NPZ arrays x {tuple(x.shape)}, y)",
-    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nas_core.deploy.config import build_model, load_config, package_versions, trial_config
 from nas_core.deploy.exporters import EXPORT_FORMATS, export_model
-from nas_core.deploy.retrain import rebuild_snippet, retrain
+from nas_core.deploy.retraining import rebuild_snippet, retrain
 from nas_core.model.weights import load_weights, save_weights
 
 __all__ = [

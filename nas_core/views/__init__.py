@@ -66,6 +66,7 @@ __all__ = [
     "number_step",
     "dataset_label",
     "save_upload",
+    "upload_types",
     "discard_upload",
     "new_study_name",
     "class_counts_frame",
@@ -485,7 +486,11 @@ def dataset_label(info: Any) -> str:
     return f"{info.name} — {info.description}" if info.available else f"{info.name} (unavailable here)"
 
 
-_UPLOAD_SUFFIXES = (".zip", ".csv", ".npz")
+def upload_types() -> list[str]:
+    """File types the dataset upload accepts: every registered reader's suffixes (:mod:`nas_core.data.readers`)."""
+    from nas_core.data.readers import upload_suffixes
+
+    return [s.lstrip(".") for s in upload_suffixes()]
 
 
 def save_upload(workspace: str | Path, filename: str, data: bytes) -> Path:
@@ -494,8 +499,10 @@ def save_upload(workspace: str | Path, filename: str, data: bytes) -> Path:
     The content hash keeps two different files with one name apart, and the same file uploaded twice
     in one place (so its study name and data cache stay stable).
     """
+    from nas_core.data.readers import upload_suffixes
+
     suffix = Path(filename).suffix.lower()
-    if suffix not in _UPLOAD_SUFFIXES:
+    if suffix not in upload_suffixes():
         raise DatasetError(
             f"uploaded file {filename!r} is not a .zip, .csv or .npz; upload a zip of class folders, a CSV with a "
             "label column, or an NPZ with arrays x and y."
@@ -1602,7 +1609,7 @@ class RetrainJob:
             self.epoch, self.last = epoch, dict(row)
 
     def _run(self) -> None:
-        from nas_core.deploy.retrain import retrain
+        from nas_core.deploy.retraining import retrain
 
         try:
             self.result = retrain(self.config, workspace=self.workspace, epochs=self.epochs, device=self.device,

@@ -18,6 +18,7 @@ from typing import Any
 
 from nas_core.cli.args import _fidelity_option, _positive_float, _positive_int, positive_number, workspace_arg  # noqa: F401 - old names
 from nas_core.cli.library import add_library_parser
+from nas_core.deploy.exporters import list_exporters
 from nas_core.errors import NasCoreError
 
 __all__ = ["main", "build_parser"]
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export a config's network as TorchScript, ONNX or safetensors")
     p.add_argument("--config", required=True)
-    p.add_argument("--format", required=True, choices=["torchscript", "onnx", "safetensors"])
+    p.add_argument("--format", required=True, choices=list_exporters())
     p.add_argument("--out", required=True)
     p.add_argument("--weights", default=None, help="safetensors weights to load first (e.g. best_weights.safetensors)")
 
@@ -374,7 +375,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     SIGNALS.graceful = True
     SIGNALS.message = "stopping: training ends at its next batch (press Ctrl-C again to exit at once)"
     from nas_core.deploy.config import load_config
-    from nas_core.deploy.retrain import retrain
+    from nas_core.deploy.retraining import retrain
     from nas_core.training.stops import StopRequested
 
     cfg = load_config(args.config)

@@ -40,7 +40,15 @@ from torch import nn
 
 from nas_core.blocks import IMAGE, Shape, get_block
 from nas_core.errors import LibraryError
-from nas_core.fidelities.base import FIDELITIES, FINALIZERS, FINETUNE_OPTIONS, EvalContext, EvalResult
+from nas_core.fidelities.base import (
+    FINETUNE_OPTIONS,
+    FINETUNE_TOP_K,
+    EvalContext,
+    EvalResult,
+    Fidelity,
+    FidelityOption,
+    register_fidelity,
+)
 from nas_core.library import BlockMeta, Library, build_library, open_library
 from nas_core.model.assemble import MocaNet, assemble, plan
 from nas_core.schema.config import Architecture, BlockSpec, TrainingRecipe
@@ -364,7 +372,6 @@ def _subset(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
     return torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].sort().values
 
 
-@FIDELITIES.register("cached")
 def cached_fidelity(ctx: EvalContext) -> EvalResult:
     """MoCAFT: library blocks joined by trainable adapters, the frozen prefix's features cached, one short epoch.
 
@@ -496,13 +503,6 @@ def check_cached_options(opts: dict[str, Any]) -> None:
         if not ok:
             kind = "a whole number >= 0" if key == "cached_prefix_blocks" else ("a positive whole number" if key in _POSITIVE_INT else "a positive number")
             raise ConfigError(f"fidelity option {key} must be {kind}, but got {value!r}.")
-
-
-cached_fidelity.prepare_architecture = prepare_architecture  # type: ignore[attr-defined]
-cached_fidelity.check_options = check_cached_options  # type: ignore[attr-defined]
-cached_fidelity.options = ("cached_train", "cached_prefix_blocks", "cached_epochs", "cached_lr", "cached_batch_size",  # type: ignore[attr-defined]
-                           "cached_train_samples", "cached_test_samples", "cache_mb", "auto_build_library", "library_minutes",
-                           *FINETUNE_OPTIONS)
 
 
 class _View:
@@ -685,9 +685,32 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     return done
 
 
-@FINALIZERS.register("cached")
-def _finalize_cached(*, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
-                     stop_event: Any = None, deadline: float = math.inf) -> None:
-    finalize_top_k(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit,
-                   stop_event=stop_event, init="library", proxy="cached", deadline=deadline)
+@register_fidelity("cached")
+class Cached(Fidelity):
+    summary = "library blocks, stem features cached, one short epoch, then the top-k fine-tuned"
+    options = ("cached_train", "cached_prefix_blocks", "cached_epochs", "cached_lr", "cached_batch_size", "cached_train_samples",
+               "cached_test_samples", "cache_mb", "auto_build_library", "library_minutes", *FINETUNE_OPTIONS)
+    page_options = (
+        FidelityOption("cached_train", "Proxy training", "suffix", choices=CACHED_MODES,
+                       help="suffix (default): everything after the cached stem trains one epoch, library blocks from their weights. "
+                            "adapters: library blocks stay frozen, only adapters and head train (cheaper, ranks far worse)."),
+        FINETUNE_TOP_K,
+    )
+    uses_library = True
 
+    def check(self, options: dict[str, Any]) -> None:
+        check_cached_options(options)
+
+    def prepare(self, arch: Architecture, *, workspace: Any, data: Any, options: dict[str, Any], seed: int) -> Architecture:
+        return prepare_architecture(arch, workspace=workspace, data=data, options=options, seed=seed)
+
+    def evaluate(self, ctx: EvalContext) -> EvalResult:
+        return cached_fidelity(ctx)
+
+    def finalize(self, *, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
+                 stop_event: Any = None, deadline: float = math.inf) -> None:
+        finalize_top_k(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit,
+                       stop_event=stop_event, init="library", proxy="cached", deadline=deadline)
+
+    def proxy(self, options: dict[str, Any]) -> str | None:
+        return "cached"

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-from nas_core.fidelities.base import FIDELITIES, EvalContext, EvalResult, finish
+from nas_core.fidelities.base import EvalContext, EvalResult, Fidelity, finish, register_fidelity
 from nas_core.model.assemble import assemble
 from nas_core.training.loop import set_seed, train_model
 
 
-@FIDELITIES.register("train")
 def full_training(ctx: EvalContext) -> EvalResult:
     """Train from scratch with the sampled recipe (early stopping on validation), then measure everything."""
     set_seed(ctx.seed)
@@ -20,3 +19,11 @@ def full_training(ctx: EvalContext) -> EvalResult:
     )
     train_s = time.perf_counter() - start
     return finish(model, ctx, history, train_s)
+
+
+@register_fidelity("train")
+class Train(Fidelity):
+    summary = "full training with early stopping"
+
+    def evaluate(self, ctx: EvalContext) -> EvalResult:
+        return full_training(ctx)

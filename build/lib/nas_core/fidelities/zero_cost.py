@@ -27,7 +27,8 @@ import torch
 from torch import nn
 
 from nas_core.errors import ConfigError
-from nas_core.fidelities.base import FIDELITIES, FINALIZERS, FINETUNE_OPTIONS, EvalContext, EvalResult
+from nas_core.fidelities.base import FINETUNE_OPTIONS, FINETUNE_TOP_K, EvalContext, EvalResult, Fidelity, FidelityOption, register_fidelity
+from nas_core.fidelities.cached import check_cached_options, finalize_top_k
 from nas_core.model.assemble import assemble
 from nas_core.registry import Registry
 from nas_core.training.loop import set_seed
@@ -134,7 +135,6 @@ def _minibatch(data: Any, size: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     return data.x_train[idx], data.y_train[idx]
 
 
-@FIDELITIES.register("zero-cost")
 def zero_cost_fidelity(ctx: EvalContext) -> EvalResult:
     """Score the untrained candidate with one proxy on one minibatch (no training).
 
@@ -169,21 +169,30 @@ def _check_zero_cost_options(opts: dict[str, Any]) -> None:
     name = opts.get("proxy", "naswot")
     if name not in PROXIES:
         raise ConfigError(f"unknown zero-cost proxy {name!r}; use one of {', '.join(PROXIES.names())}.")
-    from nas_core.fidelities.cached import check_cached_options
-
     check_cached_options({k: v for k, v in opts.items() if k in FINETUNE_OPTIONS})
 
 
-zero_cost_fidelity.check_options = _check_zero_cost_options  # type: ignore[attr-defined]
-zero_cost_fidelity.options = ("proxy", "proxy_batch", *FINETUNE_OPTIONS)  # type: ignore[attr-defined]
+@register_fidelity("zero-cost")
+class ZeroCost(Fidelity):
+    summary = "proxy scores on one batch, then the top-k trained"
+    options = ("proxy", "proxy_batch", *FINETUNE_OPTIONS)
+    page_options = (
+        FidelityOption("proxy", "Proxy", "naswot", choices=tuple(PROXIES.names()), key="zc_proxy",
+                       help="The zero-cost score each candidate is ranked by."),
+        FINETUNE_TOP_K,
+    )
 
+    def check(self, options: dict[str, Any]) -> None:
+        _check_zero_cost_options(options)
 
-@FINALIZERS.register("zero-cost")
-def _finalize_zero_cost(*, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
-                        stop_event: Any = None, deadline: float = math.inf) -> None:
-    from nas_core.fidelities.cached import finalize_top_k
+    def evaluate(self, ctx: EvalContext) -> EvalResult:
+        return zero_cost_fidelity(ctx)
 
-    finalize_top_k(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit,
-                   stop_event=stop_event, init="scratch", proxy=str(getattr(config, "fidelity_options", {}).get("proxy", "naswot")),
-                   deadline=deadline)
+    def finalize(self, *, study: Any, config: Any, data: Any, device: torch.device, workspace: Any, emit: Any = None,
+                 stop_event: Any = None, deadline: float = math.inf) -> None:
+        finalize_top_k(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit,
+                       stop_event=stop_event, init="scratch", proxy=str(self.proxy(dict(getattr(config, "fidelity_options", {}) or {}))),
+                       deadline=deadline)
 
+    def proxy(self, options: dict[str, Any]) -> str | None:
+        return str(options.get("proxy", "naswot"))

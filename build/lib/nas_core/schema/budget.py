@@ -22,10 +22,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FINAL_SHARE", "BudgetPlan", "plan_budget"]
+__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "BudgetPlan", "plan_budget"]
 
 FINAL_SHARE = 0.4  # of --timeout, for the final training of the best candidate (train fidelity)
-FINETUNE_SHARE = 0.2  # of --timeout, for the two-phase fidelities' fine-tune (nas_core.search.FINETUNE_SHARE)
+FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 from nas_core import events as ev
 from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.registry import Registry
-from nas_core.schema.budget import plan_budget
+from nas_core.schema.budget import FINETUNE_SHARE, plan_budget
 from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported (old path)
 from nas_core.search.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
@@ -192,14 +192,13 @@ class SearchConfig:
         if len(set(self.objectives)) != len(self.objectives):
             raise ConfigError(f"objective listed twice in {','.join(self.objectives)}; list each once.")
         SAMPLERS.get(self.sampler)
-        known = tuple(getattr(FIDELITIES.get(self.fidelity), "options", ()))
+        fidelity = FIDELITIES.get(self.fidelity)
+        known = tuple(fidelity.options)
         for key in self.fidelity_options:
             if key not in known:
                 hint = f"it takes {', '.join(known)}" if known else "it takes none"
                 raise ConfigError(f"unknown option {key!r} for the {self.fidelity} fidelity; {hint}.")
-        check = getattr(FIDELITIES.get(self.fidelity), "check_options", None)
-        if check is not None:
-            check(dict(self.fidelity_options))
+        fidelity.check(dict(self.fidelity_options))
         if self.pruner not in PRUNERS and self.pruner not in ("asha",):
             raise ConfigError(f"unknown pruner {self.pruner!r}; use none, median, hyperband, sh or asha.")
         if len(self.objectives) > 1 and self.pruner in ("median", "hyperband"):
@@ -411,7 +410,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
 
     from nas_core.data import load_dataset
     from nas_core.deploy.config import trial_config
-    from nas_core.fidelities.base import FIDELITIES, FINALIZERS, EvalContext
+    from nas_core.fidelities.base import FIDELITIES, EvalContext
     from nas_core.results.tables import write_study_outputs
     from nas_core.schema.config import DatasetRef, ModelConfig
     from nas_core.tracking import Tracker, default_tracking_uri
@@ -485,7 +484,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             seen.setdefault(h, (t.number, list(t.values)))
 
     start = time.perf_counter()
-    finalizer = FINALIZERS.get(config.fidelity) if config.fidelity in FINALIZERS else None
+    finalizer = fidelity.finalize if fidelity.has_final_phase else None
     deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
     plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
     study.set_user_attr("budget_plan", plan.to_dict())
@@ -540,9 +539,8 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             try:
                 sampled = space.sample(trial)
                 arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
-                prepare = getattr(fidelity, "prepare_architecture", None)
-                if prepare is not None:  # e.g. cached binds blocks to the module library: the trial records the bound network
-                    arch = prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
+                # e.g. cached binds blocks to the module library: the trial records the bound network
+                arch = fidelity.prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
                 recipe = replace(recipe, patience=config.patience)
                 candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
                 chash = candidate.candidate_hash()
@@ -581,7 +579,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                     on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
                     workspace=workspace, options=dict(config.fidelity_options),
                 )
-                result = fidelity(ctx)
+                result = fidelity.evaluate(ctx)
                 metrics = dict(result.metrics)
                 # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
                 # the metrics keep their true names, so a score is never recorded as an accuracy.
@@ -694,7 +692,6 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
 
 
 RECLAIM_EVERY_S = 10.0  # how often a running search looks for trials of dead processes on its machine
-FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
 
 
 def _final_turn(study: Any, config: SearchConfig, owner: dict[str, Any]) -> tuple[bool, str | None]:

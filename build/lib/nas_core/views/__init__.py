@@ -19,7 +19,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import importlib.util
 import json
 import logging
 import math
@@ -58,12 +57,16 @@ __all__ = [
     "study_summary",
     "sampler_names",
     "fidelity_names",
+    "fidelity_help",
+    "fidelity_page_options",
+    "fidelity_uses_library",
     "pruner_names",
     "device_note",
     "tile",
     "number_step",
     "dataset_label",
     "save_upload",
+    "upload_types",
     "discard_upload",
     "new_study_name",
     "class_counts_frame",
@@ -104,6 +107,7 @@ __all__ = [
     "format_ms",
     "trial_weights",
     "export_bytes",
+    "network_exporters",
     "onnx_available",
     "objective_scatter",
     "study_scatter",
@@ -365,11 +369,13 @@ def _objective_label(name: str, study: Any = None) -> str:
 
 def proxy_name(study: Any) -> str | None:
     """The proxy a two-phase study ranked its trials by (``naswot``, ``synflow``... or ``cached``), None for full training."""
+    from nas_core.fidelities.base import FIDELITIES
+
     cfg = study.user_attrs.get("config") or {}
     fidelity = cfg.get("fidelity")
-    if fidelity == "zero-cost":
-        return str((cfg.get("fidelity_options") or {}).get("proxy", "naswot"))
-    return "cached" if fidelity == "cached" else None
+    if fidelity not in FIDELITIES:  # a plug-in fidelity this process has not loaded: its values are shown as they are
+        return None
+    return FIDELITIES.get(fidelity).proxy(dict(cfg.get("fidelity_options") or {}))
 
 
 def proxy_label(proxy: str) -> str:
@@ -415,6 +421,26 @@ def fidelity_names() -> list[str]:
     return FIDELITIES.names()
 
 
+def fidelity_help() -> str:
+    """One line per registered fidelity, for the Search page's fidelity choice."""
+    from nas_core.fidelities.base import FIDELITIES
+
+    return "; ".join(f"{name} = {FIDELITIES.get(name).summary or 'a plug-in fidelity'}" for name in FIDELITIES.names()) + "."
+
+
+def fidelity_page_options(fidelity: str) -> tuple[Any, ...]:
+    """The options the Search page renders for ``fidelity`` (:class:`nas_core.fidelities.FidelityOption`)."""
+    from nas_core.fidelities.base import FIDELITIES
+
+    return tuple(FIDELITIES.get(fidelity).page_options)
+
+
+def fidelity_uses_library(fidelity: str) -> bool:
+    from nas_core.fidelities.base import FIDELITIES
+
+    return bool(FIDELITIES.get(fidelity).uses_library)
+
+
 def pruner_names() -> list[str]:
     from nas_core.search import PRUNERS
 
@@ -423,10 +449,10 @@ def pruner_names() -> list[str]:
 
 def budget_plan(*, timeout: float | None, fidelity: str, options: dict[str, Any] | None = None) -> tuple[pd.DataFrame, str]:
     """The budget planner's split of ``timeout`` for this fidelity, as a (phase, budget) table and its one-line note."""
-    from nas_core.fidelities.base import FINALIZERS
+    from nas_core.fidelities.base import FIDELITIES
     from nas_core.schema.budget import plan_budget
 
-    plan = plan_budget(timeout=timeout, two_phase=fidelity in FINALIZERS, options=dict(options or {}))
+    plan = plan_budget(timeout=timeout, two_phase=FIDELITIES.get(fidelity).has_final_phase, options=dict(options or {}))
     return pd.DataFrame(plan.rows(), columns=["phase", "budget"]), plan.note
 
 
@@ -460,7 +486,11 @@ def dataset_label(info: Any) -> str:
     return f"{info.name} — {info.description}" if info.available else f"{info.name} (unavailable here)"
 
 
-_UPLOAD_SUFFIXES = (".zip", ".csv", ".npz")
+def upload_types() -> list[str]:
+    """File types the dataset upload accepts: every registered reader's suffixes (:mod:`nas_core.data.readers`)."""
+    from nas_core.data.readers import upload_suffixes
+
+    return [s.lstrip(".") for s in upload_suffixes()]
 
 
 def save_upload(workspace: str | Path, filename: str, data: bytes) -> Path:
@@ -469,8 +499,10 @@ def save_upload(workspace: str | Path, filename: str, data: bytes) -> Path:
     The content hash keeps two different files with one name apart, and the same file uploaded twice
     in one place (so its study name and data cache stay stable).
     """
+    from nas_core.data.readers import upload_suffixes
+
     suffix = Path(filename).suffix.lower()
-    if suffix not in _UPLOAD_SUFFIXES:
+    if suffix not in upload_suffixes():
         raise DatasetError(
             f"uploaded file {filename!r} is not a .zip, .csv or .npz; upload a zip of class folders, a CSV with a "
             "label column, or an NPZ with arrays x and y."
@@ -1275,16 +1307,24 @@ def trial_weights(workspace: str | Path, study: str, number: int) -> Path | None
 
 
 def onnx_available() -> bool:
-    return importlib.util.find_spec("onnx") is not None
+    from nas_core.deploy.exporters import get_exporter
+
+    return get_exporter("onnx").available() is None
+
+
+def network_exporters() -> list[Any]:
+    """The registered exporters that write a runnable network (the Best Model page offers each as a download)."""
+    from nas_core.deploy.exporters import EXPORTERS
+
+    return [EXPORTERS.get(name) for name in EXPORTERS.names() if not EXPORTERS.get(name).weights_only]
 
 
 def export_bytes(config: ModelConfig, fmt: str, *, weights: str | Path | None = None) -> bytes:
-    """The network as TorchScript / ONNX / safetensors bytes (through :func:`nas_core.export.export_model`)."""
-    from nas_core.deploy.exporters import export_model
+    """The network in format ``fmt`` as bytes (through :func:`nas_core.deploy.export_model`)."""
+    from nas_core.deploy.exporters import export_model, get_exporter
 
-    suffix = {"torchscript": ".pt", "onnx": ".onnx", "safetensors": ".safetensors"}.get(fmt, ".bin")
     with tempfile.TemporaryDirectory(prefix="moca-export-") as tmp:
-        out = export_model(config, fmt=fmt, out=Path(tmp) / f"model{suffix}", weights=weights)
+        out = export_model(config, fmt=fmt, out=Path(tmp) / f"model{get_exporter(fmt).suffix}", weights=weights)
         return out.read_bytes()
 
 
@@ -1569,7 +1609,7 @@ class RetrainJob:
             self.epoch, self.last = epoch, dict(row)
 
     def _run(self) -> None:
-        from nas_core.deploy.retrain import retrain
+        from nas_core.deploy.retraining import retrain
 
         try:
             self.result = retrain(self.config, workspace=self.workspace, epochs=self.epochs, device=self.device,
