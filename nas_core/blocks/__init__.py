@@ -75,13 +75,38 @@ def make_activation(name: str) -> nn.Module:
 
 
 class Block(nn.Module):
-    """Base of registered blocks. Subclasses set ``layout_in``/``layout_out`` and ``defaults``."""
+    """Base of registered blocks: what a block is, what the search may vary, how it is named and bound to the library.
+
+    Subclasses set ``layout_in``/``layout_out`` and ``defaults``; the rest has defaults that fit a
+    convolution-like block. The modular search space, the architecture summary, the assembler and the
+    cached fidelity's library binding read these declarations (no kind is special-cased there).
+    """
 
     name: ClassVar[str] = ""
     layout_in: ClassVar[str] = IMAGE
     layout_out: ClassVar[str] = IMAGE
     defaults: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
+    # The stage-level values the modular space gives it (of out_channels, kernel, stride, activation).
+    stage_params: ClassVar[tuple[str, ...]] = ("out_channels", "kernel", "stride", "activation")
+    # Its own parameters the modular space samples per stage, with their choices (``stage_<param>`` in the space).
+    search_params: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    # Whether a trained library block of this kind can stand in for it (a block without weights never binds).
+    library_bindable: ClassVar[bool] = True
+    # Takes whatever layout comes in (no adapter is inserted before it).
+    keeps_layout: ClassVar[bool] = False
+
+    @classmethod
+    def label_parts(cls, params: dict[str, Any]) -> list[str]:
+        """The short name of one configured block, as parts joined by "-" (``conv-64-k5-s2``)."""
+        parts = [cls.name]
+        if "out_channels" in params:
+            parts.append(str(params["out_channels"]))
+        if params.get("kernel", 3) != 3:
+            parts.append(f"k{params['kernel']}")
+        if params.get("stride", 1) == 2:
+            parts.append("s2")
+        return parts
 
     @classmethod
     def resolve(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +239,11 @@ class SqueezeExcite(nn.Module):
 class MBConvBlock(Block):
     description = "inverted residual (MobileNetV2/EfficientNet) with optional squeeze-excitation"
     defaults = {"out_channels": 32, "kernel": 3, "stride": 1, "expansion": 4, "se": False, "activation": "relu"}
+    search_params = {"expansion": (2, 4, 6), "se": (False, True)}
+
+    @classmethod
+    def label_parts(cls, params: dict[str, Any]) -> list[str]:
+        return [*super().label_parts(params), f"e{params.get('expansion', 4)}" + ("+se" if params.get("se") else "")]
 
     def __init__(self, in_shape: Shape, **params: Any) -> None:
         super().__init__()
@@ -239,6 +269,7 @@ class MBConvBlock(Block):
 class DilatedConvBlock(Block):
     description = "dilated convolution: a wider receptive field for the same parameters"
     defaults = {"out_channels": 32, "kernel": 3, "dilation": 2, "stride": 1, "activation": "relu"}
+    stage_params = ("out_channels", "kernel", "activation")  # dilation keeps the resolution by design: no stride
 
     def __init__(self, in_shape: Shape, **params: Any) -> None:
         super().__init__()
@@ -257,6 +288,8 @@ class AttentionBlock(Block):
     layout_in = TOKENS
     layout_out = TOKENS
     defaults = {"heads": 4, "mlp_ratio": 2}
+    stage_params = ()  # keeps its input's width and grid
+    search_params = {"heads": (2, 4)}
 
     @classmethod
     def output_shape(cls, in_shape: Shape, params: dict[str, Any]) -> Shape:
@@ -285,6 +318,12 @@ class AttentionBlock(Block):
 class PoolBlock(Block):
     description = "max or average pooling (halves the resolution with the default 2x2 / stride 2)"
     defaults = {"mode": "max", "kernel": 2, "stride": 2}
+    library_bindable = False  # no weights
+    stage_params = ()  # a fixed 2x2 reduction, not a stage of the modular space
+
+    @classmethod
+    def label_parts(cls, params: dict[str, Any]) -> list[str]:
+        return [f"{params.get('mode', 'max')}pool"]
 
     @classmethod
     def resolve(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +356,9 @@ class PoolBlock(Block):
 class IdentityBlock(Block):
     description = "no-op: lets a search skip a slot"
     defaults: ClassVar[dict[str, Any]] = {}
+    library_bindable = False  # no weights
+    keeps_layout = True
+    stage_params = ()
 
     def __init__(self, in_shape: Shape, **params: Any) -> None:
         super().__init__()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from nas_core.cli.args import _fidelity_option, _positive_float, _positive_int, positive_number, workspace_arg  # noqa: F401 - old names
-from nas_core.cli.library import add_library_parser
 from nas_core.deploy.exporters import list_exporters
 from nas_core.errors import NasCoreError
 
@@ -185,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password", default=None, help="basic-auth password for the tunnel (default: generated and printed once)")
     p.add_argument("--user", default="moca", help="basic-auth user name (default moca)")
     p.add_argument("--ngrok-token", default=None, help="ngrok authtoken (default $NGROK_AUTHTOKEN)")
+
+    from nas_core.cli.library import add_library_parser  # imports torch: only once main() has its signal handlers
 
     add_library_parser(sub)
     return parser

@@ -71,7 +71,6 @@ __all__ = [
 CACHE_VERSION = 1
 CACHED_MODES = ("suffix", "adapters")
 FINETUNE_EPOCHS = 5  # default fine-tune length of a finalist that starts from its proxy weights
-_PARAM_FREE = ("pool", "identity")
 
 
 # --- binding a candidate to library blocks ---------------------------------------------------
@@ -133,7 +132,7 @@ def bind_architecture(arch: Architecture, library: Library, *, dataset: str = ""
         if shape.layout != IMAGE and get_block(spec.kind).layout_in == IMAGE:
             shape = Shape(IMAGE, shape.c, shape.h, shape.w)  # the assembler inserts to_image first
         incoming = shape.c
-        fits = [m for m in metas if _matches(m, spec, shape)] if spec.kind not in _PARAM_FREE else []
+        fits = [m for m in metas if _matches(m, spec, shape)] if get_block(spec.kind).library_bindable else []
         if fits:
             best = min(fits, key=lambda m: (_score(m, spec, incoming, dataset), m.id))
             params = _rebound_params(best, spec)

@@ -52,7 +52,7 @@ def plan(arch: Architecture) -> list[LayerInfo]:
         block = get_block(spec.kind)
         tag = "stem" if (arch.stem is not None and i == 0) else f"b{i}"
         want = block.layout_in
-        if spec.kind == "identity":
+        if block.keeps_layout:
             want = shape.layout
         if want == TOKENS and shape.layout == IMAGE:
             if shape.tokens > MAX_TOKENS:

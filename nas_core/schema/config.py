@@ -91,18 +91,12 @@ class BlockSpec:
         return cls(kind=str(d["kind"]), params=dict(params), library_id=d.get("library_id"), sha256=d.get("sha256"))
 
     def label(self) -> str:
-        p = self.params
-        bits = [self.kind]
-        if "out_channels" in p:
-            bits.append(str(p["out_channels"]))
-        if p.get("kernel", 3) != 3 and self.kind != "pool":
-            bits.append(f"k{p['kernel']}")
-        if p.get("stride", 1) == 2 and self.kind != "pool":
-            bits.append("s2")
-        if self.kind == "mbconv":
-            bits.append(f"e{p.get('expansion', 4)}" + ("+se" if p.get("se") else ""))
-        if self.kind == "pool":
-            bits = [f"{p.get('mode', 'max')}pool"]
+        from nas_core.blocks import BLOCKS, Block
+
+        # The block names itself; a kind this process has not registered (a plug-in not loaded) gets the generic name.
+        bits = BLOCKS.get(self.kind).label_parts(self.params) if self.kind in BLOCKS else Block.label_parts(self.params)
+        if self.kind not in BLOCKS:
+            bits[0] = self.kind
         if self.library_id:
             bits.append("*")
         return "".join(bits[:1]) + ("-" + "-".join(bits[1:]) if len(bits) > 1 else "")

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from nas_core.blocks import get_block
 from nas_core.errors import ConfigError, RegistryError, SearchSpaceError
 from nas_core.registry import Registry
 from nas_core.schema.config import Architecture, BlockSpec, HeadSpec, TrainingRecipe
@@ -362,6 +363,19 @@ def _build_seed_cnn(v: dict[str, Any], input_shape: tuple[int, int, int], num_cl
 MODULAR_BLOCKS = ("conv", "residual", "sepconv", "mbconv", "dilated", "attention")
 
 
+def _stage_value(v: dict[str, Any], param: str, stage: int, repeat: int, act: str) -> Any:
+    """A stage-level value for one block of the stage (stride applies to the stage's first block only)."""
+    if param == "out_channels":
+        return int(v[f"stage_channels_{stage}"])
+    if param == "kernel":
+        return int(v.get(f"stage_kernel_{stage}", 3))
+    if param == "stride":
+        return int(v.get(f"stage_stride_{stage}", 1)) if repeat == 0 else 1
+    if param == "activation":
+        return act
+    raise SearchSpaceError(f"a modular stage has no value {param!r}; blocks may declare out_channels, kernel, stride, activation.")
+
+
 @SPACE_BUILDERS.register("modular")
 def _build_modular(v: dict[str, Any], input_shape: tuple[int, int, int], num_classes: int, epochs: int) -> tuple[Architecture, TrainingRecipe]:
     act = str(v.get("activation", "relu")).lower()
@@ -370,16 +384,11 @@ def _build_modular(v: dict[str, Any], input_shape: tuple[int, int, int], num_cla
     for i in range(int(v["n_stages"])):
         kind = str(v[f"stage_block_{i}"])
         blocks = []
+        block = get_block(kind)
         for r in range(int(v.get(f"stage_repeats_{i}", 1))):
-            if kind == "attention":
-                params: dict[str, Any] = {"heads": int(v.get(f"stage_heads_{i}", 4))}
-            else:
-                params = {"out_channels": int(v[f"stage_channels_{i}"]), "kernel": int(v.get(f"stage_kernel_{i}", 3)),
-                          "stride": int(v.get(f"stage_stride_{i}", 1)) if r == 0 else 1, "activation": act}
-                if kind == "mbconv":
-                    params.update(expansion=int(v.get(f"stage_expansion_{i}", 4)), se=bool(v.get(f"stage_se_{i}", False)))
-                if kind == "dilated":
-                    params.pop("stride")  # dilation keeps the resolution by design
+            params: dict[str, Any] = {p: _stage_value(v, p, i, r, act) for p in block.stage_params}
+            for p, choices in block.search_params.items():  # the block's own sampled parameters, typed as its choices
+                params[p] = type(choices[0])(v.get(f"stage_{p}_{i}", block.defaults[p]))
             blocks.append(BlockSpec(kind, params))
         stages.append(tuple(blocks))
     hidden = (int(v["head_hidden"]),) if int(v.get("head_hidden", 0)) > 0 else ()
@@ -391,6 +400,24 @@ REQUIRED = {
     "seed-cnn": ("n_conv", "conv_filters", "conv_kernel", "n_fc", "fc_units"),
     "modular": ("stem_channels", "n_stages", "stage_block", "stage_channels"),
 }
+
+
+def _taking(stage_param: str) -> list[str]:
+    """The modular blocks that take a stage-level value (the space samples it only for them)."""
+    return [b for b in MODULAR_BLOCKS if stage_param in get_block(b).stage_params]
+
+
+def _block_search_params(kinds: tuple[str, ...]) -> list[ParamSpec]:
+    """``stage_<param>`` for every parameter a block declares in ``search_params``, sampled only for that block."""
+    out: dict[str, ParamSpec] = {}
+    for kind in kinds:
+        for p, choices in get_block(kind).search_params.items():
+            users = [k for k in kinds if p in get_block(k).search_params]
+            if choices == (False, True):
+                out.setdefault(p, _p(f"stage_{p}", "bool", repeat="n_stages", when={"stage_block": users}))
+            else:
+                out.setdefault(p, _p(f"stage_{p}", "categorical", choices=choices, repeat="n_stages", when={"stage_block": users}))
+    return list(out.values())
 
 
 def _p(name: str, type: str, **kw: Any) -> ParamSpec:
@@ -448,16 +475,11 @@ PRESETS: dict[str, SearchSpace] = {
             _p("stem_stride", "categorical", choices=(1, 2)),
             _p("n_stages", "int", low=1, high=3),
             _p("stage_block", "categorical", choices=MODULAR_BLOCKS, repeat="n_stages"),
-            _p("stage_channels", "categorical", choices=(16, 32, 64, 96), repeat="n_stages",
-               when={"stage_block": [b for b in MODULAR_BLOCKS if b != "attention"]}),
+            _p("stage_channels", "categorical", choices=(16, 32, 64, 96), repeat="n_stages", when={"stage_block": _taking("out_channels")}),
             _p("stage_repeats", "int", low=1, high=2, repeat="n_stages"),
-            _p("stage_kernel", "categorical", choices=(3, 5), repeat="n_stages",
-               when={"stage_block": [b for b in MODULAR_BLOCKS if b != "attention"]}),
-            _p("stage_stride", "categorical", choices=(1, 2), repeat="n_stages",
-               when={"stage_block": ["conv", "residual", "sepconv", "mbconv"]}),
-            _p("stage_expansion", "categorical", choices=(2, 4, 6), repeat="n_stages", when={"stage_block": ["mbconv"]}),
-            _p("stage_se", "bool", repeat="n_stages", when={"stage_block": ["mbconv"]}),
-            _p("stage_heads", "categorical", choices=(2, 4), repeat="n_stages", when={"stage_block": ["attention"]}),
+            _p("stage_kernel", "categorical", choices=(3, 5), repeat="n_stages", when={"stage_block": _taking("kernel")}),
+            _p("stage_stride", "categorical", choices=(1, 2), repeat="n_stages", when={"stage_block": _taking("stride")}),
+            *_block_search_params(MODULAR_BLOCKS),
             _p("activation", "categorical", choices=("relu", "gelu", "silu")),
             _p("head_hidden", "categorical", choices=(0, 64, 128)),
             _p("dropout", "float", low=0.0, high=0.3),
