@@ -82,3 +82,16 @@ def test_search_with_asha_prunes_a_multi_objective_study(tmp_path) -> None:  # t
         assert "mo_rung_1" in t.user_attrs
         if t.state == optuna.trial.TrialState.PRUNED:
             assert "ASHA" in t.user_attrs["reason"]
+
+
+def test_every_cost_objective_has_a_measurement_and_asha_is_a_registered_pruner() -> None:
+    from nas_core.schema.objectives import OBJECTIVES
+    from nas_core.search import PRUNERS, make_pruners
+    from nas_core.search.mo_pruning import MOSuccessiveHalving
+    from nas_core.training.measure import COSTS
+
+    assert {o.metric for o in OBJECTIVES.values() if o.direction == "minimize"} <= set(COSTS)
+    assert "asha" in PRUNERS
+    study_pruner, rungs = make_pruners("asha", epochs=9, n_objectives=2)
+    assert study_pruner is None and isinstance(rungs, MOSuccessiveHalving) and rungs.asynchronous
+    assert make_pruners("sh", epochs=9, n_objectives=2)[1] is not None and make_pruners("sh", epochs=9, n_objectives=1)[1] is None

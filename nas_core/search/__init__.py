@@ -23,6 +23,7 @@ from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.registry import Registry
 from nas_core.schema.budget import FINETUNE_SHARE, plan_budget
 from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported (old path)
+from nas_core.search.mo_pruning import MOSuccessiveHalving
 from nas_core.search.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
 from nas_core.workspace.faults import as_fatal, storage_kwargs
@@ -94,7 +95,9 @@ def _grid(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> An
     return optuna.samplers.GridSampler(space.grid(), seed=seed)
 
 
-# Single-objective pruners are Optuna's own; "asha"/"sh" on a multi-objective study use nas_core.mo_pruning.
+# A pruner factory gets the epochs and the number of objectives and returns an Optuna pruner (single-objective
+# studies: the study reports validation accuracy per epoch), a MOSuccessiveHalving (multi-objective rungs, which
+# Optuna's pruners do not support), or None.
 @PRUNERS.register("none")
 def _no_pruner(**_: Any) -> Any:
     return None
@@ -115,10 +118,23 @@ def _hyperband(*, epochs: int, **_: Any) -> Any:
 
 
 @PRUNERS.register("sh")
-def _sh(*, epochs: int, **_: Any) -> Any:
+def _sh(*, epochs: int, n_objectives: int = 1, **_: Any) -> Any:
     import optuna
 
+    if n_objectives > 1:
+        return MOSuccessiveHalving(epochs=epochs, asynchronous=False)
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+
+@PRUNERS.register("asha")
+def _asha(*, epochs: int, **_: Any) -> Any:
+    return MOSuccessiveHalving(epochs=epochs, asynchronous=True)
+
+
+def make_pruners(name: str, *, epochs: int, n_objectives: int) -> tuple[Any, MOSuccessiveHalving | None]:
+    """(the study's Optuna pruner or None, the multi-objective rung pruner or None) for pruner ``name``."""
+    made = PRUNERS.get(name)(epochs=epochs, n_objectives=n_objectives)
+    return (None, made) if isinstance(made, MOSuccessiveHalving) else (made, None)
 
 
 def default_study_name(dataset: str, space: str) -> str:
@@ -199,8 +215,8 @@ class SearchConfig:
                 hint = f"it takes {', '.join(known)}" if known else "it takes none"
                 raise ConfigError(f"unknown option {key!r} for the {self.fidelity} fidelity; {hint}.")
         fidelity.check(dict(self.fidelity_options))
-        if self.pruner not in PRUNERS and self.pruner not in ("asha",):
-            raise ConfigError(f"unknown pruner {self.pruner!r}; use none, median, hyperband, sh or asha.")
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; use {', '.join(PRUNERS.names()[:-1])} or {PRUNERS.names()[-1]}.")
         if len(self.objectives) > 1 and self.pruner in ("median", "hyperband"):
             raise ConfigError(
                 f"pruner {self.pruner!r} supports single-objective studies only; use --pruner asha (multi-objective) or one objective."
@@ -296,7 +312,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
     space = config.search_space()
     sampler = SAMPLERS.get(config.sampler)(seed=config.seed + 7919 * config.worker_index, space=space, trials=config.trials, n_objectives=len(config.objectives))
-    pruner = PRUNERS.get(config.pruner)(epochs=config.epochs) if config.pruner in PRUNERS else None
+    pruner, _ = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(config.objectives))
     name = config.study_name
     existing = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     if name in existing:
@@ -471,11 +487,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
     objectives = [OBJECTIVES[o] for o in config.objectives]
     fidelity = FIDELITIES.get(config.fidelity)
-    mo_pruner = None
-    if config.pruner == "asha" or (config.pruner == "sh" and len(objectives) > 1):
-        from nas_core.search.mo_pruning import MOSuccessiveHalving
-
-        mo_pruner = MOSuccessiveHalving(epochs=config.epochs, asynchronous=config.pruner == "asha")
+    _, mo_pruner = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(objectives))
 
     seen: dict[str, tuple[int, list[float]]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):

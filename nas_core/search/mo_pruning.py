@@ -23,6 +23,7 @@ from typing import Any
 
 from nas_core.errors import ConfigError
 from nas_core.results.pareto import hv_contributions, nondominated_sort
+from nas_core.schema.objectives import OBJECTIVES
 
 __all__ = ["MOSuccessiveHalving", "rung_epochs", "rank_at_rung"]
 
@@ -82,19 +83,12 @@ class MOSuccessiveHalving:
         costs: dict[str, float] = {}
         if need and arch is not None:
             from nas_core.model.assemble import assemble
-            from nas_core.training.measure import count_flops, count_params, measure_latency, model_size_mb
+            from nas_core.training.measure import COSTS
 
             model = assemble(arch)
             shape = tuple(arch.input_shape)
             for o in need:
-                if o == "params":
-                    costs[o] = float(count_params(model))
-                elif o == "flops":
-                    costs[o] = float(count_flops(model, shape))
-                elif o == "latency_ms":
-                    costs[o] = float(measure_latency(model, shape, repeats=15, budget_s=1.0)["latency_ms"])
-                elif o == "size_mb":
-                    costs[o] = float(model_size_mb(model))
+                costs[o] = float(COSTS[OBJECTIVES[o].metric](model, shape))
         trial.set_user_attr(COST_ATTR, costs)
         return costs
 
@@ -102,12 +96,8 @@ class MOSuccessiveHalving:
         costs = self._costs(trial, objectives, arch)
         out = []
         for o in objectives:
-            if o == "accuracy":
-                out.append(float(row["val_accuracy"]))
-            elif o in row:
-                out.append(float(row[o]))
-            else:
-                out.append(float(costs[o]))
+            metric = OBJECTIVES[o].metric
+            out.append(float(row[metric]) if metric in row else float(costs[o]))
         return out
 
     def check(self, study: Any, trial: Any, epoch: int, row: dict[str, float], *, objectives: Sequence[str], arch: Any = None) -> None:
@@ -115,8 +105,6 @@ class MOSuccessiveHalving:
         if epoch not in self.rungs:
             return
         import optuna
-
-        from nas_core.schema.objectives import OBJECTIVES
 
         values = self.values_at(trial, row, objectives, arch)
         if not all(math.isfinite(v) for v in values):

@@ -146,3 +146,13 @@ def measure_model(model: nn.Module, data: Any, device: torch.device, *, should_s
         "size_mb": model_size_mb(model),
     }
     return {"metrics": metrics, "confusion": test["confusion"], "per_class_accuracy": test["per_class_accuracy"], "latency": latency}
+
+
+# How to measure each cost objective on an untrained network, by metric name (the multi-objective pruner ranks
+# early epochs by them); a new cost objective adds its measurement here.
+COSTS: dict[str, Callable[[nn.Module, tuple[int, ...]], float]] = {
+    "params": lambda model, shape: float(count_params(model)),
+    "flops": lambda model, shape: float(count_flops(model, shape)),
+    "latency_ms": lambda model, shape: float(measure_latency(model, shape, repeats=15, budget_s=1.0)["latency_ms"]),
+    "size_mb": lambda model, shape: float(model_size_mb(model)),
+}

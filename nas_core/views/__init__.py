@@ -128,19 +128,9 @@ __all__ = [
 METRIC_LABELS: dict[str, str] = {
     "val_accuracy": "validation accuracy",
     "test_accuracy": "test accuracy",
-    "latency_ms": "latency (ms, batch 1, CPU)",
-    "params": "parameters",
-    "flops": "FLOPs (batch 1)",
-    "size_mb": "model size (MB)",
+    **{o.metric: o.axis_label for o in OBJECTIVES.values() if o.metric != "val_accuracy"},
 }
-METRIC_DIRECTIONS: dict[str, str] = {
-    "val_accuracy": "maximize",
-    "test_accuracy": "maximize",
-    "latency_ms": "minimize",
-    "params": "minimize",
-    "flops": "minimize",
-    "size_mb": "minimize",
-}
+METRIC_DIRECTIONS: dict[str, str] = {"test_accuracy": "maximize", **{o.metric: o.direction for o in OBJECTIVES.values()}}
 STATE_COLORS = {"COMPLETE": "#1f77b4", "PRUNED": "#ff7f0e", "FAIL": "#d62728", "RUNNING": "#7f7f7f", "WAITING": "#bcbd22"}
 
 
@@ -444,7 +434,7 @@ def fidelity_uses_library(fidelity: str) -> bool:
 def pruner_names() -> list[str]:
     from nas_core.search import PRUNERS
 
-    return PRUNERS.names() + (["asha"] if "asha" not in PRUNERS else [])
+    return PRUNERS.names()
 
 
 def budget_plan(*, timeout: float | None, fidelity: str, options: dict[str, Any] | None = None) -> tuple[pd.DataFrame, str]:
