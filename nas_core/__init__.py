@@ -51,7 +51,7 @@ _MOVED = {
     "nas_core.budget": "nas_core.schema.budget",
     "nas_core.faults": "nas_core.workspace.faults",
     "nas_core.owners": "nas_core.workspace.owners",
-    "nas_core.assemble": "nas_core.model.assemble",
+    "nas_core.assemble": "nas_core.model.assembly",
     "nas_core.recipes": "nas_core.training.recipes",
     "nas_core.pareto": "nas_core.results.pareto",
     "nas_core.moca": "nas_core.fidelities.cached",

@@ -76,7 +76,7 @@ def load_config(path: str | Path) -> ModelConfig:
 
 def build_model(config: ModelConfig | Architecture | str | Path, *, weights: str | Path | None = None) -> Any:
     """Rebuild the network of a config (same parameter count on any machine); optionally load safetensors weights."""
-    from nas_core.model.assemble import assemble
+    from nas_core.model.assembly import assemble
 
     if isinstance(config, (str, Path)):
         config = load_config(config)

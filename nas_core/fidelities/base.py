@@ -17,7 +17,7 @@ from typing import Any, ClassVar, TypeVar
 import torch
 
 from nas_core.errors import RegistryError
-from nas_core.model.assemble import MocaNet
+from nas_core.model.assembly import MocaNet
 from nas_core.registry import Registry
 from nas_core.schema.budget import FINETUNE_SHARE
 from nas_core.schema.config import Architecture, TrainingRecipe

@@ -50,7 +50,7 @@ from nas_core.fidelities.base import (
     register_fidelity,
 )
 from nas_core.library import BlockMeta, Library, build_library, open_library
-from nas_core.model.assemble import MocaNet, assemble, plan
+from nas_core.model.assembly import MocaNet, assemble, plan
 from nas_core.schema.config import Architecture, BlockSpec, TrainingRecipe
 from nas_core.training.loop import set_seed, train_model
 from nas_core.training.measure import classification_metrics, count_flops, count_params, measure_latency, model_size_mb

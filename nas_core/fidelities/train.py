@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from nas_core.fidelities.base import EvalContext, EvalResult, Fidelity, finish, register_fidelity
-from nas_core.model.assemble import assemble
+from nas_core.model.assembly import assemble
 from nas_core.training.loop import set_seed, train_model
 
 

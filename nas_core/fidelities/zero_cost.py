@@ -29,7 +29,7 @@ from torch import nn
 from nas_core.errors import ConfigError
 from nas_core.fidelities.base import FINETUNE_OPTIONS, FINETUNE_TOP_K, EvalContext, EvalResult, Fidelity, FidelityOption, register_fidelity
 from nas_core.fidelities.cached import check_cached_options, finalize_top_k
-from nas_core.model.assemble import assemble
+from nas_core.model.assembly import assemble
 from nas_core.registry import Registry
 from nas_core.training.loop import set_seed
 from nas_core.training.measure import measure_model

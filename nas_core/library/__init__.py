@@ -477,7 +477,7 @@ def build_library(
     "cpu", "cuda" or a torch device) is where the donors train; blocks are measured and stored on the CPU.
     """
     from nas_core.data import load_dataset
-    from nas_core.model.assemble import assemble
+    from nas_core.model.assembly import assemble
     from nas_core.training.loop import resolve_device, set_seed
 
     if not (minutes > 0 and math.isfinite(minutes)):

@@ -1,6 +1,6 @@
 """Architecture -> torch.nn.Module (adapters where shapes disagree), and weights as safetensors.
 
-:mod:`nas_core.model.assemble` (torch) loads on first use, so the weights helpers and everything that only
+:mod:`nas_core.model.assembly` (torch) loads on first use, so the weights helpers and everything that only
 names them (the CLI's parser, the exporters' declarations) import without torch.
 """
 
@@ -17,5 +17,5 @@ __all__ = ["MAX_TOKENS", "LayerInfo", "MocaNet", "assemble", "load_weights", "pl
 
 def __getattr__(name: str) -> object:
     if name in _ASSEMBLE:
-        return getattr(importlib.import_module("nas_core.model.assemble"), name)
+        return getattr(importlib.import_module("nas_core.model.assembly"), name)
     raise AttributeError(f"module 'nas_core.model' has no attribute {name!r}")

@@ -48,7 +48,7 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     """Train the best candidate once more within ``deadline`` (a ``time.perf_counter()`` value); returns the record or None."""
     from nas_core import events as ev
     from nas_core.deploy.config import trial_config
-    from nas_core.model.assemble import assemble
+    from nas_core.model.assembly import assemble
     from nas_core.model.weights import save_weights
     from nas_core.results.pareto import pick_points
     from nas_core.results.tables import pareto_rows

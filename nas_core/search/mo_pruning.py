@@ -82,7 +82,7 @@ class MOSuccessiveHalving:
         need = [o for o in objectives if o != "accuracy"]
         costs: dict[str, float] = {}
         if need and arch is not None:
-            from nas_core.model.assemble import assemble
+            from nas_core.model.assembly import assemble
             from nas_core.training.measure import COSTS
 
             model = assemble(arch)

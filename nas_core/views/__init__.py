@@ -1170,7 +1170,7 @@ def _spec_text(spec: Any) -> str:
 
 def architecture_dot(arch: Architecture) -> str:
     """Graphviz DOT of the network: input, every block and adapter (dashed) with output shape, then the head."""
-    from nas_core.model.assemble import plan
+    from nas_core.model.assembly import plan
 
     layers = plan(arch)
     c, h, w = arch.input_shape
@@ -1222,7 +1222,7 @@ def _layer_table(arch_json: str) -> pd.DataFrame:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from nas_core.model.assemble import assemble
+    from nas_core.model.assembly import assemble
 
     model = assemble(arch).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
