@@ -28,6 +28,7 @@ DIRS = ["maximize", "minimize"]
 def run_arm(pruner: str, args: Any) -> dict[str, Any]:
     import optuna
 
+    from nas_core.schema.record import trial_record
     from nas_core.search import SearchConfig, open_study, run_search
 
     ws = Path(args.workspace) / pruner
@@ -42,7 +43,7 @@ def run_arm(pruner: str, args: Any) -> dict[str, Any]:
     for t in study.trials:
         done = t.datetime_complete.timestamp() - start if t.datetime_complete else None
         trials.append({"number": t.number, "state": t.state.name, "t": done, "values": list(t.values) if t.values else None,
-                       "reason": t.user_attrs.get("reason", ""), "epochs": len(t.user_attrs.get("history", []))})
+                       "reason": trial_record(t).get("reason", ""), "epochs": len(trial_record(t).get("history", []))})
     return {"pruner": pruner, "wall_s": result.wall_s, "n_complete": result.n_complete, "n_pruned": result.n_pruned,
             "n_failed": result.n_failed, "trials": trials, "optuna": optuna.__version__}
 

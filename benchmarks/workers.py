@@ -62,6 +62,8 @@ def postgres():
 def run(storage: str | None, workers: int, trials: int, study: str, evaluator: str) -> dict:
     import optuna
 
+    from nas_core.schema.record import trial_record
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as ws:
         storage_url = storage or f"sqlite:///{ws}/optuna.db"
@@ -77,7 +79,7 @@ def run(storage: str | None, workers: int, trials: int, study: str, evaluator: s
         if proc.returncode != 0:
             return {"workers": workers, "evaluator": evaluator, "error": proc.stderr.strip().splitlines()[-1:]}
         all_trials = optuna.load_study(study_name=study, storage=storage_url).get_trials(deepcopy=False)
-        trials_ = [t for t in all_trials if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+        trials_ = [t for t in all_trials if t.state.name == "COMPLETE" and "duplicate_of" not in trial_record(t)]
         first = min(t.datetime_start for t in trials_)
         last = max(t.datetime_complete for t in trials_)
         span = (last - first).total_seconds()

@@ -22,6 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas_core.evaluate import FIDELITIES
+from nas_core.schema.record import trial_record
 from nas_core.search import SearchConfig, run_search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def test_out_of_memory_on_one_candidate_fails_that_trial_only(tmp_path: Path, mo
     states = [t.state for t in _trials(tmp_path)]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     for t in _trials(tmp_path)[1:3]:
-        assert t.user_attrs["reason"].startswith("out of memory on this candidate")
+        assert trial_record(t)["reason"].startswith("out of memory on this candidate")
     assert result.n_complete == 2 and result.best_config
 
 
@@ -212,4 +213,4 @@ def test_a_library_block_whose_sha256_no_longer_matches_stops_the_cached_search(
     assert "sha256" in line and "rebuild the library" in line
     trials = _trials(tmp_path)
     assert len(trials) == 1 and trials[0].state == TrialState.FAIL  # stopped at the first, not failed one by one
-    assert "sha256" in trials[0].user_attrs["reason"]
+    assert "sha256" in trial_record(trials[0])["reason"]

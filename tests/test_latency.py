@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nas_core.evaluate import latency_threads, measure_latency
+from nas_core.schema.record import trial_record
 from nas_core.workspace import default_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,13 +31,14 @@ def test_measure_latency_records_p50_p90_threads_and_noise() -> None:
 def _trial0(workspace: Path, study: str) -> dict:
     s = optuna.load_study(study_name=study, storage=default_storage(workspace))
     t = s.trials[0]
-    return {"params": t.user_attrs["metrics"]["params"], "in_search": t.user_attrs["latency"]["latency_ms"],
+    return {"params": trial_record(t)["metrics"]["params"], "in_search": trial_record(t)["latency"]["latency_ms"],
             "remeasured": (s.user_attrs.get("latency_remeasured") or {}).get("0", {}).get("latency_ms")}
 
 
 _RUNNER = """
 from nas_core.runner import RunnerRegistry
 from nas_core.search import SearchConfig
+from nas_core.schema.record import trial_record
 runner = RunnerRegistry().start(SearchConfig(dataset="digits", trials=1, epochs=1, train_samples=200, seed=0,
                                              workspace={workspace!r}, study="same"))
 runner.wait(timeout=300)

@@ -52,6 +52,7 @@ from nas_core.fidelities.base import (
 from nas_core.library import BlockMeta, Library, build_library, open_library
 from nas_core.model.assembly import MocaNet, assemble, plan
 from nas_core.schema.config import Architecture, BlockSpec, TrainingRecipe
+from nas_core.schema.record import with_records
 from nas_core.training.loop import set_seed, train_model
 from nas_core.training.measure import classification_metrics, count_flops, count_params, measure_latency, model_size_mb
 from nas_core.training.stops import Diverged
@@ -529,7 +530,7 @@ def _top_k(study: Any, k: int) -> list[Any]:
 
     from nas_core.results.pareto import nondominated_sort
 
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trials = [t for t in with_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
               if t.values is not None and "config" in t.user_attrs and "duplicate_of" not in t.user_attrs]
     if not trials:
         return []

@@ -11,6 +11,7 @@ from typing import Any
 
 from nas_core.deploy.config import build_model
 from nas_core.schema.config import ModelConfig
+from nas_core.schema.record import with_records
 
 
 def with_final_results(study: Any, trials: list[Any]) -> list[Any]:
@@ -22,6 +23,7 @@ def with_final_results(study: Any, trials: list[Any]) -> list[Any]:
     front (:func:`remeasure_latencies`) stores its figures in ``latency_remeasured``; every table and
     output reads them through here.
     """
+    trials = with_records(trials)  # every reader sees a trial's record fields by name (schema.record)
     attrs = study.user_attrs
     final = attrs.get("final_results") or {}
     latency = attrs.get("latency_remeasured") or {}

@@ -23,6 +23,7 @@ from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
 from nas_core.registry import Registry
 from nas_core.schema.budget import FINETUNE_SHARE, plan_budget
 from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported (old path)
+from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
 from nas_core.search.mo_pruning import MOSuccessiveHalving
 from nas_core.search.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
@@ -491,7 +492,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
 
     seen: dict[str, tuple[int, list[float]]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        h = t.user_attrs.get("candidate_hash")
+        h = trial_record(t).get("candidate_hash")
         if h and t.values is not None:
             seen.setdefault(h, (t.number, list(t.values)))
 
@@ -546,6 +547,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             t0 = time.perf_counter()
             state, values, why, metrics = "FAIL", None, "", {}
             abort: NasCoreError | None = None
+            record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
             trial.set_user_attr(OWNER_KEY, owner)  # lets the next run on this machine reclaim it at once if we die
             beat.track(trial)
             try:
@@ -556,18 +558,17 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 recipe = replace(recipe, patience=config.patience)
                 candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
                 chash = candidate.candidate_hash()
-                trial.set_user_attr("candidate_hash", chash)
-                trial.set_user_attr("summary", arch.summary())
+                record["candidate_hash"] = chash
+                trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
                 _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
                 if chash in seen:
                     first, old_values = seen[chash]
-                    trial.set_user_attr("duplicate_of", first)
-                    src = study._storage.get_trial(study._storage.get_trial_id_from_study_id_trial_number(study._study_id, first))
-                    for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy", "mlflow_run_id"):
-                        if key in src.user_attrs:
-                            trial.set_user_attr(key, src.user_attrs[key])
+                    src = trial_record(next(t for t in study.get_trials(deepcopy=False) if t.number == first))
+                    record.update({key: src[key] for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy",
+                                                            "mlflow_run_id") if key in src}, duplicate_of=first)
+                    trial.set_user_attr(RECORD_KEY, record_attr(record))
                     state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
-                    metrics = dict(src.user_attrs.get("metrics", {}))
+                    metrics = dict(src.get("metrics", {}))
                     counts["COMPLETE"] += 1
                     try:
                         _tell(study, trial, old_values)
@@ -604,20 +605,17 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                                    provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
                                                "train_samples": config.train_samples, "val_samples": config.val_samples,
                                                "space": space.name, "device": str(device)})
-                trial.set_user_attr("metrics", metrics)
-                trial.set_user_attr("history", result.history)
-                trial.set_user_attr("latency", result.latency)
-                trial.set_user_attr("confusion", result.confusion)
-                trial.set_user_attr("per_class_accuracy", result.per_class_accuracy)
-                trial.set_user_attr("config", cfg.to_dict())
+                record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,
+                              per_class_accuracy=result.per_class_accuracy, config=cfg.to_dict())
                 if result.extra:
-                    trial.set_user_attr("fidelity_extra", json.loads(json.dumps(result.extra, default=str)))
+                    record["fidelity_extra"] = json.loads(json.dumps(result.extra, default=str))
                 if config.save_weights and result.state_dict is not None:
                     _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
                 run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
                                            state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
                 if run_id:
-                    trial.set_user_attr("mlflow_run_id", run_id)
+                    record["mlflow_run_id"] = run_id
+                trial.set_user_attr(RECORD_KEY, record_attr(record))
                 _tell(study, trial, values)
                 state = "COMPLETE"
                 seen.setdefault(chash, (trial.number, values))
@@ -640,17 +638,18 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 beat.track(None)
             if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
                 try:
-                    trial.set_user_attr("reason", str(abort))
+                    trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
                     _tell(study, trial, state=TrialState.FAIL)
                 except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
                     pass
                 raise abort
             if state != "COMPLETE":
-                trial.set_user_attr("reason", why)
+                record["reason"] = why
                 run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
                                            tags={"reason": why[:500]}, wait=not stop_event.is_set())
                 if run_id:
-                    trial.set_user_attr("mlflow_run_id", run_id)
+                    record["mlflow_run_id"] = run_id
+                trial.set_user_attr(RECORD_KEY, record_attr(record))
                 try:
                     _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
                 except _GridExhausted:
