@@ -1,7 +1,9 @@
-"""A background-thread runner around :func:`run_search`: start, stop, a status snapshot and a stream of events.
+"""Background jobs: one class for work in a daemon thread (start, stop, wait, status, result, error), and its two kinds.
 
-The :data:`REGISTRY` is process-wide, so every browser tab and every Streamlit rerun sees the same
-running search (the dashboard wraps :func:`get_registry` in ``st.cache_resource``).
+:class:`SearchRunner` runs :func:`run_search` with a status snapshot and a stream of events;
+:class:`RetrainJob` retrains a config. The :data:`REGISTRY` of searches and the retrain jobs are
+process-wide, so every browser tab and every Streamlit rerun sees the same running work (the dashboard
+wraps :func:`get_registry` in ``st.cache_resource``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from nas_core import events as ev
-from nas_core.errors import NasCoreError, SearchBusyError
+from nas_core.deploy import retraining
+from nas_core.errors import ConfigError, NasCoreError, SearchBusyError
+from nas_core.schema.config import ModelConfig
 from nas_core.search import SearchConfig, SearchResult, run_search
 
-__all__ = ["RunnerSnapshot", "SearchRunner", "RunnerRegistry", "REGISTRY", "get_registry"]
+__all__ = ["BackgroundJob", "RunnerSnapshot", "SearchRunner", "RetrainJob", "RunnerRegistry", "REGISTRY", "get_registry", "start_retrain",
+           "get_retrain"]
 
 log = logging.getLogger(__name__)
 MAX_EVENTS = 5000
@@ -51,39 +56,39 @@ class RunnerSnapshot:
         return self.status in ("running", "stopping")
 
 
-class SearchRunner:
-    """Runs one search in a daemon thread. ``stop()`` ends the current trial at its next batch boundary."""
+class BackgroundJob:
+    """Work in a daemon thread: ``start()``, ``stop()`` (sets the event the work watches), ``wait()``, status, result, error.
 
-    def __init__(self, config: SearchConfig) -> None:
-        self.config = config.validate()
-        self.study = config.study_name
+    Subclasses implement :meth:`_work` (return the result; watch ``self._stop``) and may react to a failure in
+    :meth:`_failed`. Status: idle | running | stopping | finished | stopped | error.
+    """
+
+    kind = "job"
+
+    def __init__(self, label: str) -> None:
+        self.label = label
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._events: list[ev.Event] = []
-        self._listeners: list[Any] = []
         self._thread: threading.Thread | None = None
         self._status = "idle"
         self._error: str | None = None
-        self._result: SearchResult | None = None
+        self._result: Any = None
         self._started_at: float | None = None
         self._ended_at: float | None = None
-        self._current: dict[str, Any] = {}
-        self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-        self._points: list[dict[str, Any]] = []
 
     # lifecycle ---------------------------------------------------------------------------------
-    def start(self) -> SearchRunner:
+    def start(self) -> Any:
         with self._lock:
             if self._thread is not None:
-                raise SearchBusyError(f"this runner for study {self.study!r} was already started; create a new one to resume.")
+                raise SearchBusyError(f"this {self.kind} job for {self.label!r} was already started; create a new one to resume.")
             self._status = "running"
             self._started_at = time.time()
-            self._thread = threading.Thread(target=self._run, daemon=True, name=f"moca-search-{self.study}")
+            self._thread = threading.Thread(target=self._run, daemon=True, name=f"moca-{self.kind}-{self.label}")
         self._thread.start()
         return self
 
     def stop(self, *, wait: float | None = None) -> bool:
-        """Ask the search to stop; with ``wait`` seconds, block until idle. Returns True once the thread ended."""
+        """Ask the work to stop; with ``wait`` seconds, block until idle. Returns True once the thread ended."""
         with self._lock:
             if self._status == "running":
                 self._status = "stopping"
@@ -99,6 +104,70 @@ class SearchRunner:
         return self._thread is not None and self._thread.is_alive()
 
     @property
+    def status(self) -> str:
+        return self._status
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+    @property
+    def result(self) -> Any:
+        return self._result
+
+    @property
+    def started_at(self) -> float:
+        return self._started_at or 0.0
+
+    def _work(self) -> Any:
+        raise NotImplementedError
+
+    def _failed(self, message: str) -> None:
+        """Called in the job's thread when the work raised (``message`` is the one line shown to the user)."""
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work()
+            final = "stopped" if self._stop.is_set() else "finished"
+        except NasCoreError as exc:
+            self._error = str(exc)
+            self._failed(self._error)
+            final = "error"
+        except Exception as exc:  # noqa: BLE001 - the thread must report, not die silently
+            log.exception("%s job %s crashed", self.kind, self.label)
+            self._error = f"{type(exc).__name__}: {_first_line(exc)}"
+            self._failed(self._error)
+            final = "error"
+        with self._lock:
+            self._status = final
+            self._ended_at = time.time()
+            self._finished()
+
+    def _finished(self) -> None:
+        """Called under the job's lock once the work has ended."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc)
+    return text.splitlines()[0] if text else ""
+
+
+class SearchRunner(BackgroundJob):
+    """Runs one search in a daemon thread. ``stop()`` ends the current trial at its next batch boundary."""
+
+    kind = "search"
+
+    def __init__(self, config: SearchConfig) -> None:
+        super().__init__(config.study_name)
+        self.config = config.validate()
+        self.study = config.study_name
+        self._events: list[ev.Event] = []
+        self._listeners: list[Any] = []
+        self._current: dict[str, Any] = {}
+        self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        self._points: list[dict[str, Any]] = []
+
+    @property
     def result(self) -> SearchResult | None:
         return self._result
 
@@ -106,23 +175,14 @@ class SearchRunner:
         """Call ``listener(event)`` from the search thread for every new event (keep it fast)."""
         self._listeners.append(listener)
 
-    def _run(self) -> None:
-        try:
-            self._result = run_search(self.config, emit=self._on_event, stop_event=self._stop)
-            final = "stopped" if self._stop.is_set() else "finished"
-        except NasCoreError as exc:
-            self._error = str(exc)
-            self._on_event(ev.SearchError(self.study, message=str(exc)))
-            final = "error"
-        except Exception as exc:  # noqa: BLE001 - the thread must report, not die silently
-            log.exception("search %s crashed", self.study)
-            self._error = f"{type(exc).__name__}: {exc}"
-            self._on_event(ev.SearchError(self.study, message=self._error))
-            final = "error"
-        with self._lock:
-            self._status = final
-            self._ended_at = time.time()
-            self._current = {}
+    def _work(self) -> SearchResult:
+        return run_search(self.config, emit=self._on_event, stop_event=self._stop)
+
+    def _failed(self, message: str) -> None:
+        self._on_event(ev.SearchError(self.study, message=message))
+
+    def _finished(self) -> None:
+        self._current = {}
 
     def _on_event(self, event: ev.Event) -> None:
         with self._lock:
@@ -218,3 +278,57 @@ REGISTRY = RunnerRegistry()
 
 def get_registry() -> RunnerRegistry:
     return REGISTRY
+
+
+class RetrainJob(BackgroundJob):
+    """Retrains one config in a daemon thread so a browser refresh or a page switch does not cut it short."""
+
+    kind = "retrain"
+
+    def __init__(self, config: ModelConfig, *, workspace: str | Path, epochs: int, device: str = "auto", label: str = "") -> None:
+        super().__init__(label)
+        self.config = config
+        self.workspace = str(workspace)
+        self.epochs = int(epochs)
+        self.device = device
+        self.epoch = 0
+        self.last: dict[str, float] = {}
+
+    def _on_epoch(self, epoch: int, total: int, row: dict[str, float]) -> None:
+        with self._lock:
+            self.epoch, self.last = epoch, dict(row)
+
+    def _work(self) -> dict[str, Any]:
+        return retraining.retrain(self.config, workspace=self.workspace, epochs=self.epochs, device=self.device,
+                                  on_epoch=self._on_epoch, should_stop=self._stop.is_set)
+
+    def progress(self) -> tuple[float, str]:
+        with self._lock:
+            epoch, last = self.epoch, dict(self.last)
+        text = f"epoch {epoch} / {self.epochs}"
+        if "val_accuracy" in last:
+            text += f" — val acc {last['val_accuracy']:.4f}"
+        return min(1.0, epoch / max(1, self.epochs)), text
+
+
+_RETRAIN: dict[tuple[str, str, int], RetrainJob] = {}
+_RETRAIN_LOCK = threading.Lock()
+
+
+def start_retrain(config: ModelConfig, *, workspace: str | Path, study: str, trial: int, epochs: int, device: str = "auto") -> RetrainJob:
+    """Start retraining a trial's config for ``epochs``; a second start while it runs is refused."""
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ConfigError(f"retrain epochs must be a positive whole number, but got {epochs!r}.")
+    key = (str(Path(workspace).resolve()), study, int(trial))
+    with _RETRAIN_LOCK:
+        old = _RETRAIN.get(key)
+        if old is not None and old.is_alive():
+            raise SearchBusyError(f"trial {trial} of {study!r} is already being retrained; wait for it or stop it first.")
+        job = RetrainJob(config, workspace=workspace, epochs=epochs, device=device, label=f"{study}-{trial}")
+        _RETRAIN[key] = job
+    return job.start()
+
+
+def get_retrain(workspace: str | Path, study: str, trial: int) -> RetrainJob | None:
+    with _RETRAIN_LOCK:
+        return _RETRAIN.get((str(Path(workspace).resolve()), study, int(trial)))

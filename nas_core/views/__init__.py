@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 
 from nas_core import events as ev
-from nas_core.errors import ConfigError, DatasetError, NasCoreError, SearchBusyError
+from nas_core.errors import ConfigError, DatasetError, NasCoreError
+from nas_core.jobs import RetrainJob, get_retrain, start_retrain  # noqa: F401 - the pages call them here
 from nas_core.schema.config import Architecture, ModelConfig
 from nas_core.schema.objectives import OBJECTIVES
 from nas_core.workspace import default_storage, study_dir
@@ -1565,90 +1566,7 @@ def proxy_correlation(study: Any) -> ProxyCorrelation | None:
     return ProxyCorrelation(frame=df, spearman=rho, kendall=tau, n=len(df), figure=fig)
 
 
-# --- retrain jobs --------------------------------------------------------------------------------
-
-
-class RetrainJob:
-    """Retrains one config in a daemon thread so a browser refresh or a page switch does not cut it short."""
-
-    def __init__(self, config: ModelConfig, *, workspace: str | Path, epochs: int, device: str = "auto", label: str = "") -> None:
-        self.config = config
-        self.workspace = str(workspace)
-        self.epochs = int(epochs)
-        self.device = device
-        self.label = label
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self.status = "idle"  # idle | running | finished | stopped | error
-        self.epoch = 0
-        self.last: dict[str, float] = {}
-        self.result: dict[str, Any] | None = None
-        self.error: str | None = None
-        self.started_at = 0.0
-
-    def start(self) -> RetrainJob:
-        self.status = "running"
-        self.started_at = time.time()
-        self._thread = threading.Thread(target=self._run, daemon=True, name=f"moca-retrain-{self.label}")
-        self._thread.start()
-        return self
-
-    def _on_epoch(self, epoch: int, total: int, row: dict[str, float]) -> None:
-        with self._lock:
-            self.epoch, self.last = epoch, dict(row)
-
-    def _run(self) -> None:
-        from nas_core.deploy.retraining import retrain
-
-        try:
-            self.result = retrain(self.config, workspace=self.workspace, epochs=self.epochs, device=self.device,
-                                  on_epoch=self._on_epoch, should_stop=self._stop.is_set)
-            self.status = "stopped" if self._stop.is_set() else "finished"
-        except NasCoreError as exc:
-            self.error, self.status = str(exc), "error"
-        except Exception as exc:  # noqa: BLE001 - the thread must report, not die silently
-            self.error, self.status = f"{type(exc).__name__}: {_first_line(exc)}", "error"
-
-    def stop(self, wait: float | None = None) -> None:
-        self._stop.set()
-        if wait is not None and self._thread is not None:
-            self._thread.join(wait)
-
-    def is_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def progress(self) -> tuple[float, str]:
-        with self._lock:
-            epoch, last = self.epoch, dict(self.last)
-        text = f"epoch {epoch} / {self.epochs}"
-        if "val_accuracy" in last:
-            text += f" — val acc {last['val_accuracy']:.4f}"
-        return min(1.0, epoch / max(1, self.epochs)), text
-
-
-_RETRAIN: dict[tuple[str, str, int], RetrainJob] = {}
-_RETRAIN_LOCK = threading.Lock()
-
-
-def start_retrain(config: ModelConfig, *, workspace: str | Path, study: str, trial: int, epochs: int, device: str = "auto") -> RetrainJob:
-    """Start retraining a trial's config for ``epochs``; a second start while it runs is refused."""
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ConfigError(f"retrain epochs must be a positive whole number, but got {epochs!r}.")
-    key = (str(Path(workspace).resolve()), study, int(trial))
-    with _RETRAIN_LOCK:
-        old = _RETRAIN.get(key)
-        if old is not None and old.is_alive():
-            raise SearchBusyError(f"trial {trial} of {study!r} is already being retrained; wait for it or stop it first.")
-        job = RetrainJob(config, workspace=workspace, epochs=epochs, device=device, label=f"{study}-{trial}")
-        _RETRAIN[key] = job
-    return job.start()
-
-
-def get_retrain(workspace: str | Path, study: str, trial: int) -> RetrainJob | None:
-    with _RETRAIN_LOCK:
-        return _RETRAIN.get((str(Path(workspace).resolve()), study, int(trial)))
-
+# --- retrain jobs: nas_core.jobs (one background-job class for searches and retrains) --------------------
 
 def config_json(config: ModelConfig) -> str:
     return config.to_json()
