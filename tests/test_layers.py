@@ -7,6 +7,7 @@ still a dependency), resolved to a ``nas_core`` module, and checked against :dat
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -171,8 +172,12 @@ PRIVATE_OPTUNA = {
 
 
 def test_private_optuna_api_stays_in_its_known_places() -> None:
-    import re
-
     pattern = re.compile(r"\._storage\b|\._study_id\b|\._trial_id\b|optuna\.[\w.]*\._\w+|from optuna\.[\w.]*\._\w+ import")
     users = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if pattern.search(p.read_text())}
     assert users <= set(PRIVATE_OPTUNA), f"new private Optuna API use in {sorted(users - set(PRIVATE_OPTUNA))}: use the public API, or add it here with the reason"
+
+
+def test_study_storage_is_opened_in_one_place() -> None:
+    """Optuna RDB storage and SQLAlchemy engines on the study database are made by nas_core.workspace.storage only."""
+    makers = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if re.search(r"RDBStorage\(|create_engine\(", p.read_text())}
+    assert makers == {"nas_core/workspace/storage.py"}, makers

@@ -352,6 +352,7 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
     import optuna
 
     from nas_core.search import SearchConfig
+    from nas_core.workspace.storage import open_storage
 
     ws = _workspace(args.workspace)
     storage = args.storage or f"sqlite:///{Path(ws).resolve() / 'optuna.db'}"
@@ -359,7 +360,7 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
         raise _Fail(f"no study storage at {storage}; pass --workspace or --storage where the workers recorded study {args.study!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        recorded = optuna.load_study(study_name=args.study, storage=storage).user_attrs.get("config")
+        recorded = optuna.load_study(study_name=args.study, storage=open_storage(storage)).user_attrs.get("config")
     except KeyError:
         raise _Fail(f"study {args.study!r} does not exist in {storage.split('://')[0]} storage; check --study and --storage") from None
     if not isinstance(recorded, dict):

@@ -26,9 +26,10 @@ from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-
 from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
 from nas_core.search.mo_pruning import MOSuccessiveHalving
 from nas_core.search.seeds import KnownGoodQueue
-from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir, tune_sqlite
-from nas_core.workspace.faults import as_fatal, storage_kwargs
+from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir
+from nas_core.workspace.faults import as_fatal
 from nas_core.workspace.owners import OWNER_KEY, owner_record, reclaim_dead_trials, reclaim_note
+from nas_core.workspace.storage import open_storage
 
 __all__ = [
     "OBJECTIVES",
@@ -286,20 +287,10 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = config.storage_url()
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    tune_sqlite()
     storage = None
-    interval, grace = heartbeat_settings()
     for attempt in range(5):
         try:
-            storage = optuna.storages.RDBStorage(
-                url,
-                engine_kwargs=storage_kwargs(url),
-                heartbeat_interval=max(1, round(interval)),
-                grace_period=max(2, round(grace)),
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
+            storage = open_storage(url, heartbeat=heartbeat_settings())
             break
         except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
             # Workers starting together race to create the tables; the loser retries and finds them made.

@@ -25,11 +25,9 @@ def _table(meta: Any) -> Any:
 
 
 def _engine(url: str) -> Any:
-    from sqlalchemy import create_engine
+    from nas_core.workspace.storage import storage_engine
 
-    from nas_core.workspace.faults import storage_kwargs
-
-    return create_engine(url, **storage_kwargs(url))
+    return storage_engine(url)
 
 
 def claim(url: str, study: str, what: str, *, owner: dict[str, Any] | None = None) -> bool:

@@ -73,6 +73,8 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
     """Run ``n`` workers to the end (or until ``stop`` is set); returns (failed workers, their last error lines)."""
     import optuna
 
+    from nas_core.workspace.storage import shared_storage
+
     shares = [None] * n if config.trials is None else [math.ceil(config.trials / n)] * n
     if config.trials is not None:
         shares[-1] = max(1, config.trials - sum(shares[:-1]))  # type: ignore[operator]
@@ -106,7 +108,7 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
                         p.send_signal(signal.SIGTERM)  # each child ends its trial at the next batch and records it
             if bar is not None:
                 try:
-                    study = optuna.load_study(study_name=config.study_name, storage=config.storage_url())
+                    study = optuna.load_study(study_name=config.study_name, storage=shared_storage(config.storage_url()))
                     done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
                     bar.update(max(0, done - last_count))
                     last_count = max(last_count, done)

@@ -204,9 +204,9 @@ def _rdb(url: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from nas_core.workspace.faults import storage_kwargs
+    from nas_core.workspace.storage import open_storage
 
-    return optuna.storages.RDBStorage(url, engine_kwargs=storage_kwargs(url))
+    return open_storage(url)
 
 
 def _engine(url: str) -> Any:
