@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -24,7 +25,15 @@ def test_every_subpackage_is_listed_in_pyproject() -> None:
 
 def test_the_installed_wheel_serves_the_app_and_runs_moca(tmp_path: Path) -> None:
     """Build the wheel, unpack it as a site-packages far from the checkout: the app is found inside the package."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+    # Built from a copy of the tracked sources: an in-place build leaves build/ behind, whose stale files a later
+    # build would package.
+    src = tmp_path / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (ROOT / name).is_file() and not name.startswith(("benchmarks/", "tests/", "assets/screenshots/")):
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(src)],
                    check=True, capture_output=True, timeout=300)
     wheel = next((tmp_path / "dist").glob("moca_nas-*.whl"))
     site = tmp_path / "site"
