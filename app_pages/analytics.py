@@ -1,4 +1,5 @@
-"""Analytics page: accuracy-cost trade-offs, top-5 comparison, block usage, learning curves, two studies, proxy vs final."""
+"""Analytics page: accuracy-cost trade-offs, top-5 comparison, block usage, learning curves, two studies, proxy vs final,
+the ranking quality of the study's own fidelity (tau with a bootstrap interval) and the budget split."""
 
 from __future__ import annotations
 
@@ -83,5 +84,31 @@ try:
         c2.metric("Kendall τ", tau)
         c3.metric("Trials", proxy.n)
         st.plotly_chart(proxy.figure, key="an_proxy")
+
+    st.subheader("Ranking quality of this study's fidelity")
+    checks = dashboard.ranking_quality(study)
+    if not checks:
+        st.info("Needs at least 5 complete trials carrying both numbers of a check (e.g. validation and test accuracy).")
+    for i, check in enumerate(checks):
+        lo, hi = check.ci95
+        c1, c2, c3 = st.columns(3)
+        c1.metric(f"Kendall τ: {check.signal} → {check.target}", "n/a" if math.isnan(check.kendall) else f"{check.kendall:.3f}")
+        c2.metric("95 % bootstrap interval", "n/a" if math.isnan(lo) else f"{lo:.2f} to {hi:.2f}")
+        c3.metric("Trials", check.n)
+        st.caption(f"{check.note} Reading: {check.verdict}.")
+        with st.expander(f"Scatter: {check.signal} vs {check.target}", expanded=i == 0):
+            st.plotly_chart(dashboard.ranking_figure(check), key=f"an_rank_{i}")
+    st.caption("How the default space's cheap signals rank 60 trained candidates against #params and FLOPs: "
+               "`benchmarks/results/ranking.md`.")
+
+    st.subheader("Budget split")
+    split = dashboard.budget_split(study)
+    if split is None:
+        st.info("This study ran without --timeout, so nothing was planned: the trials ran to --trials.")
+    else:
+        st.dataframe(split, hide_index=True, key="an_budget")
+        plan = study.user_attrs.get("budget_plan") or {}
+        if plan.get("note"):
+            st.caption(plan["note"])
 except NasCoreError as exc:
     st.error(str(exc))

@@ -193,11 +193,12 @@ def test_analytics_page(tiny_study: Any) -> None:
     at = _app(tiny_study.workspace, "analytics")
     heads = _texts(at.subheader)
     assert heads == ["Accuracy vs cost", "Top 5 side by side", "Block usage in good vs bad trials", "Accuracy vs epochs",
-                     "Compare two studies", "Proxy score vs final accuracy"]
+                     "Compare two studies", "Proxy score vs final accuracy", "Ranking quality of this study's fidelity", "Budget split"]
     top = at.dataframe[0].value
     assert list(top.columns)[0].startswith("trial ") and "val_accuracy" in top.index
     infos = " ".join(_texts(at.info))
     assert "No proxy data yet" in infos and "Only one study" in infos
+    assert "Needs at least 5 complete trials" in infos and "ran without --timeout" in infos  # 3 trials, no timeout
     assert len(at.get("plotly_chart")) >= 4
     at.segmented_control(key="an_cost").set_value("params").run()
     assert not at.exception and not at.error

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("training",),
     ("library",),
     ("deploy",),
-    ("results",),
+    ("results", "ranking"),
     ("fidelities",),
     ("search",),
     ("jobs",),

@@ -120,6 +120,9 @@ __all__ = [
     "epoch_curves_figure",
     "compare_studies",
     "proxy_correlation",
+    "ranking_quality",
+    "ranking_figure",
+    "budget_split",
     "RetrainJob",
     "start_retrain",
     "get_retrain",
@@ -1564,6 +1567,52 @@ def proxy_correlation(study: Any) -> ProxyCorrelation | None:
     fig.update_layout(title=f"Proxy vs final accuracy (Spearman ρ = {rho:.3f}, n = {len(df)})" if not math.isnan(rho)
                       else f"Proxy vs final accuracy (n = {len(df)}; need 3+ varied points for a rank correlation)", height=420)
     return ProxyCorrelation(frame=df, spearman=rho, kendall=tau, n=len(df), figure=fig)
+
+
+@_per_state
+def ranking_quality(study: Any) -> list[Any]:
+    """The study's own ranking checks (:func:`nas_core.ranking.ranking_quality`): tau with a bootstrap interval each."""
+    from nas_core.ranking import ranking_quality as checks
+
+    return checks(_trials(study))
+
+
+def ranking_figure(check: Any) -> Any:
+    """A check's pairs as a scatter, titled with its tau and interval."""
+    import plotly.graph_objects as go
+
+    lo, hi = check.ci95
+    fig = go.Figure(go.Scatter(x=list(check.signal_values), y=list(check.target_values), mode="markers",
+                               text=[f"trial {n}" for n in check.numbers], hovertemplate="%{text}<br>%{x:.4f} → %{y:.4f}<extra></extra>"))
+    fig.update_layout(title=f"{check.signal} vs {check.target}: Kendall τ {check.kendall:.3f} (95 % CI {lo:.2f} to {hi:.2f}, n = {check.n})",
+                      xaxis_title=check.signal, yaxis_title=check.target, height=380, margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
+
+
+def budget_split(study: Any) -> pd.DataFrame | None:
+    """Planned vs used seconds per phase (search, finalists, final training) of a timed study; None without a --timeout."""
+    from nas_core.schema.budget import BudgetPlan
+
+    raw = study.user_attrs.get("budget_plan")
+    if not raw:
+        return None
+    plan = BudgetPlan.from_dict(raw)
+    if plan.timeout_s is None:
+        return None  # nothing was planned: the trials ran to --trials
+    trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start is not None]
+    search_used = None
+    if trials:
+        ends = [t.datetime_complete or t.datetime_start for t in trials]
+        search_used = (max(ends) - min(t.datetime_start for t in trials)).total_seconds()
+    final = study.user_attrs.get("final_training") or {}
+    tuned = [float((t.user_attrs.get("metrics") or {}).get("finetune_seconds") or 0.0) for t in _trials(study)]
+    finalists = sum(tuned) if any(tuned) else None
+    used = {"search (trials)": search_used, "finalists (fine-tune)": finalists, "final training of the best": final.get("seconds")}
+    rows = []
+    for phase, planned in plan.rows():
+        value = used.get(phase)
+        rows.append({"phase": phase, "planned": planned, "used": "-" if value is None else f"{float(value):,.0f} s"})
+    return pd.DataFrame(rows)
 
 
 # --- retrain jobs: nas_core.jobs (one background-job class for searches and retrains) --------------------
