@@ -10,6 +10,7 @@ from nas_core import dashboard
 from nas_core.errors import NasCoreError
 from nas_core.runner import RunnerRegistry, get_registry
 from nas_core.workspace import default_workspace
+from app_pages import fleet_ui
 
 SEARCH_PAGE = "app_pages/search.py"
 
@@ -51,6 +52,7 @@ def sidebar() -> None:
         st.text_input("Workspace", key="workspace", help="Folder with the studies, MLflow runs and caches "
                       "(default ./moca_runs or $MOCA_HOME). Type another path to switch.")
         ws = workspace()
+        fleet_ui.storage_settings(ws)
         items = studies()
         if items:
             warming = dashboard.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory

@@ -9,7 +9,7 @@ import streamlit as st
 
 from nas_core import dashboard
 from nas_core.errors import NasCoreError
-from app_pages import common
+from app_pages import common, fleet_ui
 
 
 def _importance_panel(study: Any) -> None:
@@ -41,6 +41,10 @@ counts[0].metric("Complete", summary["n_complete"])
 counts[1].metric("Pruned", summary["n_pruned"])
 counts[2].metric("Failed", summary["n_failed"])
 counts[3].metric("Running", summary["n_running"])
+
+if summary["n_running"]:  # the workers running this study's trials, re-read every 2 s (nothing to show once it ends)
+    with st.expander(f"Workers ({summary['n_running']} running trials)", expanded=True):
+        st.fragment(run_every=2.0)(fleet_ui.workers_panel)(study)
 
 proxy = dashboard.proxy_name(study)
 if proxy:

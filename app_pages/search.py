@@ -13,7 +13,7 @@ from nas_core.data import inspect_dataset, list_datasets
 from nas_core.errors import NasCoreError
 from nas_core.search import OBJECTIVES, SearchConfig, default_study_name
 from nas_core.space import PRESETS
-from app_pages import common
+from app_pages import common, fleet_ui
 
 UPLOAD = "__upload__"
 NEW_STUDY = "__new__"
@@ -202,13 +202,14 @@ def _config_form(ws: str) -> None:
         space_name, space_data, space_ok = _space_section()
     with right:
         settings = _settings_section(dataset, space_name)
+        workers = fleet_ui.workers_input(ws)
         ready = dataset is not None and space_ok
         if st.button("Start", type="primary", key="start", disabled=not ready, icon=":material/play_arrow:",
                      help=None if ready else "choose a loadable dataset and a valid search space first"):
             try:
                 config = SearchConfig(dataset=dataset or "", workspace=ws, space=space_name, space_data=space_data, data_dir=data_dir,
                                       **settings)
-                runner = common.registry().start(config)
+                runner = common.registry().start(config, workers=workers)
             except NasCoreError as exc:
                 st.error(str(exc))
             else:
@@ -217,7 +218,8 @@ def _config_form(ws: str) -> None:
                 st.session_state["live_study"] = runner.study
                 st.session_state["_live_active"] = True
                 st.session_state["_select_study"] = runner.study  # the sidebar selects it on the next run
-                common.flash("success", f"Started **{runner.study}**: {config.trials} trials on {config.dataset}.")
+                common.flash("success", f"Started **{runner.study}**: {config.trials} trials on {config.dataset}"
+                                        + (f" with {workers} workers." if workers > 1 else "."))
                 st.rerun()
 
 
@@ -292,6 +294,12 @@ def _live_panel() -> None:
             st.dataframe(params, hide_index=True, height=260, key="current_params")
         else:
             st.caption("No trial running.")
+    if getattr(runner, "workers", 1) > 1 and snap.active:
+        with st.expander(f"Workers ({runner.workers})", expanded=True):
+            try:
+                fleet_ui.workers_panel(dashboard.load_study(ws, snap.study))
+            except NasCoreError as exc:
+                st.caption(str(exc))
     st.markdown("**Event log**")
     st.code("\n".join(dashboard.event_lines(snap.recent, limit=200)) or "(no events yet)", language=None, height=240)
 

@@ -49,6 +49,7 @@ def main() -> int:
     from nas_core import moca
     from nas_core.data import load_dataset
     from nas_core.evaluate import EvalContext
+    from nas_core.export import FINAL_RESULT_PREFIX
     from nas_core.genotype import ModelConfig
     from nas_core.library import build_library
     from nas_core.schema.record import trial_record
@@ -85,6 +86,8 @@ def main() -> int:
                 if abs(proxy.metrics["val_accuracy"] - trial_record(trial)["metrics"]["val_accuracy"]) > 1e-9:
                     raise SystemExit(f"seed {seed} trial {trial.number}: the proxy did not reproduce its recorded accuracy")
                 _save_weights(study_dir(ws, cfg.study) / "weights" / f"trial_{trial.number}.safetensors", proxy.state_dict)
+            for key in [k for k in study.user_attrs if k.startswith(FINAL_RESULT_PREFIX)]:
+                study.set_user_attr(key, None)  # forget the search's own fine-tune, so this one runs (None is no record)
             study.set_user_attr("final_results", {})
             t = time.perf_counter()
             done = moca.finalize_top_k(study=study, config=cfg, data=data, device=cpu, workspace=ws)

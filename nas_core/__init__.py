@@ -64,6 +64,9 @@ _MOVED = {
     "nas_core.runner": "nas_core.jobs",
     "nas_core.dashboard": "nas_core.views",
     "nas_core.tunnel": "nas_core.serve",
+    "nas_core.storages": "nas_core.workspace.storage",
+    "nas_core.workspace_config": "nas_core.workspace.config",
+    "nas_core.fleet": "nas_core.views.fleet",
 }
 
 

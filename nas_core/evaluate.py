@@ -14,6 +14,7 @@ from nas_core.training.loop import (
     set_seed,
     threads,
     train_model,
+    warm_up_training,
 )
 from nas_core.training.measure import (
     LATENCY_THREADS,
@@ -56,4 +57,5 @@ __all__ = [
     "threads",
     "LATENCY_THREADS",
     "predict",
+    "warm_up_training",
 ]

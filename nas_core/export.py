@@ -7,8 +7,10 @@ from nas_core.deploy.exporters import EXPORT_FORMATS, export_model
 from nas_core.deploy.retraining import rebuild_snippet, retrain
 from nas_core.model.weights import load_weights, save_weights
 from nas_core.results.tables import (
+    final_results,
     final_training,
     pareto_rows,
+    record_final_result,
     remeasure_latencies,
     study_rows,
     summary_markdown,
@@ -32,6 +34,8 @@ __all__ = [
     "retrain",
     "package_versions",
     "rebuild_snippet",
+    "final_results",
     "final_training",
+    "record_final_result",
     "remeasure_latencies",
 ]

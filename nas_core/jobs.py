@@ -20,6 +20,7 @@ from nas_core.deploy import retraining
 from nas_core.errors import ConfigError, NasCoreError, SearchBusyError
 from nas_core.schema.config import ModelConfig
 from nas_core.search import SearchConfig, SearchResult, run_search
+from nas_core.search.workers import check_workers, run_fleet
 
 __all__ = ["BackgroundJob", "RunnerSnapshot", "SearchRunner", "RetrainJob", "RunnerRegistry", "REGISTRY", "get_registry", "start_retrain",
            "get_retrain"]
@@ -157,10 +158,13 @@ class SearchRunner(BackgroundJob):
 
     kind = "search"
 
-    def __init__(self, config: SearchConfig) -> None:
+    def __init__(self, config: SearchConfig, *, workers: int = 1) -> None:
         super().__init__(config.study_name)
         self.config = config.validate()
         self.study = config.study_name
+        self.workers = workers  # > 1: that many worker processes on the config's shared storage (nas_core.search.workers)
+        if workers > 1:
+            check_workers(workers, config.storage_url())  # refused here, before a thread starts, so the page says why
         self._events: list[ev.Event] = []
         self._listeners: list[Any] = []
         self._current: dict[str, Any] = {}
@@ -176,6 +180,8 @@ class SearchRunner(BackgroundJob):
         self._listeners.append(listener)
 
     def _work(self) -> SearchResult:
+        if self.workers > 1:
+            return run_fleet(self.config, self.workers, emit=self._on_event, stop_event=self._stop)
         return run_search(self.config, emit=self._on_event, stop_event=self._stop)
 
     def _failed(self, message: str) -> None:
@@ -245,8 +251,8 @@ class RunnerRegistry:
     def _key(workspace: str | Path, study: str) -> tuple[str, str]:
         return (str(Path(workspace).resolve()), study)
 
-    def start(self, config: SearchConfig) -> SearchRunner:
-        runner = SearchRunner(config)
+    def start(self, config: SearchConfig, *, workers: int = 1) -> SearchRunner:
+        runner = SearchRunner(config, workers=workers)
         key = self._key(config.workspace, runner.study)
         with self._lock:
             old = self._runners.get(key)

@@ -1,8 +1,15 @@
-"""Shared fixtures: one real tiny finished study (digits, 3 trials, 2 epochs) built once per test session."""
+"""Shared fixtures: one real tiny finished study (digits, 3 trials, 2 epochs) built once per test session, and a real
+PostgreSQL server on loopback for the scale-out tests."""
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,3 +34,40 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> TinyStudy:
     result = run_search(SearchConfig(dataset="digits", trials=3, epochs=2, train_samples=300, workspace=str(ws), study="tiny", seed=0))
     assert result.n_complete >= 1 and result.best_config, result
     return TinyStudy(workspace=ws, study="tiny", best_config=Path(result.best_config))
+
+
+def free_port() -> int:
+    """A port nothing listens on now (loopback)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of its own on a free loopback port (initdb + pg_ctl), for the whole session; skipped without it."""
+    bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not bins:
+        pytest.skip("PostgreSQL is not installed (scripts/test.sh installs the Debian package postgresql)")
+    pytest.importorskip("psycopg2")
+    bindir = Path(bins[-1]).parent
+    base = Path(tempfile.mkdtemp(prefix="moca-pg-"))
+    data = base / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the postgres system user
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser; cannot start PostgreSQL")
+        os.chmod(base, 0o755)
+        data.mkdir()
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"], check=True, capture_output=True)
+    log = data / "server.log"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60",
+                    "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

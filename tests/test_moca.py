@@ -14,6 +14,7 @@ from nas_core import moca
 from nas_core.assemble import assemble
 from nas_core.data import load_dataset
 from nas_core.evaluate import FIDELITIES, FINALIZERS, EvalContext
+from nas_core.export import final_results
 from nas_core.genotype import Architecture, BlockSpec, HeadSpec, TrainingRecipe
 from nas_core.library import build_library, open_library
 from nas_core.moca import FeatureCache, bind_architecture, cache_stats, frozen_prefix, reset_cache_stats
@@ -223,15 +224,15 @@ def test_a_fine_tune_phase_with_no_time_left_is_skipped_and_says_why(workspace: 
     import time
 
     ws, cfg, study, data = _searched(workspace, tmp_path, "late", trials=2)
-    before = dict(study.user_attrs["final_results"])
+    before = dict(final_results(study))
     done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 2}), data=data,
                                device=torch.device("cpu"), workspace=ws, deadline=time.perf_counter() - 1)
     assert done == [] and "--timeout" in study.user_attrs["finetune_skipped"]
-    assert study.user_attrs["final_results"] == before  # nothing recorded is lost
+    assert final_results(study) == before  # nothing recorded is lost
     # resuming with time to spare fine-tunes the second finalist and clears the note
     done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 2, "finetune_epochs": 1}), data=data,
                                device=torch.device("cpu"), workspace=ws)
-    assert len(done) == 1 and study.user_attrs["finetune_skipped"] is None and len(study.user_attrs["final_results"]) == 2
+    assert len(done) == 1 and study.user_attrs["finetune_skipped"] is None and len(final_results(study)) == 2
 
 
 def test_a_fine_tune_phase_cut_short_by_its_deadline_says_how_many_finalists_it_left(workspace: Path, tmp_path: Path,
@@ -252,5 +253,5 @@ def test_a_fine_tune_phase_cut_short_by_its_deadline_says_how_many_finalists_it_
     done = moca.finalize_top_k(study=study, config=replace(cfg, fidelity_options={"finetune_top_k": 3, "finetune_epochs": 1}), data=data,
                                device=torch.device("cpu"), workspace=ws, deadline=deadline)
     # finalist 1 was fine-tuned by the search; the phase trains finalist 2, then has no time for finalist 3
-    assert len(done) == 1 and len(study.user_attrs["final_results"]) == 2
+    assert len(done) == 1 and len(final_results(study)) == 2
     assert "1 of 3 finalists not fine-tuned" in study.user_attrs["finetune_skipped"]

@@ -110,8 +110,10 @@ def _add_search_args(p: argparse.ArgumentParser, *, worker: bool = False) -> Non
     p.add_argument("--pruner", default="none", help="none (default), median/hyperband/sh (single objective), asha (multi-objective)")
     p.add_argument("--epochs", type=_positive_int, default=20, help="max epochs per trial (default 20; early stopping on validation)")
     p.add_argument("--patience", type=_positive_int, default=5, help="early-stopping patience in epochs (default 5)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<workspace>/optuna.db; PostgreSQL for many workers)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default sqlite:///<workspace>/mlflow.db)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL, recorded in <workspace>/moca.json (default: the one recorded "
+                   "there, else sqlite:///<workspace>/optuna.db; PostgreSQL or grpc://HOST:PORT for many workers)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI, recorded in <workspace>/moca.json (default: the one "
+                   "recorded there, else sqlite:///<workspace>/mlflow.db)")
     p.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto picks CUDA when present")
     p.add_argument("--data-dir", default=None, help="folder with IDX files (mnist, fashion-mnist) or downloads")
@@ -145,10 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("finalize", help="run a study's final phase (fine-tune finalists, refit) once after its workers, and write its outputs")
     p.add_argument("--study", required=True)
     p.add_argument("--workspace", default=None)
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///<workspace>/optuna.db)")
-    p.add_argument("--tracking-uri", default=None)
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: the workspace's moca.json, else its optuna.db)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the workspace's moca.json, else its mlflow.db)")
     p.add_argument("--force", action="store_true", help="run it again even if it already ran for the study's current trials")
     p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("storage-proxy", help="serve a study database to workers as Optuna's gRPC storage proxy (--storage grpc://HOST:PORT)")
+    p.add_argument("--storage", required=True, help="the database's SQLAlchemy URL, e.g. postgresql+psycopg2://USER@HOST/DB")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0 for other machines)")
+    p.add_argument("--port", type=_positive_int, default=13000, help="port to listen on (default 13000)")
 
     p = sub.add_parser("train", help="rebuild a config and retrain it; last stdout line is a JSON object of metrics")
     p.add_argument("--config", required=True, help="a best_config.json")
@@ -234,6 +241,7 @@ def _search_config(args: argparse.Namespace) -> Any:
 def _cmd_search(args: argparse.Namespace) -> int:
     SIGNALS.graceful = True
     config = _search_config(args)
+    _remember_uris(args)
     if SIGNALS.event.is_set():
         print("stopped before the search started; nothing was recorded", file=sys.stderr)
         return SIGNALS.exit_code
@@ -256,16 +264,18 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return _run_and_report(config, args)
 
 
-def _open_study_run(config: Any) -> None:
-    """Create the study and its MLflow parent run before the workers start, so all of them nest under one parent."""
-    from nas_core.search import open_study
-    from nas_core.tracking import Tracker, default_tracking_uri
+def _remember_uris(args: argparse.Namespace) -> None:
+    """``--storage``/``--tracking-uri`` become the workspace's (moca.json), so the dashboard and later commands follow them."""
+    if args.storage or args.tracking_uri:
+        from nas_core.workspace.config import save_config
 
-    open_study(config)
-    if config.tracking:
-        ws = Path(config.workspace)
-        tracker = Tracker(tracking_uri=config.tracking_uri or default_tracking_uri(ws), workspace=ws, study_name=config.study_name)
-        tracker.start(config.to_dict())
+        save_config(_workspace(args.workspace), storage=args.storage, tracking_uri=args.tracking_uri)
+
+
+def _open_study_run(config: Any) -> None:
+    from nas_core.search.workers import open_study_run
+
+    open_study_run(config)
 
 
 def _run_and_report(config: Any, args: argparse.Namespace) -> int:
@@ -352,10 +362,12 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
     import optuna
 
     from nas_core.search import SearchConfig
+    from nas_core.workspace.config import workspace_storage
     from nas_core.workspace.storage import open_storage
 
     ws = _workspace(args.workspace)
-    storage = args.storage or f"sqlite:///{Path(ws).resolve() / 'optuna.db'}"
+    _remember_uris(args)
+    storage = args.storage or workspace_storage(ws)
     if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
         raise _Fail(f"no study storage at {storage}; pass --workspace or --storage where the workers recorded study {args.study!r}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -371,6 +383,15 @@ def _cmd_finalize(args: argparse.Namespace) -> int:
                   finalize_only=True, finalize_force=args.force, worker_index=0, objectives=tuple(recorded.get("objectives", ())))
     config = SearchConfig(**fields).validate()
     return _run_and_report(config, args)
+
+
+def _cmd_storage_proxy(args: argparse.Namespace) -> int:
+    from nas_core.workspace.config import describe
+    from nas_core.workspace.storage import run_proxy
+
+    print(f"serving {describe(args.storage)} as grpc://{args.host}:{args.port} (Ctrl-C stops)", file=sys.stderr)
+    run_proxy(args.storage, host=args.host, port=args.port)
+    return 0
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -464,6 +485,7 @@ COMMANDS = {
     "search": _cmd_search,
     "worker": _cmd_search,
     "finalize": _cmd_finalize,
+    "storage-proxy": _cmd_storage_proxy,
     "train": _cmd_train,
     "export": _cmd_export,
     "datasets": _cmd_datasets,

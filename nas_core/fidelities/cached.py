@@ -549,7 +549,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     ``init="library"`` starts from the trial's saved weights (library blocks + trained adapters and
     head) or the library; ``"scratch"`` from a fresh initialisation. Optuna freezes finished trials, so
     each fine-tuned trial's new ``metrics``/``config`` (with ``final_accuracy``, ``proxy_accuracy`` and
-    the final validation/test accuracy) go to the study attribute ``final_results``, which
+    the final validation/test accuracy) go to the study attribute ``final_result.<number>``, which
     :func:`nas_core.export.with_final_results` lays over the trial; its saved weights become the
     fine-tuned ones. Options:
     ``finetune_top_k`` (2), ``finetune_epochs`` (:data:`FINETUNE_EPOCHS` (5) from proxy weights, at most the search's epochs;
@@ -561,6 +561,7 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     config's training recipe; "sampled": the trial's own recipe).
     """
     from nas_core import events as ev
+    from nas_core.results.tables import final_results, record_final_result
     from nas_core.schema.config import ModelConfig
     from nas_core.training.measure import measure_model
     from nas_core.training.stops import StopRequested
@@ -589,10 +590,10 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
     for i, trial in enumerate(finalists):
         if stop_event is not None and stop_event.is_set():
             break
-        if str(trial.number) in (study.user_attrs.get("final_results") or {}):
+        if str(trial.number) in final_results(study):
             continue  # a resumed study: already fine-tuned
         if time.perf_counter() > deadline:
-            finished = study.user_attrs.get("final_results") or {}  # one storage read, not one per finalist left
+            finished = final_results(study)  # one storage read, not one per finalist left
             left_out = sum(1 for t in finalists[i:] if str(t.number) not in finished)
             break
         cfg = ModelConfig.from_dict(trial.user_attrs["config"])
@@ -664,11 +665,10 @@ def finalize_top_k(*, study: Any, config: Any, data: Any, device: torch.device, 
         cfg_dict["training"] = replace(recipe, epochs=int(cfg.training.epochs), patience=int(cfg.training.patience)).to_dict()
         cfg_dict["provenance"] = {**cfg_dict.get("provenance", {}),
                                   "finetune": {"init": how, "epochs": len(history), "seconds": round(wall, 2), "recipe": recipe.to_dict()}}
-        # Optuna freezes finished trials: the final record lives in the study (read by nas_core.export.with_final_results).
-        final_results = dict(study.user_attrs.get("final_results") or {})
-        final_results[str(trial.number)] = json.loads(json.dumps(
-            {"metrics": new_metrics, "config": cfg_dict, "finetune_history": history}, default=str))
-        study.set_user_attr("final_results", final_results)
+        # Optuna freezes finished trials: the final record is a study attribute of this trial's own (read by
+        # nas_core.export.with_final_results), never a shared one rewritten by every finalist.
+        record_final_result(study, trial.number, json.loads(json.dumps(
+            {"metrics": new_metrics, "config": cfg_dict, "finetune_history": history}, default=str)))
         if weights.parent.exists() or getattr(config, "save_weights", True):
             from nas_core.model.weights import save_weights
 

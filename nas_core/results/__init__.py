@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from nas_core.results.pareto import dominates, hv_contributions, hypervolume, nondominated_sort, normalizer, pareto_front, pick_points, to_minimize
 from nas_core.results.tables import (
+    final_results,
     final_training,
     pareto_rows,
+    record_final_result,
     remeasure_latencies,
     study_rows,
     summary_markdown,
@@ -15,7 +17,9 @@ from nas_core.results.tables import (
 
 __all__ = [
     "dominates",
+    "final_results",
     "final_training",
+    "record_final_result",
     "hv_contributions",
     "hypervolume",
     "nondominated_sort",

@@ -13,19 +13,41 @@ from nas_core.deploy.config import build_model
 from nas_core.schema.config import ModelConfig
 from nas_core.schema.record import with_records
 
+FINAL_RESULT_PREFIX = "final_result."
+
+
+def final_results(study: Any) -> dict[str, dict[str, Any]]:
+    """{trial number as text: its post-search record} for every finalist.
+
+    Each finalist's record is its own study attribute ``final_result.<number>``, written once by the process that
+    fine-tuned it (Optuna freezes finished trials, so it cannot go on the trial itself); studies made before that
+    kept them all in one attribute ``final_results``, which is still read (a per-trial record wins).
+    """
+    attrs = study.user_attrs
+    out = dict(attrs.get("final_results") or {})
+    for key, value in attrs.items():
+        if key.startswith(FINAL_RESULT_PREFIX) and isinstance(value, dict):
+            out[key[len(FINAL_RESULT_PREFIX):]] = value
+    return out
+
+
+def record_final_result(study: Any, number: int, record: dict[str, Any]) -> None:
+    """Store one finalist's record under its own key: two writers never rewrite each other's results."""
+    study.set_user_attr(f"{FINAL_RESULT_PREFIX}{number}", record)
+
 
 def with_final_results(study: Any, trials: list[Any]) -> list[Any]:
     """Trials with their post-search records laid over their user attributes.
 
     Optuna freezes a finished trial, so a fidelity's second phase (e.g. the cached fidelity's
-    end-to-end fine-tune) stores each trial's final ``metrics``/``config`` in the study user
-    attribute ``final_results`` ({trial number: {...}}), and the quiet latency re-measurement of the
+    end-to-end fine-tune) stores each trial's final ``metrics``/``config`` in a study user
+    attribute of its own (:func:`final_results`), and the quiet latency re-measurement of the
     front (:func:`remeasure_latencies`) stores its figures in ``latency_remeasured``; every table and
     output reads them through here.
     """
     trials = with_records(trials)  # every reader sees a trial's record fields by name (schema.record)
     attrs = study.user_attrs
-    final = attrs.get("final_results") or {}
+    final = final_results(study)
     latency = attrs.get("latency_remeasured") or {}
     if not final and not latency:
         return trials
@@ -81,7 +103,7 @@ def remeasure_latencies(study: Any, *, limit: int = 12, ranks: int = 3, budget_s
 
     trials = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
               if "metrics" in t.user_attrs and "config" in t.user_attrs and "duplicate_of" not in t.user_attrs]
-    final = study.user_attrs.get("final_results") or {}
+    final = final_results(study)
     if final:
         trials = [t for t in trials if str(t.number) in final] or trials
     if not trials:
@@ -142,7 +164,7 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
 
     Multi-objective studies use their own objectives; a single-objective study is shown against latency
     so "best and fastest" still has a front. Once a fidelity's second phase has trained finalists
-    (``final_results``), the front is over them only: the other trials hold proxy values (for the
+    (:func:`final_results`), the front is over them only: the other trials hold proxy values (for the
     zero-cost fidelity a score, not an accuracy) that must not compete with measured accuracies.
     """
     from optuna.trial import TrialState
@@ -151,7 +173,7 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     from nas_core.schema.objectives import OBJECTIVES
 
     trials = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if "metrics" in t.user_attrs]
-    final = study.user_attrs.get("final_results") or {}
+    final = final_results(study)
     if final:
         trials = [t for t in trials if str(t.number) in final] or trials
     if not trials:

@@ -26,9 +26,10 @@ from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-
 from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
 from nas_core.search.mo_pruning import MOSuccessiveHalving
 from nas_core.search.seeds import KnownGoodQueue
-from nas_core.workspace import check_study_name, default_storage, default_workspace, study_dir
+from nas_core.workspace import check_study_name, default_workspace, study_dir
+from nas_core.workspace.config import workspace_storage, workspace_tracking_uri
 from nas_core.workspace.faults import as_fatal
-from nas_core.workspace.owners import OWNER_KEY, owner_record, reclaim_dead_trials, reclaim_note
+from nas_core.workspace.owners import OWNER_KEY, device_label, owner_record, reclaim_dead_trials, reclaim_note
 from nas_core.workspace.storage import open_storage
 
 __all__ = [
@@ -187,7 +188,7 @@ class SearchConfig:
         return [OBJECTIVES[o].direction for o in self.objectives]
 
     def storage_url(self) -> str:
-        return self.storage or default_storage(self.workspace)
+        return self.storage or workspace_storage(self.workspace)  # the flag, else the workspace's moca.json, else its optuna.db
 
     def validate(self) -> SearchConfig:
         """Raise a :class:`ConfigError` naming the first bad value and its fix."""
@@ -297,6 +298,8 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
             if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint")):
                 time.sleep(0.5 * (attempt + 1))
                 continue
+            if isinstance(exc, NasCoreError):
+                raise
             fatal = as_fatal(exc, generic=False)
             if fatal is not None:
                 raise fatal from None  # locked, corrupt, disk full: say so, with the fix
@@ -421,8 +424,8 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     from nas_core.fidelities.base import FIDELITIES, EvalContext
     from nas_core.results.tables import write_study_outputs
     from nas_core.schema.config import DatasetRef, ModelConfig
-    from nas_core.tracking import Tracker, default_tracking_uri
-    from nas_core.training.loop import cpu_threads, resolve_device
+    from nas_core.tracking import Tracker
+    from nas_core.training.loop import cpu_threads, resolve_device, warm_up_training
     from nas_core.training.stops import Diverged, StopRequested
 
     config.validate()
@@ -446,6 +449,8 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         import torch
 
         torch.set_num_threads(n_threads)
+    if not config.finalize_only:
+        warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
     if stop_event.is_set():  # stopped during start-up: nothing to record yet
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
@@ -474,7 +479,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     )
     study.set_user_attr("dataset", dataset_ref.to_dict())
     tracker = Tracker(
-        tracking_uri=config.tracking_uri or default_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
+        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
     )
     tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
     objectives = [OBJECTIVES[o] for o in config.objectives]
@@ -502,7 +507,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     reason = "budget"
     n_run = 0
     beat = _Heartbeat(study, interval=heartbeat_settings()[0])
-    owner = owner_record()
+    owner = {**owner_record(), "device": device_label(device)}  # the dashboard's workers view shows it
     last_reclaim = time.monotonic()
     try:
         grid_done = False

@@ -12,9 +12,12 @@ import json
 import time
 from typing import Any
 
-__all__ = ["claim", "claims"]
+from nas_core.workspace.storage import is_grpc, open_storage
+
+__all__ = ["claim", "claims", "CLAIM_PREFIX"]
 
 _TABLE = "moca_claims"
+CLAIM_PREFIX = "moca-claim:"  # behind a gRPC proxy there is no SQL: a claim is a marker study, unique by name
 
 
 def _table(meta: Any) -> Any:
@@ -32,6 +35,8 @@ def _engine(url: str) -> Any:
 
 def claim(url: str, study: str, what: str, *, owner: dict[str, Any] | None = None) -> bool:
     """True for the one caller that records (study, what) first; False for every later one."""
+    if is_grpc(url):
+        return _grpc_claim(url, study, what, owner=owner)
     from sqlalchemy import MetaData, insert
     from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
@@ -59,6 +64,8 @@ def claim(url: str, study: str, what: str, *, owner: dict[str, Any] | None = Non
 
 def claims(url: str, study: str) -> list[dict[str, Any]]:
     """The claims recorded for a study (what, owner, time), oldest first; empty when there are none."""
+    if is_grpc(url):
+        return _grpc_claims(url, study)
     from sqlalchemy import MetaData, inspect, select
 
     engine = _engine(url)
@@ -71,3 +78,25 @@ def claims(url: str, study: str) -> list[dict[str, Any]]:
         return [{"what": r.what, "owner": json.loads(r.owner or "{}"), "at": r.at} for r in rows]
     finally:
         engine.dispose()
+
+
+def _grpc_claim(url: str, study: str, what: str, *, owner: dict[str, Any] | None) -> bool:
+    """Study names are unique in Optuna's storage, so creating the marker study is the atomic insert."""
+    from optuna.exceptions import DuplicatedStudyError
+    from optuna.study import StudyDirection
+
+    storage = open_storage(url)
+    try:
+        sid = storage.create_new_study([StudyDirection.MINIMIZE], f"{CLAIM_PREFIX}{study}:{what}")
+    except DuplicatedStudyError:
+        return False
+    storage.set_study_user_attr(sid, "claim", {"what": what, "owner": owner or {}, "at": time.time()})
+    return True
+
+
+def _grpc_claims(url: str, study: str) -> list[dict[str, Any]]:
+    storage = open_storage(url)
+    prefix = f"{CLAIM_PREFIX}{study}:"
+    out = [dict(s.user_attrs.get("claim") or {"what": s.study_name[len(prefix):], "owner": {}, "at": 0.0})
+           for s in storage.get_all_studies() if s.study_name.startswith(prefix)]
+    return sorted(out, key=lambda c: c.get("at") or 0.0)

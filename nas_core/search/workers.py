@@ -18,15 +18,16 @@ from typing import Any
 
 from nas_core.errors import ConfigError
 
-__all__ = ["check_workers", "child_argv", "run_workers"]
+__all__ = ["check_workers", "child_argv", "config_argv", "open_study_run", "run_workers", "run_fleet"]
 
 
 def check_workers(n: int, storage_url: str) -> None:
     """SQLite serialises writers: several processes on one file wait on each other's locks instead of running."""
     if n > 1 and storage_url.startswith("sqlite"):
         raise ConfigError(
-            f"--workers {n} needs a storage many processes can write at once, but {storage_url.split('://')[0]} takes one writer "
-            "at a time; pass --storage postgresql+psycopg2://USER@HOST/DB (see docs/scale-out.md) or use --workers 1."
+            f"{n} workers need a storage many processes can write at once, but {storage_url.split('://')[0]} takes one writer "
+            "at a time; pass --storage postgresql+psycopg2://USER@HOST/DB (in the dashboard: the sidebar's Storage settings; "
+            "see docs/scale-out.md) or use 1 worker."
         )
 
 
@@ -73,7 +74,7 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
     """Run ``n`` workers to the end (or until ``stop`` is set); returns (failed workers, their last error lines)."""
     import optuna
 
-    from nas_core.workspace.storage import shared_storage
+    from nas_core.workspace.storage import open_storage
 
     shares = [None] * n if config.trials is None else [math.ceil(config.trials / n)] * n
     if config.trials is not None:
@@ -99,6 +100,7 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
                    dynamic_ncols=True)
     forwarded = False
     last_count = 0
+    bar_storage = None
     try:
         while any(p.poll() is None for p in procs):
             if stop.is_set() and not forwarded:
@@ -108,7 +110,9 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
                         p.send_signal(signal.SIGTERM)  # each child ends its trial at the next batch and records it
             if bar is not None:
                 try:
-                    study = optuna.load_study(study_name=config.study_name, storage=shared_storage(config.storage_url()))
+                    if bar_storage is None:
+                        bar_storage = open_storage(config.storage_url())  # one connection for the bar, grpc:// included
+                    study = optuna.load_study(study_name=config.study_name, storage=bar_storage)
                     done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished())
                     bar.update(max(0, done - last_count))
                     last_count = max(last_count, done)
@@ -127,3 +131,128 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
             lines = [line for line in err.splitlines() if line.strip()]
             errors.append(lines[-1] if lines else f"exit code {p.returncode}")
     return len(errors), errors
+
+
+def open_study_run(config: Any) -> None:
+    """Create the study and its MLflow parent run before the workers start, so all of them nest under one parent."""
+    from pathlib import Path
+
+    from nas_core.search import open_study
+    from nas_core.tracking import Tracker
+    from nas_core.workspace.config import workspace_tracking_uri
+
+    open_study(config)
+    if config.tracking:
+        ws = Path(config.workspace)
+        tracker = Tracker(tracking_uri=config.tracking_uri or workspace_tracking_uri(ws), workspace=ws, study_name=config.study_name)
+        tracker.start(config.to_dict())
+
+
+def config_argv(config: Any) -> list[str]:
+    """``search`` arguments that make a worker run ``config`` (an edited space is written to the study's folder)."""
+    import json
+    from pathlib import Path
+
+    from nas_core.workspace import study_dir
+
+    space = config.space
+    if config.space_data is not None:
+        path = study_dir(config.workspace, config.study_name) / "space.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(config.space_data), encoding="utf-8")
+        space = str(path)
+    argv = ["search", "--dataset", config.dataset, "--seed", str(config.seed), "--workspace", str(Path(config.workspace)),
+            "--objectives", ",".join(config.objectives), "--space", space, "--sampler", config.sampler,
+            "--fidelity", config.fidelity, "--pruner", config.pruner, "--epochs", str(config.epochs),
+            "--patience", str(config.patience), "--storage", config.storage_url(), "--device", config.device]
+    if not config.tracking:
+        argv.append("--no-tracking")
+    elif config.tracking_uri:  # else the workers follow the workspace's (moca.json, or its mlflow.db), as the parent does
+        argv += ["--tracking-uri", config.tracking_uri]
+    for flag, value in (("--timeout", config.timeout), ("--data-dir", config.data_dir), ("--train-samples", config.train_samples),
+                        ("--val-samples", config.val_samples)):
+        if value is not None:
+            argv += [flag, str(value)]
+    for key, value in config.fidelity_options.items():
+        argv += ["--fidelity-option", f"{key}={json.dumps(value)}"]
+    if not config.known_good:
+        argv.append("--no-known-good")
+    return argv
+
+
+def _finished_events(study_name: str, storage: Any, seen: set[int]) -> list[Any]:
+    """TrialFinished events for the study's trials that finished since the last call (the workers' own events stay in
+    their processes; the dashboard's runner counts from these)."""
+    import optuna
+
+    from nas_core import events as ev
+
+    try:
+        study = optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        return []
+    out = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state.is_finished() and t.number not in seen:
+            seen.add(t.number)
+            out.append(ev.TrialFinished(study_name, number=t.number, state=t.state.name, values=tuple(t.values) if t.values else None,
+                                        metrics=dict(t.user_attrs.get("metrics") or {}), reason=str(t.user_attrs.get("reason", ""))))
+    return out
+
+
+def run_fleet(config: Any, n: int, *, emit: Any, stop_event: Any) -> Any:
+    """``search --workers n`` inside a process (the dashboard): n worker processes, then the final phase once.
+
+    Events: one ``TrialFinished`` per trial any worker finishes (read from storage every 0.5 s), then the final phase's
+    own. A stop is forwarded to every worker (each records its running trial) and skips the final phase.
+    """
+    import threading
+    from dataclasses import replace
+
+    from nas_core.errors import NasCoreError
+    from nas_core.search import SearchResult, run_search
+    from nas_core.workspace.storage import open_storage
+
+    check_workers(n, config.storage_url())
+    start = time.time()
+    open_study_run(config)
+    storage = open_storage(config.storage_url())
+    seen: set[int] = {t.number for t in _study_trials(config.study_name, storage) if t.state.is_finished()}
+    done = threading.Event()
+
+    def poll() -> None:
+        while not done.wait(0.5):
+            for event in _finished_events(config.study_name, storage, seen):
+                emit(event)
+
+    poller = threading.Thread(target=poll, daemon=True, name=f"moca-fleet-{config.study_name}")
+    poller.start()
+    try:
+        failed, errors = run_workers(config, n, config_argv(config), stop=stop_event, quiet=True)
+    finally:
+        done.set()
+        poller.join()
+    for event in _finished_events(config.study_name, storage, seen):
+        emit(event)
+    if failed == n:
+        raise NasCoreError(f"all {n} workers failed; the first said: {errors[0]}")
+    notes = tuple(f"a worker failed: {line}" for line in errors)
+    if stop_event.is_set():
+        counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+        for t in _study_trials(config.study_name, storage):
+            if t.state.name in counts:
+                counts[t.state.name] += 1
+        return SearchResult(study=config.study_name, workspace=str(config.workspace), storage=config.storage_url(),
+                            n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"], best_config=None,
+                            wall_s=time.time() - start, reason="stopped", warnings=notes)
+    result = run_search(replace(config, finalize_only=True, finalize=True), emit=emit, stop_event=stop_event)
+    return replace(result, warnings=tuple(result.warnings) + notes, wall_s=time.time() - start)
+
+
+def _study_trials(study_name: str, storage: Any) -> list[Any]:
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=False)
+    except KeyError:
+        return []

@@ -93,6 +93,13 @@ def make_optimizer(params: Any, recipe: TrainingRecipe) -> torch.optim.Optimizer
     return cls(params, lr=recipe.lr, weight_decay=recipe.weight_decay, **fused)  # type: ignore[arg-type]  # fused is a keyword the stubs type loosely
 
 
+def warm_up_training() -> None:
+    """Pay torch's lazy imports before the first trial: a process's first optimizer imports ``torch._dynamo`` (2-5 s on a
+    busy 2-core machine), which inside a trial is before its first batch, where a stop cannot be heard; during a
+    search's start-up a stop is answered at once."""
+    make_optimizer([torch.nn.Parameter(torch.zeros(1))], TrainingRecipe())
+
+
 def augment(x: torch.Tensor, mode: str, gen: torch.Generator) -> torch.Tensor:
     """The recipe's augmentation (``"crop+erase"``...) on an image batch; see :mod:`nas_core.recipes`."""
     return recipes.augment(x, parse_augmentation(mode), gen)

@@ -41,7 +41,9 @@ from nas_core.errors import ConfigError, DatasetError, NasCoreError
 from nas_core.jobs import RetrainJob, get_retrain, start_retrain  # noqa: F401 - the pages call them here
 from nas_core.schema.config import Architecture, ModelConfig
 from nas_core.schema.objectives import OBJECTIVES
-from nas_core.workspace import default_storage, study_dir
+from nas_core.workspace import list_studies, study_dir
+from nas_core.workspace.config import CONFIG_NAME, describe, workspace_storage
+from nas_core.workspace.storage import open_storage
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +149,10 @@ def _storage_ready(workspace: str | Path) -> bool:
     A search that just started creates the schema from its own thread; opening the DB with Optuna
     at that moment would race it (both insert the schema version), so the UI waits until it is done.
     """
-    path = Path(workspace) / "optuna.db"
+    url = workspace_storage(workspace)
+    if not url.startswith("sqlite:///"):
+        return True  # a database server (or a gRPC proxy) set in the workspace's moca.json: opened on first read
+    path = Path(url[len("sqlite:///"):])
     if not path.is_file():
         return False
     try:
@@ -175,17 +180,20 @@ def studies(workspace: str | Path) -> list[dict[str, Any]]:
         return _study_list(Path(workspace))
     except NasCoreError:
         raise
-    except Exception as exc:  # noqa: BLE001 - a corrupt or locked DB file is the user's to fix
-        raise ConfigError(
-            f"cannot read the studies in {Path(workspace)} ({type(exc).__name__}: {_first_line(exc)}); "
-            "check that optuna.db there is an Optuna SQLite file, or choose another workspace."
-        ) from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt or locked DB file, or an unreachable server, is the user's to fix
+        url = workspace_storage(workspace)
+        fix = ("check that optuna.db there is an Optuna SQLite file, or choose another workspace." if url.startswith("sqlite")
+               else f"check the storage URL {describe(url)} (sidebar: Storage, or {Path(workspace) / CONFIG_NAME}) and that its server is up.")
+        raise ConfigError(f"cannot read the studies in {Path(workspace)} ({type(exc).__name__}: {_first_line(exc)}); {fix}") from None
 
 
 def _study_list(ws: Path) -> list[dict[str, Any]]:
     from sqlalchemy import text
 
-    with _engine(default_storage(ws)).connect() as con:
+    url = workspace_storage(ws)
+    if getattr(_rdb(url), "engine", None) is None:  # a gRPC proxy: no SQL, Optuna's own summaries
+        return list_studies(ws, storage=_rdb(url))
+    with _engine(url).connect() as con:
         names = dict(con.execute(text("SELECT study_id, study_name FROM studies")).all())
         counts = {sid: (int(n), start) for sid, n, start in con.execute(
             text("SELECT study_id, COUNT(*), MIN(datetime_start) FROM trials GROUP BY study_id"))}
@@ -207,7 +215,6 @@ def _rdb(url: str) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    from nas_core.workspace.storage import open_storage
 
     return open_storage(url)
 
@@ -222,7 +229,8 @@ def _storage(url: str) -> Any:
     new and unfinished ones (Optuna's own ``_CachedStorage``, kept across reruns instead of rebuilt on every page run)."""
     from optuna.storages._cached_storage import _CachedStorage
 
-    return _CachedStorage(_rdb(url))
+    backend = _rdb(url)
+    return _CachedStorage(backend) if getattr(backend, "engine", None) is not None else backend  # a gRPC proxy caches itself
 
 
 def load_study(workspace: str | Path, name: str) -> Any:
@@ -233,7 +241,7 @@ def load_study(workspace: str | Path, name: str) -> Any:
     if not _storage_ready(ws):
         raise ConfigError(f"workspace {ws} has no studies yet; start a search on the Search page first.")
     try:
-        return optuna.load_study(study_name=name, storage=_storage(default_storage(ws)))
+        return optuna.load_study(study_name=name, storage=_storage(workspace_storage(ws)))
     except KeyError:
         names = ", ".join(s["name"] for s in studies(ws)) or "none"
         raise ConfigError(f"study {name!r} is not in workspace {ws} (studies there: {names}); pick one from the list.") from None
@@ -250,7 +258,7 @@ def study_state(study: Any) -> tuple[Any, Any] | None:
     """(study identity, state token) from two aggregate queries, or None for a study outside an RDB storage.
 
     The token changes whenever a trial is added, changes state or finishes, or a study attribute changes
-    (e.g. the fine-tune phase's ``final_results``), so a view cached under it is never stale, and it is
+    (e.g. a finalist's ``final_result.<number>``), so a view cached under it is never stale, and it is
     read without copying any trial.
     """
     from sqlalchemy import text

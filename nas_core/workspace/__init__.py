@@ -44,6 +44,8 @@ def list_studies(workspace: str | Path, storage: str | None = None) -> list[dict
     summaries = optuna.get_all_study_summaries(storage or default_storage(ws), include_best_trial=False)
     out = []
     for s in summaries:
+        if s.study_name.startswith("moca-claim:"):  # nas_core.claims' markers behind a gRPC proxy, not studies
+            continue
         out.append(
             {
                 "name": s.study_name,

@@ -97,4 +97,6 @@ def storage_kwargs(url: str) -> dict[str, Any]:
     """SQLAlchemy engine arguments for an Optuna RDB storage URL."""
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": sqlite_timeout()}}
+    if url.startswith("postgresql"):  # an unreachable server fails in 10 s, not the OS's minutes (the dashboard waits on it)
+        return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
     return {"pool_pre_ping": True}

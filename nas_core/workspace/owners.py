@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Any
 
-__all__ = ["owner_record", "owner_alive", "pid_alive", "reclaim_dead_trials", "reclaim_note", "OWNER_KEY"]
+__all__ = ["device_label", "owner_record", "owner_alive", "pid_alive", "reclaim_dead_trials", "reclaim_note", "OWNER_KEY"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,13 @@ def owner_record() -> dict[str, Any]:
     """What a trial records about the process running it."""
     pid = os.getpid()
     return {"host": socket.gethostname(), "boot": _boot_id(), "pid": pid, "start": _start_ticks(pid)}
+
+
+def device_label(device: Any) -> str:
+    """The trial's device, with the GPU a ``search --workers`` child was given (its ``CUDA_VISIBLE_DEVICES``)."""
+    label = str(device)
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return f"{label} (GPU {visible})" if label.startswith("cuda") and visible else label
 
 
 def _same_machine(owner: dict[str, Any]) -> bool:
