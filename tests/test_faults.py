@@ -214,3 +214,15 @@ def test_a_library_block_whose_sha256_no_longer_matches_stops_the_cached_search(
     trials = _trials(tmp_path)
     assert len(trials) == 1 and trials[0].state == TrialState.FAIL  # stopped at the first, not failed one by one
     assert "sha256" in trial_record(trials[0])["reason"]
+
+
+def test_a_full_disk_reported_by_a_library_in_its_own_words_is_a_disk_full() -> None:
+    """safetensors raises its own error type on a full disk; the search must stop with the one disk-full line, not a traceback."""
+    from nas_core.errors import WorkspaceError
+    from nas_core.workspace.faults import as_fatal
+
+    class SafetensorError(Exception):
+        pass
+
+    fatal = as_fatal(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), where="ws")
+    assert isinstance(fatal, WorkspaceError) and "full" in str(fatal) and "resume" in str(fatal)

@@ -19,6 +19,9 @@ RESUME_HINT = "finished trials are kept; run the same command again to resume"
 
 _DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _READ_ONLY = {errno.EROFS, errno.EACCES, errno.EPERM}
+# Libraries that do their own I/O report a full disk in their own exception type: safetensors (Rust) says
+# "I/O error: No space left on device (os error 28)", not an OSError.
+_DISK_FULL_TEXT = ("No space left on device", "(os error 28)", "Disk quota exceeded")
 
 
 def sqlite_timeout() -> float:
@@ -64,7 +67,7 @@ def as_fatal(exc: BaseException, *, where: str = "the workspace", generic: bool 
         return exc  # a tampered or missing library block fails every candidate that binds to it
     if isinstance(exc, (StorageError, WorkspaceError)):
         return exc
-    if isinstance(exc, OSError) and exc.errno in _DISK_FULL:
+    if (isinstance(exc, OSError) and exc.errno in _DISK_FULL) or any(m in str(exc) for m in _DISK_FULL_TEXT):
         return WorkspaceError(f"the disk holding {where} is full ({_first_line(exc)}); free some space or use another --workspace; {RESUME_HINT}.")
     if isinstance(exc, OSError) and exc.errno in _READ_ONLY and getattr(exc, "filename", None):
         return WorkspaceError(f"cannot write {exc.filename} ({exc.strerror}); make {where} writable or use another --workspace.")
