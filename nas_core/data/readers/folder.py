@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,9 @@ def _load_folder(root: Path, name: str, listing: list[tuple[Path, os.stat_result
     return _images_to_raw(entries, name=name, origin=str(root), source=f"{root} (folder of class sub-folders)")
 
 
+_WALKED = threading.local()
+
+
 @register_reader("folder")
 class FolderReader(Reader):
     description = "a folder of class sub-folders"
@@ -29,11 +33,14 @@ class FolderReader(Reader):
         return path.is_dir()
 
     def cache_key(self, path: Path) -> list[Any]:
-        self._listing = sorted(_walk_folder(path))
-        return ["folder", str(path.resolve()), [[str(p.relative_to(path)), st.st_size, st.st_mtime_ns] for p, st in self._listing]]
+        listing = sorted(_walk_folder(path))
+        _WALKED.last = (path.resolve(), listing)  # read() right after, in this thread, reuses it: the folder is walked once
+        return ["folder", str(path.resolve()), [[str(p.relative_to(path)), st.st_size, st.st_mtime_ns] for p, st in listing]]
 
     def read(self, path: Path, name: str) -> RawDataset:
-        return _load_folder(path, name, getattr(self, "_listing", None) or sorted(_walk_folder(path)))
+        walked, _WALKED.last = getattr(_WALKED, "last", None), None
+        listing = walked[1] if walked is not None and walked[0] == path.resolve() else sorted(_walk_folder(path))
+        return _load_folder(path, name, listing)
 
     def write_example(self, folder: Path) -> Path:
         from PIL import Image
