@@ -226,3 +226,22 @@ def test_a_full_disk_reported_by_a_library_in_its_own_words_is_a_disk_full() -> 
 
     fatal = as_fatal(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), where="ws")
     assert isinstance(fatal, WorkspaceError) and "full" in str(fatal) and "resume" in str(fatal)
+
+
+def test_a_trial_left_without_an_owner_record_by_a_dead_process_is_reclaimed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk filled up between asking for a trial and recording its owner: the next run fails that trial, so the
+    study holds no RUNNING trial forever; one started after this process (someone else's, about to record) is kept."""
+    import datetime
+
+    from nas_core.schema.record import trial_record
+    from nas_core.workspace import owners
+
+    study = optuna.create_study(study_name="o", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    dead = study.ask()
+    monkeypatch.setattr(owners, "_IMPORTED_AT", datetime.datetime.now() + datetime.timedelta(seconds=1))
+    assert owners.reclaim_dead_trials(study) == [dead.number]
+    t = study.trials[dead.number]
+    assert t.state == TrialState.FAIL and "before it recorded who ran it" in trial_record(t)["reason"]
+    monkeypatch.setattr(owners, "_IMPORTED_AT", datetime.datetime.now() - datetime.timedelta(days=1))
+    fresh = study.ask()
+    assert owners.reclaim_dead_trials(study) == [] and study.trials[fresh.number].state == TrialState.RUNNING

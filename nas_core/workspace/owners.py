@@ -9,6 +9,7 @@ once, as Optuna's own ``RetryHeartbeatStaleTrialCallback`` does after the grace 
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import os
@@ -43,6 +44,9 @@ def _start_ticks(pid: int) -> int | None:
         return int(text[text.rindex(")") + 2 :].split()[19])
     except (ValueError, IndexError):
         return None
+
+
+_IMPORTED_AT = datetime.datetime.now()  # about when this process started (Optuna's trial times are naive local times)
 
 
 def owner_record() -> dict[str, Any]:
@@ -115,6 +119,17 @@ def reclaim_dead_trials(study: Any, *, retry: bool = True) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         owner = t.user_attrs.get(OWNER_KEY)
         if not isinstance(owner, dict):
+            # A process writes its owner record right after asking for the trial; one that started before this process
+            # and still has none was left by a process that died in between (e.g. the disk filled up at that write).
+            if owner is None and not t.params and t.datetime_start is not None and t.datetime_start < _IMPORTED_AT:
+                try:
+                    optuna.trial.Trial(study, t._trial_id).set_user_attr(
+                        "reason", "its process ended before it recorded who ran it (e.g. a full disk); reclaimed")
+                    study.tell(t.number, state=TrialState.FAIL)
+                except Exception as exc:  # noqa: BLE001 - another worker reclaimed it between our read and write
+                    log.info("trial %s was reclaimed elsewhere (%s)", t.number, exc)
+                    continue
+                reclaimed.append(t.number)
             continue
         if owner.get("pid") == me["pid"] and owner.get("start") == me["start"] and _same_machine(owner):
             continue  # this process: another search of ours (e.g. a second study in the dashboard)
