@@ -107,13 +107,13 @@ with tab_dl:
     st.download_button("Config JSON", data=config.to_json(), file_name=f"{base}.json", mime="application/json", key="dl_json",
                        on_click="ignore", icon=":material/data_object:", type="primary")
     st.caption("Rebuilds and retrains this network anywhere (architecture, training recipe, metrics, provenance).")
-    st.download_button("TorchScript (.pt)", data=lambda: dashboard.export_bytes(config, "torchscript", weights=weights),
-                       file_name=f"{base}.pt", mime="application/octet-stream", key="dl_ts", on_click="ignore")
-    if dashboard.onnx_available():
-        st.download_button("ONNX", data=lambda: dashboard.export_bytes(config, "onnx", weights=weights), file_name=f"{base}.onnx",
-                           mime="application/octet-stream", key="dl_onnx", on_click="ignore")
-    else:
-        st.caption("ONNX export needs the optional packages: `pip install onnx onnxruntime`.")
+    for exporter in dashboard.network_exporters():  # one button per registered format (nas_core.deploy.exporters)
+        problem = exporter.available()
+        if problem:
+            st.caption(f"{problem}.")
+            continue
+        st.download_button(exporter.label, data=lambda fmt=exporter.name: dashboard.export_bytes(config, fmt, weights=weights),
+                           file_name=f"{base}{exporter.suffix}", mime=exporter.mime, key=f"dl_{exporter.name}", on_click="ignore")
     if weights is not None:
         st.download_button("Weights (safetensors)", data=weights.read_bytes(), file_name=f"{base}.safetensors",
                            mime="application/octet-stream", key="dl_weights", on_click="ignore")

@@ -11,7 +11,7 @@ import streamlit as st
 from nas_core import dashboard
 from nas_core.data import inspect_dataset, list_datasets
 from nas_core.errors import NasCoreError
-from nas_core.search import FINETUNE_SHARE, OBJECTIVES, SearchConfig, default_study_name
+from nas_core.search import OBJECTIVES, SearchConfig, default_study_name
 from nas_core.space import PRESETS
 from app_pages import common, fleet_ui
 
@@ -38,7 +38,7 @@ def _dataset_section(ws: str) -> tuple[str | None, str | None]:
     )
     dataset: str | None = None
     if choice == UPLOAD:
-        upload = st.file_uploader("Dataset file", type=["zip", "csv", "npz"], key="ds_upload",
+        upload = st.file_uploader("Dataset file", type=dashboard.upload_types(), key="ds_upload",
                                   help="zip: one folder per class with images; CSV: a label column plus pixel columns; "
                                        "NPZ: arrays x (N,H,W[,C]) and y (N).")
         if upload is None:
@@ -148,9 +148,7 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
     epochs = left.number_input("Epochs per trial", min_value=1, max_value=1000, value=20, step=1, key="epochs")
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
     sampler = left.selectbox("Sampler", dashboard.sampler_names(), key="sampler")
-    fidelity = right.selectbox("Fidelity", dashboard.fidelity_names(), key="fidelity",
-                               help="train = full training with early stopping; cached = library blocks, stem features cached, "
-                                    "one short epoch, then the top-k fine-tuned; zero-cost = proxy scores on one batch, then the top-k trained.")
+    fidelity = right.selectbox("Fidelity", dashboard.fidelity_names(), key="fidelity", help=dashboard.fidelity_help())
     pruner = left.selectbox("Pruner", dashboard.pruner_names(), key="pruner",
                             help="median/hyperband: single objective only; asha/sh: multi-objective successive halving.")
     device = right.selectbox("Device", ["auto", "cpu", "cuda"], key="device")
@@ -162,8 +160,8 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
     with st.expander("Budget plan", expanded=bool(timeout)):
         st.dataframe(plan, hide_index=True, width="stretch")
         st.caption(note)
-    if fidelity == "cached":
-        with st.expander("Module library (pretrained blocks the cached fidelity assembles from)"):
+    if dashboard.fidelity_uses_library(fidelity):
+        with st.expander(f"Module library (pretrained blocks the {fidelity} fidelity assembles from)"):
             try:
                 library = dashboard.library_frame(common.workspace())
             except NasCoreError as exc:
@@ -182,25 +180,18 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
 
 
 def _fidelity_options(fidelity: str) -> dict[str, Any]:
-    """The options the CLI sets with --fidelity-option, for the fidelities that have a second phase."""
-    if fidelity not in ("cached", "zero-cost"):
+    """The options the fidelity declares for this page (the CLI sets the same ones with --fidelity-option)."""
+    declared = dashboard.fidelity_page_options(fidelity)
+    if not declared:
         return {}
-    left, right = st.columns(2)
     options: dict[str, Any] = {}
-    if fidelity == "cached":
-        options["cached_train"] = left.selectbox(
-            "Proxy training", ["suffix", "adapters"], key="cached_train",
-            help="suffix (default): everything after the cached stem trains one epoch, library blocks from their weights. "
-                 "adapters: library blocks stay frozen, only adapters and head train (cheaper, ranks far worse).")
-    else:
-        from nas_core.proxies import PROXIES
-
-        options["proxy"] = left.selectbox("Proxy", PROXIES.names(), index=PROXIES.names().index("naswot"), key="zc_proxy",
-                                          help="The zero-cost score each candidate is ranked by.")
-    options["finetune_top_k"] = int(right.number_input(
-        "Finalists trained after the search", min_value=1, max_value=50, value=2, step=1, key="finetune_top_k",
-        help="The top-k candidates are trained end to end for their final metrics; the best config is chosen among them. "
-             f"With a timeout, the last {FINETUNE_SHARE:.0%} of it is kept for this phase (option finetune_share)."))
+    for column, opt in zip(st.columns(2) * len(declared), declared):
+        if opt.choices:
+            choices = list(opt.choices)
+            options[opt.name] = column.selectbox(opt.label, choices, index=choices.index(opt.default), key=opt.widget_key, help=opt.help)
+        else:
+            options[opt.name] = int(column.number_input(opt.label, min_value=opt.minimum, max_value=opt.maximum, value=opt.default, step=1,
+                                                        key=opt.widget_key, help=opt.help))
     return options
 
 

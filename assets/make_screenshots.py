@@ -11,15 +11,12 @@ headless Chromium (playwright), waits for it to finish and photographs every pag
 from __future__ import annotations
 
 import argparse
-import io
 import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -71,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         run_search(SearchConfig(dataset="digits", trials=max(3, args.trials - 2), epochs=args.epochs, train_samples=args.train_samples,
                                 workspace=str(workspace), study="digits-random", sampler="random", seed=1))
     port = _free_port()
-    log = io.open(workspace / "streamlit-screens.log", "wb")
+    log = open(workspace / "streamlit-screens.log", "wb")
     proc = start_server(port=port, workspace=workspace, stdout=log)
     url = f"http://127.0.0.1:{port}"
     try:

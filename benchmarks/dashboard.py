@@ -16,14 +16,12 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 PAGES = {"results": "app_pages/results.py", "best_model": "app_pages/best_model.py", "analytics": "app_pages/analytics.py"}
 PAGE_GOAL_S = 1.0

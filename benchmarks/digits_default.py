@@ -63,7 +63,6 @@ def run_seed(seed: int, args: Any) -> dict[str, Any]:
 
 
 def _summary(config: dict[str, Any]) -> str:
-    sys.path.insert(0, str(ROOT.parent))
     from nas_core.genotype import ModelConfig
 
     return ModelConfig.from_dict(config).architecture.summary()

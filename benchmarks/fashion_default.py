@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 MARKS = (900, 1800, 3600)
 STUDY = "fashion-mnist-seed-cnn"  # the CLI's default study name for this dataset and space
 
@@ -49,6 +48,7 @@ def run_search_arm(arm: str, args: argparse.Namespace, extra: list[str]) -> dict
     """One CLI search as a user runs it; its anytime curve is read back from the study's trial times."""
     import optuna
 
+    from nas_core.schema.record import trial_record
     from nas_core.workspace import default_storage
 
     ws = Path(args.workspace) / arm
@@ -68,7 +68,7 @@ def run_search_arm(arm: str, args: argparse.Namespace, extra: list[str]) -> dict
     done = sorted((t for t in study.trials if t.state.name == "COMPLETE" and t.datetime_complete), key=lambda t: t.datetime_complete)
     trials = []
     for t in done:
-        m = t.user_attrs.get("metrics") or {}
+        m = trial_record(t).get("metrics") or {}
         at = t.datetime_complete.timestamp() - start
         trials.append({"number": t.number, "at_s": at, "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
                        "params": m.get("params"), "summary": t.user_attrs.get("summary", "")})
@@ -160,7 +160,7 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
         md.append(f"| {name} | " + " | ".join(cells) + f" | {f.get('test_accuracy') or 0:.4f} | {int(f.get('params') or 0):,} | {arm['wall_s']:.0f} s |")
     md += ["", f"- Default arm: {d['n_complete']} complete trials; final `{(d.get('final') or {}).get('summary', '')}`; "
                f"refit {json.dumps((d.get('final') or {}).get('refit'))}.",
-           f"- Best <= 100K-parameter trial of the default arm: "
+           "- Best <= 100K-parameter trial of the default arm: "
            + (f"trial {small['number']} test {small['test_accuracy']:.4f} ({int(small['params']):,} params)." if small else "none."),
            f"- Goals: {json.dumps(goals)}", ""]
     (dest / "fashion_default.md").write_text("\n".join(md))

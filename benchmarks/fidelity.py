@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,6 @@ ROOT = Path(__file__).resolve().parent
 # library block and trains only adapters, unmatched blocks and the head.
 CACHED_OPTIONS = {"cached_epochs": 1, "cached_train_samples": 1000, "cached_test_samples": 500}
 CACHED_VARIANTS = {"cached": {}, "cached-adapters": {"cached_train": "adapters"}}
-sys.path.insert(0, str(ROOT.parent))
 
 
 def sample_architectures(n: int, data: Any, library: Any, *, seed: int, max_mflops: float) -> list[Any]:

@@ -15,14 +15,12 @@ import argparse
 import json
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 
 POLICIES: dict[str, dict[str, Any]] = {
     "to an early stop (default before)": {"finetune_epochs": 20},
@@ -54,6 +52,7 @@ def main() -> int:
     from nas_core.export import FINAL_RESULT_PREFIX
     from nas_core.genotype import ModelConfig
     from nas_core.library import build_library
+    from nas_core.schema.record import trial_record
     from nas_core.search import SearchConfig, _save_weights, run_search
     from nas_core.workspace import default_storage, study_dir
 
@@ -81,10 +80,10 @@ def main() -> int:
             study = optuna.load_study(study_name=cfg.study, storage=default_storage(ws))
             data = load_dataset("digits", seed=seed, cache_dir=ws / "cache" / "data")
             for trial in moca._top_k(study, int(opts.get("finetune_top_k", 2))):
-                mc = ModelConfig.from_dict(trial.user_attrs["config"])
+                mc = ModelConfig.from_dict(trial_record(trial)["config"])
                 proxy = moca.cached_fidelity(EvalContext(arch=mc.architecture, recipe=mc.training, data=data, device=cpu,
                                                          seed=seed + trial.number, workspace=ws))
-                if abs(proxy.metrics["val_accuracy"] - trial.user_attrs["metrics"]["val_accuracy"]) > 1e-9:
+                if abs(proxy.metrics["val_accuracy"] - trial_record(trial)["metrics"]["val_accuracy"]) > 1e-9:
                     raise SystemExit(f"seed {seed} trial {trial.number}: the proxy did not reproduce its recorded accuracy")
                 _save_weights(study_dir(ws, cfg.study) / "weights" / f"trial_{trial.number}.safetensors", proxy.state_dict)
             for key in [k for k in study.user_attrs if k.startswith(FINAL_RESULT_PREFIX)]:

@@ -1,29 +1,37 @@
 """Engine overhead per trial: sampler + SQLite storage + MLflow tracking + progress events, with a trivial evaluator.
 
 Usage: python benchmarks/overhead.py [--trials 500] [--sampler tpe]
-Writes benchmarks/results/overhead.json (goal: <= 50 ms per trial).
+Writes benchmarks/results/overhead.json (goal: <= 30 ms per trial with MLflow, issue 12; it was 50).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from nas_core.evaluate import FIDELITIES, EvalContext, EvalResult  # noqa: E402
-from nas_core.runner import RunnerRegistry  # noqa: E402
+from nas_core.fidelities import FIDELITIES, EvalContext, EvalResult  # noqa: E402
+from nas_core.jobs import RunnerRegistry  # noqa: E402
+from nas_core.model import assemble  # noqa: E402
 from nas_core.search import SearchConfig  # noqa: E402
+from nas_core.training import count_params  # noqa: E402
+
+EVALUATOR_S = [0.0]  # time spent inside the evaluator itself, subtracted from the engine's figure
 
 
 def trivial(ctx: EvalContext) -> EvalResult:
-    """A deterministic stand-in for training: metrics from the architecture's size, no torch work."""
+    """A deterministic stand-in for training: metrics from the architecture's size, no training.
+
+    It builds the network once to count its real parameters (the study's outputs check the best config's
+    count against the rebuilt network); that time is the evaluator's, not the engine's, and is subtracted.
+    """
+    t0 = time.perf_counter()
     n_blocks = len(ctx.arch.blocks())
     width = sum(int(b.params.get("out_channels", 0)) for b in ctx.arch.blocks())
     metrics = {
@@ -31,7 +39,7 @@ def trivial(ctx: EvalContext) -> EvalResult:
         "test_accuracy": 0.5,
         "macro_f1": 0.5,
         "val_macro_f1": 0.5,
-        "params": float(width * 100 + n_blocks),
+        "params": float(count_params(assemble(ctx.arch))),
         "flops": float(width * 1000),
         "latency_ms": 0.01 * n_blocks + width / 1e4,
         "size_mb": width * 4e-4,
@@ -40,6 +48,7 @@ def trivial(ctx: EvalContext) -> EvalResult:
     }
     if ctx.on_epoch:
         ctx.on_epoch(1, 1, {"epoch": 1, "val_accuracy": metrics["val_accuracy"], "train_loss": 0.0})
+    EVALUATOR_S[0] += time.perf_counter() - t0
     return EvalResult(metrics=metrics, history=[{"epoch": 1, "val_accuracy": metrics["val_accuracy"]}],
                       latency={"latency_ms": metrics["latency_ms"], "how": "trivial evaluator (no measurement)"})
 
@@ -54,6 +63,7 @@ def run(trials: int, sampler: str, tracking: bool) -> dict[str, float]:
             nonlocal n_events
             n_events += 1
 
+        EVALUATOR_S[0] = 0.0
         t0 = time.perf_counter()
         runner = RunnerRegistry().start(config)
         runner.subscribe(count)
@@ -63,8 +73,9 @@ def run(trials: int, sampler: str, tracking: bool) -> dict[str, float]:
         assert snap.status == "finished" and snap.n_complete + snap.n_failed == trials, snap
         result = runner.result
         assert result is not None
-        return {"trials": trials, "wall_s": wall, "search_loop_s": result.wall_s, "ms_per_trial": 1000 * result.wall_s / trials,
-                "events": n_events, "complete": snap.n_complete}
+        engine_s = result.wall_s - EVALUATOR_S[0]
+        return {"trials": trials, "wall_s": wall, "search_loop_s": result.wall_s, "evaluator_s": EVALUATOR_S[0],
+                "ms_per_trial": 1000 * engine_s / trials, "events": n_events, "complete": snap.n_complete}
 
 
 def stop_latency(repeats: int = 3) -> dict[str, float]:
@@ -80,7 +91,7 @@ def stop_latency(repeats: int = 3) -> dict[str, float]:
                                   tracking=True, device="cpu", seed=i)
             runner = RunnerRegistry().start(config)
             training = threading.Event()
-            runner.subscribe(lambda e: isinstance(e, EpochProgress) and e.epoch >= 2 and training.set())
+            runner.subscribe(lambda e: isinstance(e, EpochProgress) and e.epoch >= 2 and training.set())  # noqa: B023 - used within this iteration
             training.wait(300)
             t0 = time.perf_counter()
             runner.stop(wait=120)
@@ -98,15 +109,16 @@ def main() -> None:
     full = run(args.trials, args.sampler, tracking=True)
     no_tracking = run(args.trials, args.sampler, tracking=False)
     out = {
-        "goal_ms_per_trial": 50,
+        "goal_ms_per_trial": 30,
         "sampler": args.sampler,
         "storage": "sqlite",
         "with_mlflow": full,
         "without_mlflow": no_tracking,
         "mlflow_ms_per_trial": full["ms_per_trial"] - no_tracking["ms_per_trial"],
-        "meets_goal": full["ms_per_trial"] <= 50,
+        "meets_goal": full["ms_per_trial"] <= 30,
         "stop": stop_latency(),
         "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
+        "load_average_at_end": list(os.getloadavg()),  # 2 shared cores: the figure scales with what else runs
     }
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 OBJECTIVES = ("accuracy", "params")
 DIRS = ["maximize", "minimize"]
 
@@ -29,6 +28,7 @@ DIRS = ["maximize", "minimize"]
 def run_arm(pruner: str, args: Any) -> dict[str, Any]:
     import optuna
 
+    from nas_core.schema.record import trial_record
     from nas_core.search import SearchConfig, open_study, run_search
 
     ws = Path(args.workspace) / pruner
@@ -43,7 +43,7 @@ def run_arm(pruner: str, args: Any) -> dict[str, Any]:
     for t in study.trials:
         done = t.datetime_complete.timestamp() - start if t.datetime_complete else None
         trials.append({"number": t.number, "state": t.state.name, "t": done, "values": list(t.values) if t.values else None,
-                       "reason": t.user_attrs.get("reason", ""), "epochs": len(t.user_attrs.get("history", []))})
+                       "reason": trial_record(t).get("reason", ""), "epochs": len(trial_record(t).get("history", []))})
     return {"pruner": pruner, "wall_s": result.wall_s, "n_complete": result.n_complete, "n_pruned": result.n_pruned,
             "n_failed": result.n_failed, "trials": trials, "optuna": optuna.__version__}
 
@@ -129,7 +129,7 @@ def main() -> int:
            f"{'met' if out['goal_met'] else 'missed'})." if reach is not None else
            f"ASHA did not reach the no-pruning final hypervolume within the budget ({final_asha:.4f} vs {final_none:.4f}): goal missed."), "",
           "Secondary reading (not the goal): within 0.1 % of the no-pruning final hypervolume after "
-          + ", ".join(f"{arm} {'%.0f s' % t if t is not None else 'never'}" for arm, t in near.items())
+          + ", ".join(f"{arm} {f'{t:.0f} s' if t is not None else 'never'}" for arm, t in near.items())
           + f"; hypervolume at a third of the budget ({args.budget_s / 3:.0f} s): "
           + ", ".join(f"{arm} {h:.4f}" for arm, h in third.items()) + ".", ""]
     (dest / "pruning.md").write_text("\n".join(md))

@@ -40,7 +40,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 
 SPACE = "seed-cnn"
 DATASET = "fashion-mnist"
@@ -279,7 +278,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, dest: Path) -> 
           "| signal | Kendall tau (95 % CI) | minus #params (95 % CI) | minus FLOPs (95 % CI) | cheaper by |",
           "|---|---|---|---|---:|"]
     for name, e in sorted(sig.items(), key=lambda kv: -kv[1]["kendall_tau"]):
-        def ci(key: str) -> str:
+        def ci(key: str, e: dict[str, Any] = e) -> str:
             if key not in e:
                 return "-"
             lo, hi = e[key + "_ci95"]

@@ -4,17 +4,20 @@ Prints, per repetition, when each worker process exited and when the runner's th
 Usage: python benchmarks/stop_workers.py [REPS]   (starts its own PostgreSQL on loopback, as benchmarks/workers.py does)
 """
 
-import os, sys, tempfile, time
+import sys
+import tempfile
+import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
-from workers import postgres
-from nas_core.search import SearchConfig
-from nas_core.runner import SearchRunner
-from nas_core.owners import pid_alive
 import optuna
 from optuna.trial import TrialState
+
+from nas_core.jobs import SearchRunner
+from nas_core.search import SearchConfig
+from nas_core.workspace.owners import pid_alive
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/workers.py: the loopback PostgreSQL helper
+from workers import postgres  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 with postgres() as pg, tempfile.TemporaryDirectory() as ws:

@@ -91,6 +91,8 @@ def grpc_proxy(pg: str):
 def run(storage: str | None, workers: int, trials: int, study: str, evaluator: str, *, read_storage: str | None = None) -> dict:
     import optuna
 
+    from nas_core.schema.record import trial_record
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with tempfile.TemporaryDirectory() as ws:
         storage_url = storage or f"sqlite:///{ws}/optuna.db"
@@ -107,7 +109,7 @@ def run(storage: str | None, workers: int, trials: int, study: str, evaluator: s
             return {"storage": storage_url.split(":")[0], "workers": workers, "evaluator": evaluator,
                     "error": proc.stderr.strip().splitlines()[-1:]}
         all_trials = optuna.load_study(study_name=study, storage=read_storage or storage_url).get_trials(deepcopy=False)
-        trials_ = [t for t in all_trials if t.state.name == "COMPLETE" and "duplicate_of" not in t.user_attrs]
+        trials_ = [t for t in all_trials if t.state.name == "COMPLETE" and "duplicate_of" not in trial_record(t)]
         first = min(t.datetime_start for t in trials_)
         last = max(t.datetime_complete for t in trials_)
         span = (last - first).total_seconds()

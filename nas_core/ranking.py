@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from nas_core.schema.record import trial_record
+
 __all__ = ["RankingCheck", "kendall", "bootstrap_ci", "ranking_quality"]
 
 BOOTSTRAP = 1000  # resamples for the interval (the pages); benchmarks use more
@@ -90,7 +92,7 @@ def _check(signal: str, target: str, rows: list[tuple[int, float, float]], note:
 
 
 def _metric(trial: Any, key: str) -> float:
-    value = (trial.user_attrs.get("metrics") or {}).get(key)
+    value = (trial_record(trial).get("metrics") or {}).get(key)
     try:
         return float(value) if value is not None else float("nan")
     except (TypeError, ValueError):
@@ -117,7 +119,7 @@ def ranking_quality(trials: Sequence[Any]) -> list[RankingCheck]:
         "The search picks by validation accuracy; the test split is never used to choose, so this is how well that choice holds."))
     early = []
     for t in complete:
-        history = t.user_attrs.get("history") or []
+        history = trial_record(t).get("history") or []
         if len(history) >= 3:  # a one- or two-epoch run has no early rung worth reading
             early.append((t.number, float(history[0].get("val_accuracy", float("nan"))), _metric(t, "val_accuracy")))
     checks.append(_check(

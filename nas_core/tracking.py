@@ -44,7 +44,7 @@ def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    from nas_core.owners import pid_alive
+    from nas_core.workspace.owners import pid_alive
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")

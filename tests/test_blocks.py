@@ -95,3 +95,22 @@ def test_registered_block_is_a_one_file_change() -> None:
         assert assemble(arch)(torch.randn(2, 1, 8, 8)).shape == (2, 10)
     finally:
         BLOCKS._entries.pop("test-double")
+
+
+@pytest.mark.parametrize("name", list_blocks())
+def test_every_block_declares_what_the_space_summary_and_library_read(name: str) -> None:
+    """The Block protocol: stage values it takes, its own sampled parameters, its label, whether it binds to the library."""
+    cls = get_block(name)
+    assert cls.name == name and cls.description
+    assert set(cls.stage_params) <= {"out_channels", "kernel", "stride", "activation"} and set(cls.stage_params) <= set(cls.defaults)
+    for param, choices in cls.search_params.items():
+        assert param in cls.defaults and choices, f"{name}.{param}: sampled parameters need a default and choices"
+        for choice in choices:
+            cls.resolve({param: choice})  # every choice the space may sample is a valid value
+    label = BlockSpec(name, dict(cls.defaults)).label()
+    assert isinstance(label, str) and label
+    shape, x = _input(cls)
+    n_weights = sum(p.numel() for p in cls(shape).parameters())
+    assert cls.library_bindable == (n_weights > 0), "a block binds to a library block exactly when it has weights to load"
+    if cls.keeps_layout:
+        assert cls.output_shape(shape, {}).layout == shape.layout

@@ -388,7 +388,7 @@ def test_retrain_job_reports_progress_and_metrics(study: Any, tiny_study: Any, t
 
 
 def test_second_retrain_of_a_running_job_is_refused(monkeypatch: pytest.MonkeyPatch, study: Any, tmp_path: Path) -> None:
-    import nas_core.export as export
+    import nas_core.deploy.retraining as deploy_retrain
 
     release = threading.Event()
 
@@ -398,7 +398,7 @@ def test_second_retrain_of_a_running_job_is_refused(monkeypatch: pytest.MonkeyPa
             time.sleep(0.01)
         return {"test_accuracy": 0.5}
 
-    monkeypatch.setattr(export, "retrain", slow_retrain)
+    monkeypatch.setattr(deploy_retrain, "retrain", slow_retrain)
     config = dashboard.trial_config(study, dashboard.complete_trials(study)[0])
     job = dashboard.start_retrain(config, workspace=tmp_path, study="tiny", trial=0, epochs=3)
     try:

@@ -22,6 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from nas_core.evaluate import FIDELITIES
+from nas_core.schema.record import trial_record
 from nas_core.search import SearchConfig, run_search
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,7 +82,7 @@ def test_out_of_memory_on_one_candidate_fails_that_trial_only(tmp_path: Path, mo
     states = [t.state for t in _trials(tmp_path)]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     for t in _trials(tmp_path)[1:3]:
-        assert t.user_attrs["reason"].startswith("out of memory on this candidate")
+        assert trial_record(t)["reason"].startswith("out of memory on this candidate")
     assert result.n_complete == 2 and result.best_config
 
 
@@ -212,4 +213,35 @@ def test_a_library_block_whose_sha256_no_longer_matches_stops_the_cached_search(
     assert "sha256" in line and "rebuild the library" in line
     trials = _trials(tmp_path)
     assert len(trials) == 1 and trials[0].state == TrialState.FAIL  # stopped at the first, not failed one by one
-    assert "sha256" in trials[0].user_attrs["reason"]
+    assert "sha256" in trial_record(trials[0])["reason"]
+
+
+def test_a_full_disk_reported_by_a_library_in_its_own_words_is_a_disk_full() -> None:
+    """safetensors raises its own error type on a full disk; the search must stop with the one disk-full line, not a traceback."""
+    from nas_core.errors import WorkspaceError
+    from nas_core.workspace.faults import as_fatal
+
+    class SafetensorError(Exception):
+        pass
+
+    fatal = as_fatal(SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"), where="ws")
+    assert isinstance(fatal, WorkspaceError) and "full" in str(fatal) and "resume" in str(fatal)
+
+
+def test_a_trial_left_without_an_owner_record_by_a_dead_process_is_reclaimed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The disk filled up between asking for a trial and recording its owner: the next run fails that trial, so the
+    study holds no RUNNING trial forever; one started after this process (someone else's, about to record) is kept."""
+    import datetime
+
+    from nas_core.schema.record import trial_record
+    from nas_core.workspace import owners
+
+    study = optuna.create_study(study_name="o", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    dead = study.ask()
+    monkeypatch.setattr(owners, "_IMPORTED_AT", datetime.datetime.now() + datetime.timedelta(seconds=1))
+    assert owners.reclaim_dead_trials(study) == [dead.number]
+    t = study.trials[dead.number]
+    assert t.state == TrialState.FAIL and "before it recorded who ran it" in trial_record(t)["reason"]
+    monkeypatch.setattr(owners, "_IMPORTED_AT", datetime.datetime.now() - datetime.timedelta(days=1))
+    fresh = study.ask()
+    assert owners.reclaim_dead_trials(study) == [] and study.trials[fresh.number].state == TrialState.RUNNING

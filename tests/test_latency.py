@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from nas_core.evaluate import latency_threads, measure_latency
+from nas_core.schema.record import trial_record
 from nas_core.workspace import default_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,8 +32,8 @@ def _trial0(workspace: Path, study: str) -> dict:
     s = optuna.load_study(study_name=study, storage=default_storage(workspace))
     t = s.trials[0]
     again = (s.user_attrs.get("latency_remeasured") or {}).get("0", {})
-    return {"params": t.user_attrs["metrics"]["params"], "in_search": t.user_attrs["latency"]["latency_ms"],
-            "threads": t.user_attrs["latency"].get("threads"), "remeasured": again.get("latency_ms"), "remeasured_threads": again.get("threads")}
+    return {"params": trial_record(t)["metrics"]["params"], "in_search": trial_record(t)["latency"]["latency_ms"],
+            "threads": trial_record(t)["latency"].get("threads"), "remeasured": again.get("latency_ms"), "remeasured_threads": again.get("threads")}
 
 
 _RUNNER = """

@@ -9,6 +9,7 @@ import pytest
 
 from nas_core.mo_pruning import MOSuccessiveHalving, rank_at_rung, rung_epochs
 from nas_core.pareto import dominates, to_minimize
+from nas_core.schema.record import trial_record
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 DIRS = ["maximize", "minimize"]
@@ -81,4 +82,17 @@ def test_search_with_asha_prunes_a_multi_objective_study(tmp_path) -> None:  # t
     for t in study.trials:
         assert "mo_rung_1" in t.user_attrs
         if t.state == optuna.trial.TrialState.PRUNED:
-            assert "ASHA" in t.user_attrs["reason"]
+            assert "ASHA" in trial_record(t)["reason"]
+
+
+def test_every_cost_objective_has_a_measurement_and_asha_is_a_registered_pruner() -> None:
+    from nas_core.schema.objectives import OBJECTIVES
+    from nas_core.search import PRUNERS, make_pruners
+    from nas_core.search.mo_pruning import MOSuccessiveHalving
+    from nas_core.training.measure import COSTS
+
+    assert {o.metric for o in OBJECTIVES.values() if o.direction == "minimize"} <= set(COSTS)
+    assert "asha" in PRUNERS
+    study_pruner, rungs = make_pruners("asha", epochs=9, n_objectives=2)
+    assert study_pruner is None and isinstance(rungs, MOSuccessiveHalving) and rungs.asynchronous
+    assert make_pruners("sh", epochs=9, n_objectives=2)[1] is not None and make_pruners("sh", epochs=9, n_objectives=1)[1] is None

@@ -33,9 +33,13 @@ def test_two_workers_share_one_study(postgres_url: str, tmp_path: Path) -> None:
 def _trials(url: str, study: str) -> list:
     import optuna
 
+    from nas_core.workspace.storage import shared_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+        # One storage for every poll: a new one per call is a new connection pool, and polling every 50 ms while
+        # the workers start on a loaded machine ran PostgreSQL out of connections ("too many clients already").
+        return optuna.load_study(study_name=study, storage=shared_storage(url)).get_trials(deepcopy=False)
     except KeyError:
         return []
 

@@ -12,6 +12,7 @@ from nas_core.errors import ConfigError, RegistryError
 from nas_core.evaluate import FIDELITIES, FINALIZERS, EvalContext
 from nas_core.genotype import Architecture, BlockSpec, HeadSpec, TrainingRecipe
 from nas_core.proxies import PROXIES, list_proxies, register_proxy, score
+from nas_core.schema.record import trial_record
 
 
 def _tiny(width: int = 8, attention: bool = False) -> torch.nn.Module:
@@ -93,5 +94,5 @@ def test_zero_cost_best_config_is_a_trained_finalist(tmp_path) -> None:  # type:
     assert front and all(name.removeprefix("trial_") in finalists for name in front)
     assert best["provenance"]["finetune"]["recipe"]["epochs"] == 2  # from scratch: the search's epochs, not the short fine-tune
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
-        m = t.user_attrs["metrics"]  # every trial: the score under its own name, ranking in accuracy's place
+        m = trial_record(t)["metrics"]  # every trial: the score under its own name, ranking in accuracy's place
         assert t.values[0] == m["proxy_score"] and 0 <= m["val_accuracy"] <= 1

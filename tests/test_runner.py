@@ -14,6 +14,7 @@ from optuna.trial import TrialState
 from nas_core.errors import SearchBusyError
 from nas_core.events import EpochProgress, StudyFinished, TrialFinished
 from nas_core.runner import RunnerRegistry
+from nas_core.schema.record import trial_record
 from nas_core.search import SearchConfig
 
 
@@ -49,7 +50,7 @@ def test_stop_ends_the_current_trial_and_keeps_finished_ones(tmp_path: Path) -> 
     states = [t.state for t in study.trials]
     assert TrialState.RUNNING not in states
     stopped = [t for t in study.trials if t.state == TrialState.PRUNED]
-    assert len(stopped) == 1 and "stopped by the user" in stopped[0].user_attrs["reason"]
+    assert len(stopped) == 1 and "stopped by the user" in trial_record(stopped[0])["reason"]
     assert states.count(TrialState.COMPLETE) >= 1  # finished trials are kept
     n_before = len(states)
     # a new run of the same study is allowed once the old one is idle

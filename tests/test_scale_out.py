@@ -24,9 +24,13 @@ FAST = ["--dataset", "digits", "--epochs", "1", "--train-samples", "200", "--val
 def _trials(url: str, study: str) -> list[Any]:
     import optuna
 
+    from nas_core.workspace.storage import is_grpc, shared_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=study, storage=url).get_trials(deepcopy=False)
+        # One storage per database for every poll (a new one per call is a new connection pool, and the session's one
+        # PostgreSQL runs out of connections on a loaded machine); a proxy is opened afresh (it may be gone later).
+        return optuna.load_study(study_name=study, storage=url if is_grpc(url) else shared_storage(url)).get_trials(deepcopy=False)
     except KeyError:
         return []
 

@@ -13,6 +13,7 @@ from nas_core.errors import ConfigError
 from nas_core.evaluate import FIDELITIES
 from nas_core.events import EpochProgress, StudyFinished, TrialFinished, TrialStarted
 from nas_core.export import build_model, load_config
+from nas_core.schema.record import trial_record
 from nas_core.search import SearchConfig, run_search
 
 PINNED_LATER = {"conv_block": {"choices": ["conv"]}, "pool_every": {"choices": [1]}, "weight_decay": {"choices": [0.0]},
@@ -38,10 +39,10 @@ def test_trials_are_recorded_in_optuna_storage(tiny_study) -> None:  # type: ign
     assert len(complete) == 3 == result.n_complete
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     for t in complete:
-        m = t.user_attrs["metrics"]
+        m = trial_record(t)["metrics"]
         assert t.values == [m["val_accuracy"], m["latency_ms"]]
         assert 0 <= m["test_accuracy"] <= 1 and m["params"] > 0 and m["flops"] > 0
-        assert len(t.user_attrs["history"]) >= 1 and t.user_attrs["mlflow_run_id"]
+        assert len(trial_record(t)["history"]) >= 1 and trial_record(t)["mlflow_run_id"]
 
 
 def test_mlflow_has_a_parent_run_and_one_nested_run_per_trial(tiny_study) -> None:  # type: ignore[no-untyped-def]
@@ -122,7 +123,7 @@ def test_identical_candidates_are_not_trained_twice(tmp_path: Path, monkeypatch:
                                      sampler="random", tracking=False, **TINY))
     study = optuna.load_study(study_name="dup", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(calls) == 1 and result.n_complete == 3
-    assert [t.user_attrs.get("duplicate_of") for t in study.trials] == [None, 0, 0]
+    assert [trial_record(t).get("duplicate_of") for t in study.trials] == [None, 0, 0]
     assert study.trials[1].values == study.trials[0].values
 
 
@@ -140,7 +141,7 @@ def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path: Path, monk
     result = run_search(SearchConfig(trials=2, workspace=str(tmp_path), study="flaky", tracking=False, **TINY))
     study = optuna.load_study(study_name="flaky", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
-    assert "out of memory" in study.trials[0].user_attrs["reason"]
+    assert "out of memory" in trial_record(study.trials[0])["reason"]
     assert result.n_failed == 1 and result.best_config
 
 
@@ -198,7 +199,7 @@ def test_a_nan_loss_is_a_fail_with_its_reason(tmp_path: Path, monkeypatch: pytes
     result = run_search(SearchConfig(trials=1, workspace=str(tmp_path), study="nan", tracking=False, **TINY))
     study = optuna.load_study(study_name="nan", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert result.n_failed == 1 and result.best_config is None and result.reason == "no trials completed"
-    assert "diverged" in study.trials[0].user_attrs["reason"]
+    assert "diverged" in trial_record(study.trials[0])["reason"]
 
 
 def test_train_model_hands_back_the_restored_epochs_validation_predictions() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas_core.seeds import fits, known_good_designs
 from nas_core.search import SearchConfig, run_search
+from nas_core.seeds import fits, known_good_designs
 from nas_core.space import get_space, load_space
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 4, 4)]

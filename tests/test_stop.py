@@ -21,6 +21,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas_core.owners import owner_alive, owner_record, reclaim_dead_trials
+from nas_core.schema.record import trial_record
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY = "stop"
@@ -88,7 +89,7 @@ def test_a_signal_mid_training_prunes_the_trial_writes_outputs_and_exits(tmp_pat
     assert not [t for t in trials if t.state == TrialState.RUNNING]
     stopped = [t for t in trials if t.state == TrialState.PRUNED]
     assert [t.number for t in stopped] == [1]
-    assert "stopped by the user" in stopped[0].user_attrs["reason"]
+    assert "stopped by the user" in trial_record(stopped[0])["reason"]
     assert trials[0].state == TrialState.COMPLETE
     best = Path(out.strip().splitlines()[-1])
     assert best.name == "best_config.json" and best.exists()

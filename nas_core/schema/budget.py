@@ -1,0 +1,83 @@
+"""The budget planner: how a ``--timeout`` is split between the search, its finalists and the final training.
+
+The product of a search is a trained model, so with a time budget the best candidate is trained once
+more at the end, for as many epochs as the time left allows (``nas_core.final_training``). The split:
+
+- ``train`` fidelity: the trials get ``1 - FINAL_SHARE`` of the timeout (all of it until one completes); the final
+  training of the best candidate gets the rest (and whatever the trials left unused), with its epochs fitted to it.
+- two-phase fidelities (``cached``, ``zero-cost``): the trials get ``1 - finetune_share`` and the
+  fine-tune of the finalists the rest; that fine-tune is their final training (``nas_core.search.phase_deadlines``).
+  An explicit ``finetune_seconds`` gives the trials all of the timeout and the finalists that many seconds after it.
+
+Without a timeout nothing is planned: the search runs its trials and the best trial is the result.
+
+Example:
+    >>> plan = plan_budget(timeout=100, two_phase=False)
+    >>> (plan.search_s, plan.final_s)
+    (60.0, 40.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "BudgetPlan", "plan_budget"]
+
+FINAL_SHARE = 0.4  # of --timeout, for the final training of the best candidate (train fidelity)
+FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """Seconds for each phase of a search (``None`` where unbounded), and how the split was chosen."""
+
+    timeout_s: float | None
+    search_s: float | None
+    finalists_s: float | None
+    final_s: float | None
+    note: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BudgetPlan:
+        return cls(**{k: data.get(k) for k in ("timeout_s", "search_s", "finalists_s", "final_s")}, note=str(data.get("note", "")))
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(phase, budget) rows for a table: the Search page and ``summary.md`` show these."""
+        def fmt(s: float | None, off: str = "-") -> str:
+            if s is None:
+                return "no limit"
+            return off if s == 0 else f"{s:,.0f} s" + (f" ({s / self.timeout_s:.0%})" if self.timeout_s else "")
+
+        return [("search (trials)", fmt(self.search_s)), ("finalists (fine-tune)", fmt(self.finalists_s)),
+                ("final training of the best", fmt(self.final_s))]
+
+    def markdown(self) -> str:
+        lines = ["| phase | budget |", "|---|---:|"] + [f"| {a} | {b} |" for a, b in self.rows()]
+        return "\n".join(lines + ["", self.note])
+
+
+def plan_budget(*, timeout: float | None, two_phase: bool, options: dict[str, Any] | None = None) -> BudgetPlan:
+    """The split of ``timeout`` seconds for a search (see the module docstring for the rules)."""
+    options = options or {}
+    if not timeout:
+        note = ("No --timeout: the trials run to --trials; "
+                + ("the finalists are fine-tuned after them." if two_phase else "the best trial is the result (no final training)."))
+        return BudgetPlan(None, None, None if two_phase else 0.0, 0.0, note)
+    timeout = float(timeout)
+    if two_phase:
+        if "finetune_seconds" in options:
+            extra = float(options["finetune_seconds"])
+            return BudgetPlan(timeout, timeout, extra, 0.0,
+                              f"finetune_seconds: the trials get all {timeout:.0f} s, the finalists {extra:.0f} s after them.")
+        share = float(options.get("finetune_share", FINETUNE_SHARE))
+        return BudgetPlan(timeout, timeout * (1 - share), timeout * share, 0.0,
+                          f"The finalists' end-to-end fine-tune is the final training ({share:.0%} of --timeout).")
+    return BudgetPlan(timeout, timeout * (1 - FINAL_SHARE), 0.0, timeout * FINAL_SHARE,
+                      f"The best candidate is refit on train + validation with its recipe for as many epochs as the last "
+                      f"{FINAL_SHARE:.0%} (and any time the trials left) allows, at most {FINAL_EPOCH_FACTOR}x the search epochs.")
+
+FINAL_EPOCH_FACTOR = 2  # the final training runs at most this many times the search's --epochs

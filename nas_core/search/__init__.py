@@ -1,0 +1,776 @@
+"""SearchConfig -> an Optuna (multi-objective) study: sampling, evaluation, pruning, dedup, tracking, outputs.
+
+The loop uses Optuna's ask/tell interface rather than ``study.optimize`` so that a trial can be
+stopped at a batch boundary and still be recorded, identical candidates are answered from the
+study instead of retrained, and every step emits a typed progress event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nas_core import events as ev
+from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
+from nas_core.registry import Registry
+from nas_core.schema.budget import FINETUNE_SHARE, plan_budget
+from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported (old path)
+from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
+from nas_core.search.mo_pruning import MOSuccessiveHalving
+from nas_core.search.seeds import KnownGoodQueue
+from nas_core.workspace import check_study_name, default_workspace, study_dir
+from nas_core.workspace.config import workspace_storage, workspace_tracking_uri
+from nas_core.workspace.faults import as_fatal
+from nas_core.workspace.owners import OWNER_KEY, device_label, owner_record, reclaim_dead_trials, reclaim_note
+from nas_core.workspace.storage import open_storage
+
+__all__ = [
+    "OBJECTIVES",
+    "SAMPLERS",
+    "PRUNERS",
+    "SearchConfig",
+    "SearchResult",
+    "run_search",
+    "open_study",
+    "default_study_name",
+]
+
+log = logging.getLogger(__name__)
+
+
+SamplerFactory = Callable[..., Any]
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+PRUNERS: Registry[Callable[..., Any]] = Registry("pruner")
+
+
+def _population(trials: int | None) -> int:
+    return max(4, min(20, (trials or 40) // 2))
+
+
+@SAMPLERS.register("tpe")
+def _tpe(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    # multivariate over the shared parameters; group=True would re-decompose every trial's space on each ask (quadratic).
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
+
+
+@SAMPLERS.register("nsga2")
+def _nsga2(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(seed=seed, population_size=_population(trials))
+
+
+@SAMPLERS.register("nsga3")
+def _nsga3(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.NSGAIIISampler(seed=seed, population_size=_population(trials))
+
+
+@SAMPLERS.register("random")
+def _random(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@SAMPLERS.register("gp")
+def _gp(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed, n_startup_trials=min(10, max(3, (trials or 30) // 3)), warn_independent_sampling=False)
+
+
+@SAMPLERS.register("grid")
+def _grid(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
+    import optuna
+
+    return optuna.samplers.GridSampler(space.grid(), seed=seed)
+
+
+# A pruner factory gets the epochs and the number of objectives and returns an Optuna pruner (single-objective
+# studies: the study reports validation accuracy per epoch), a MOSuccessiveHalving (multi-objective rungs, which
+# Optuna's pruners do not support), or None.
+@PRUNERS.register("none")
+def _no_pruner(**_: Any) -> Any:
+    return None
+
+
+@PRUNERS.register("median")
+def _median(*, epochs: int, **_: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=max(1, epochs // 4))
+
+
+@PRUNERS.register("hyperband")
+def _hyperband(*, epochs: int, **_: Any) -> Any:
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+
+
+@PRUNERS.register("sh")
+def _sh(*, epochs: int, n_objectives: int = 1, **_: Any) -> Any:
+    import optuna
+
+    if n_objectives > 1:
+        return MOSuccessiveHalving(epochs=epochs, asynchronous=False)
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+
+
+@PRUNERS.register("asha")
+def _asha(*, epochs: int, **_: Any) -> Any:
+    return MOSuccessiveHalving(epochs=epochs, asynchronous=True)
+
+
+def make_pruners(name: str, *, epochs: int, n_objectives: int) -> tuple[Any, MOSuccessiveHalving | None]:
+    """(the study's Optuna pruner or None, the multi-objective rung pruner or None) for pruner ``name``."""
+    made = PRUNERS.get(name)(epochs=epochs, n_objectives=n_objectives)
+    return (None, made) if isinstance(made, MOSuccessiveHalving) else (made, None)
+
+
+def default_study_name(dataset: str, space: str) -> str:
+    stem = Path(dataset).stem if ("/" in dataset or "." in dataset) else dataset
+    clean = "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in f"{stem}-{Path(space).stem}")
+    return clean.strip("-.") or "study"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything a search needs; ``validate()`` checks it all before any storage is touched."""
+
+    dataset: str = "digits"
+    trials: int | None = 20
+    timeout: float | None = None
+    seed: int = 0
+    workspace: str = field(default_factory=lambda: str(default_workspace()))
+    study: str | None = None
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    space: str = "seed-cnn"
+    space_data: dict[str, Any] | None = None  # an edited space (from the dashboard), overrides ``space``
+    sampler: str = "tpe"
+    fidelity: str = "train"
+    pruner: str = "none"
+    epochs: int = 20
+    patience: int = 5
+    storage: str | None = None
+    tracking_uri: str | None = None
+    tracking: bool = True
+    device: str = "auto"
+    data_dir: str | None = None
+    train_samples: int | None = None
+    val_samples: int | None = None
+    save_weights: bool = True
+    fidelity_options: dict[str, Any] = field(default_factory=dict)
+    finalize: bool = True  # run the fidelity's final phase when the trials end (once per study state: see claims.py)
+    finalize_only: bool = False  # no trials: only the final phase and the outputs (`finalize --study`)
+    finalize_force: bool = False  # run the final phase again even if it was run for this study state
+    worker_index: int = 0  # one of several workers: its sampler draws from its own seed, the data split stays `seed`'s
+    known_good: bool = True  # a new study starts with the known-good designs of nas_core.seeds
+
+    @property
+    def study_name(self) -> str:
+        return self.study or default_study_name(self.dataset, self.space)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o].direction for o in self.objectives]
+
+    def storage_url(self) -> str:
+        return self.storage or workspace_storage(self.workspace)  # the flag, else the workspace's moca.json, else its optuna.db
+
+    def validate(self) -> SearchConfig:
+        """Raise a :class:`ConfigError` naming the first bad value and its fix."""
+        from nas_core.fidelities.base import FIDELITIES
+        from nas_core.training.loop import resolve_device
+
+        if self.trials is None and self.timeout is None and not self.finalize_only:
+            raise ConfigError("a search needs a budget: give --trials N and/or --timeout SECONDS.")
+        if self.trials is not None and (not isinstance(self.trials, int) or self.trials < 1):
+            raise ConfigError(f"--trials must be a positive integer, but got {self.trials}; use e.g. --trials 20.")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ConfigError(f"--timeout must be a positive number of seconds, but got {self.timeout}; use e.g. --timeout 600.")
+        if self.epochs < 1 or self.patience < 1:
+            raise ConfigError(f"--epochs and patience must be >= 1, but got epochs={self.epochs}, patience={self.patience}.")
+        if not self.objectives:
+            raise ConfigError(f"give at least one objective; choose from {', '.join(OBJECTIVES)}.")
+        for o in self.objectives:
+            if o not in OBJECTIVES:
+                raise ConfigError(f"unknown objective {o!r}; choose from {', '.join(OBJECTIVES)} (comma-separated).")
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ConfigError(f"objective listed twice in {','.join(self.objectives)}; list each once.")
+        SAMPLERS.get(self.sampler)
+        fidelity = FIDELITIES.get(self.fidelity)
+        known = tuple(fidelity.options)
+        for key in self.fidelity_options:
+            if key not in known:
+                hint = f"it takes {', '.join(known)}" if known else "it takes none"
+                raise ConfigError(f"unknown option {key!r} for the {self.fidelity} fidelity; {hint}.")
+        fidelity.check(dict(self.fidelity_options))
+        if self.pruner not in PRUNERS:
+            raise ConfigError(f"unknown pruner {self.pruner!r}; use {', '.join(PRUNERS.names()[:-1])} or {PRUNERS.names()[-1]}.")
+        if len(self.objectives) > 1 and self.pruner in ("median", "hyperband"):
+            raise ConfigError(
+                f"pruner {self.pruner!r} supports single-objective studies only; use --pruner asha (multi-objective) or one objective."
+            )
+        for name, value in (("train_samples", self.train_samples), ("val_samples", self.val_samples)):
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, but got {value}.")
+        check_study_name(self.study_name)
+        resolve_device(self.device)
+        self.search_space()
+        return self
+
+    def search_space(self) -> Any:
+        from nas_core.space import SearchSpace, load_space
+
+        if self.space_data is not None:
+            return SearchSpace.from_dict(self.space_data, source="edited search space")
+        return load_space(self.space)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["objectives"] = list(self.objectives)
+        d["study"] = self.study_name
+        d.pop("storage", None)  # a PostgreSQL URL may carry a password: never recorded
+        return d
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    study: str
+    workspace: str
+    storage: str
+    n_complete: int
+    n_pruned: int
+    n_failed: int
+    best_config: str | None
+    wall_s: float
+    reason: str
+    warnings: tuple[str, ...] = ()
+
+
+def heartbeat_settings() -> tuple[float, float]:
+    """(heartbeat interval, grace period) in seconds: 30 and 120, or ``MOCA_HEARTBEAT_S`` / ``MOCA_GRACE_S``.
+
+    A trial whose process died (killed, out of memory, machine lost) stops beating; the next search or
+    worker on the study marks it failed after the grace period and runs its parameters again once.
+    """
+    import os
+
+    def read(name: str, default: float) -> float:
+        try:
+            value = float(os.environ.get(name, default))
+        except ValueError:
+            raise ConfigError(f"{name} must be a number of seconds, but got {os.environ.get(name)!r}.") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{name} must be a positive number of seconds, but got {value}.")
+        return value
+
+    interval = read("MOCA_HEARTBEAT_S", 30.0)
+    return interval, max(read("MOCA_GRACE_S", 120.0), 2 * interval)
+
+
+def open_study(config: SearchConfig, *, create: bool = True) -> Any:
+    """Create or load the study with RDB storage (heartbeats mark crashed trials failed and retry them)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = config.storage_url()
+    storage = None
+    for attempt in range(5):
+        try:
+            storage = open_storage(url, heartbeat=heartbeat_settings())
+            break
+        except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
+            # Workers starting together race to create the tables; the loser retries and finds them made.
+            if attempt < 4 and any(m in str(exc) for m in ("already exists", "duplicate key", "UniqueViolation", "UNIQUE constraint")):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            if isinstance(exc, NasCoreError):
+                raise
+            fatal = as_fatal(exc, generic=False)
+            if fatal is not None:
+                raise fatal from None  # locked, corrupt, disk full: say so, with the fix
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot open the study storage ({msg}); check --storage (any SQLAlchemy URL, e.g. sqlite:///optuna.db).") from None
+    space = config.search_space()
+    sampler = SAMPLERS.get(config.sampler)(seed=config.seed + 7919 * config.worker_index, space=space, trials=config.trials, n_objectives=len(config.objectives))
+    pruner, _ = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(config.objectives))
+    name = config.study_name
+    existing = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+    if name in existing:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        old = [d.name.lower() for d in study.directions]
+        if old != config.directions or study.user_attrs.get("objectives", list(config.objectives)) != list(config.objectives):
+            raise ConfigError(
+                f"study {name!r} exists with objectives {study.user_attrs.get('objectives', old)}; "
+                f"resume it with the same --objectives or pick a new --study name."
+            )
+        return study
+    if not create:
+        raise ConfigError(f"study {name!r} does not exist in {url}; run `search` first or check --study.")
+    # load_if_exists: another worker may create the same study between our check and this call.
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, directions=config.directions,
+                                load_if_exists=True)
+    study.set_user_attr("objectives", list(config.objectives))
+    study.set_user_attr("config", config.to_dict())
+    study.set_user_attr("space", space.to_dict())
+    return study
+
+
+class _GridExhausted(Exception):
+    """Every point of the grid has been tried (GridSampler asks for a stop Optuna only allows inside optimize)."""
+
+
+def _tell(study: Any, trial: Any, values: Any = None, **kwargs: Any) -> None:
+    try:
+        study.tell(trial, values, **kwargs)
+    except RuntimeError as exc:
+        if "stop" not in str(exc).lower():
+            raise
+        raise _GridExhausted() from None  # the trial itself was recorded before the sampler's hook raised
+
+
+class _Heartbeat:
+    """Records Optuna heartbeats for the running trial (ask/tell has no heartbeat thread of its own).
+
+    One thread per search: :meth:`track` points it at a new trial and has it beat at once, then every
+    ``interval`` seconds; :meth:`track(None) <track>` pauses it between trials; :meth:`close` ends it.
+    """
+
+    def __init__(self, study: Any, interval: float = 30.0) -> None:
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        self._storage = study._storage  # Optuna wraps the RDB storage in a cache that beats through to it
+        self._interval = interval
+        self._trial_id: int | None = None
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = None
+        if is_heartbeat_enabled(self._storage):
+            self._thread = threading.Thread(target=self._run, daemon=True, name="moca-heartbeat")
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._closed:
+            trial_id = self._trial_id
+            if trial_id is not None:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a missed beat only risks a retry
+                    pass
+            self._wake.wait(self._interval)
+            self._wake.clear()
+
+    def track(self, trial: Any) -> None:
+        self._trial_id = None if trial is None else trial._trial_id
+        if trial is not None:
+            self._wake.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._trial_id = None
+        self._wake.set()
+
+
+def _emit(emit: Callable[[ev.Event], None] | None, event: ev.Event) -> None:
+    if emit is not None:
+        try:
+            emit(event)
+        except Exception:  # noqa: BLE001 - a broken listener must not break the search
+            log.exception("progress listener failed")
+
+
+def run_search(
+    config: SearchConfig,
+    *,
+    emit: Callable[[ev.Event], None] | None = None,
+    stop_event: threading.Event | None = None,
+) -> SearchResult:
+    """Run a study to its budget (trials and/or timeout) or until ``stop_event`` is set.
+
+    Everything is validated and the dataset loaded before the storage is opened, so bad input
+    never touches recorded studies. Trials that raise or diverge are recorded as FAIL with their
+    reason; a stop ends the running trial at the next batch boundary and records it as PRUNED.
+    Torch's thread count follows ``evaluate.cpu_threads`` during the search and is restored after.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        return _run_search(config, emit=emit, stop_event=stop_event)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event | None) -> SearchResult:
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas_core.data import load_dataset
+    from nas_core.deploy.config import trial_config
+    from nas_core.fidelities.base import FIDELITIES, EvalContext
+    from nas_core.results.tables import write_study_outputs
+    from nas_core.schema.config import DatasetRef, ModelConfig
+    from nas_core.tracking import Tracker
+    from nas_core.training.loop import cpu_threads, resolve_device, warm_up_training
+    from nas_core.training.stops import Diverged, StopRequested
+
+    config.validate()
+    # Heartbeats are recorded by _Heartbeat for ask/tell, which Optuna warns about; fail_stale_trials is "experimental".
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    stop_event = stop_event or threading.Event()
+    workspace = Path(config.workspace)
+    space = config.search_space()
+    device = resolve_device(config.device)
+    data = load_dataset(
+        config.dataset,
+        seed=config.seed,
+        data_dir=config.data_dir,
+        train_samples=config.train_samples,
+        val_samples=config.val_samples,
+        cache_dir=workspace / "cache" / "data",
+    )
+    n_threads = cpu_threads(tuple(data.input_shape), device)
+    if n_threads:
+        import torch
+
+        torch.set_num_threads(n_threads)
+    if not config.finalize_only:
+        warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
+    if stop_event.is_set():  # stopped during start-up: nothing to record yet
+        return _stopped_early(config, workspace)
+    out_dir = study_dir(workspace, config.study_name)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} is a file, but study {config.study_name!r} keeps its outputs in a folder of that name; "
+                          "choose another --study name or move the file.")
+    try:
+        workspace.mkdir(parents=True, exist_ok=True)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise as_fatal(exc, where=str(workspace)) or WorkspaceError(f"cannot create {exc.filename} ({exc.strerror}); check --workspace.") from None
+    study = open_study(config)
+    name = study.study_name
+    if stop_event.is_set():
+        return _stopped_early(config, workspace)
+    try:
+        reclaimed = reclaim_dead_trials(study)
+        optuna.storages.fail_stale_trials(study)
+    except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
+        raise as_fatal(exc) or exc  # noqa: B904 - the fault stays the implicit __context__
+    notes = reclaim_note(reclaimed)
+    designs = KnownGoodQueue.start(study, space, tuple(data.input_shape), enabled=config.known_good and not config.finalize_only)
+    dataset_ref = DatasetRef(
+        name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
+        fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
+    )
+    study.set_user_attr("dataset", dataset_ref.to_dict())
+    tracker = Tracker(
+        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
+    )
+    tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
+    objectives = [OBJECTIVES[o] for o in config.objectives]
+    fidelity = FIDELITIES.get(config.fidelity)
+    _, mo_pruner = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(objectives))
+
+    seen: dict[str, tuple[int, list[float]]] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        h = trial_record(t).get("candidate_hash")
+        if h and t.values is not None:
+            seen.setdefault(h, (t.number, list(t.values)))
+
+    start = time.perf_counter()
+    finalizer = fidelity.finalize if fidelity.has_final_phase else None
+    deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    study.set_user_attr("budget_plan", plan.to_dict())
+    hard_end = deadline
+    if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
+        deadline = start + float(plan.search_s or 0)
+
+    def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
+        return deadline if counts["COMPLETE"] else hard_end
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    reason = "budget"
+    n_run = 0
+    beat = _Heartbeat(study, interval=heartbeat_settings()[0])
+    owner = {**owner_record(), "device": device_label(device)}  # the dashboard's workers view shows it
+    last_reclaim = time.monotonic()
+    try:
+        grid_done = False
+        while True:
+            if grid_done:
+                reason = "grid exhausted"
+                break
+            if config.finalize_only:  # report the study's trials: the workers ran them
+                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+                    counts[t.state.name] += 1
+                reason = "finalize"
+                break
+            if stop_event.is_set():
+                reason = "stopped"
+                break
+            if config.trials is not None and n_run >= config.trials:
+                reason = "budget"
+                break
+            if time.perf_counter() >= loop_end():
+                reason = "timeout"
+                break
+            if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:  # a fellow worker on this machine may have died mid-trial
+                last_reclaim = time.monotonic()
+                notes.extend(reclaim_note(reclaim_dead_trials(study)))
+            designs.before_ask(study)
+            while not tracker.wait_ready(0.05) and not stop_event.is_set():
+                pass  # MLflow's set-up runs on a thread so a stop is heard; trials start once it is done (same CPU)
+            if stop_event.is_set():
+                reason = "stopped"
+                break
+            trial = study.ask()
+            n_run += 1
+            t0 = time.perf_counter()
+            state, values, why, metrics = "FAIL", None, "", {}
+            abort: NasCoreError | None = None
+            record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
+            trial.set_user_attr(OWNER_KEY, owner)  # lets the next run on this machine reclaim it at once if we die
+            beat.track(trial)
+            try:
+                sampled = space.sample(trial)
+                arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
+                # e.g. cached binds blocks to the module library: the trial records the bound network
+                arch = fidelity.prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
+                recipe = replace(recipe, patience=config.patience)
+                candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
+                chash = candidate.candidate_hash()
+                record["candidate_hash"] = chash
+                trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
+                _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
+                if chash in seen:
+                    first, old_values = seen[chash]
+                    src = trial_record(next(t for t in study.get_trials(deepcopy=False) if t.number == first))
+                    record.update({key: src[key] for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy",
+                                                            "mlflow_run_id") if key in src}, duplicate_of=first)
+                    trial.set_user_attr(RECORD_KEY, record_attr(record))
+                    state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
+                    metrics = dict(src.get("metrics", {}))
+                    counts["COMPLETE"] += 1
+                    try:
+                        _tell(study, trial, old_values)
+                    except _GridExhausted:
+                        grid_done = True
+                    _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
+                                                 metrics=metrics, duration_s=time.perf_counter() - t0))
+                    continue
+
+                def on_epoch(epoch: int, total: int, row: dict[str, float], _trial: Any = trial) -> None:
+                    _emit(emit, ev.EpochProgress(name, number=_trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
+                    if len(objectives) == 1 and objectives[0].name == "accuracy":
+                        _trial.report(row["val_accuracy"], epoch)
+                        if _trial.should_prune():
+                            raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
+                    elif mo_pruner is not None:
+                        mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)  # noqa: B023 - called within this trial
+
+                ctx = EvalContext(
+                    arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
+                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
+                    workspace=workspace, options=dict(config.fidelity_options),
+                )
+                result = fidelity.evaluate(ctx)
+                metrics = dict(result.metrics)
+                # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
+                # the metrics keep their true names, so a score is never recorded as an accuracy.
+                ranked_by = dict((result.extra or {}).get("ranked_by") or {})
+                values = [float(metrics[ranked_by.get(o.metric, o.metric)]) for o in objectives]
+                if not all(math.isfinite(v) for v in values):
+                    raise Diverged(f"objective values are not finite: {values}")
+                cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
+                                   fidelity=config.fidelity, extra=result.extra,
+                                   provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
+                                               "train_samples": config.train_samples, "val_samples": config.val_samples,
+                                               "space": space.name, "device": str(device)})
+                record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,
+                              per_class_accuracy=result.per_class_accuracy, config=cfg.to_dict())
+                if result.extra:
+                    record["fidelity_extra"] = json.loads(json.dumps(result.extra, default=str))
+                if config.save_weights and result.state_dict is not None:
+                    _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
+                run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
+                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
+                if run_id:
+                    record["mlflow_run_id"] = run_id
+                trial.set_user_attr(RECORD_KEY, record_attr(record))
+                _tell(study, trial, values)
+                state = "COMPLETE"
+                seen.setdefault(chash, (trial.number, values))
+            except _GridExhausted:
+                state, grid_done = "COMPLETE", True
+            except optuna.TrialPruned as exc:
+                state, why = "PRUNED", str(exc) or "pruned"
+            except StopRequested as exc:
+                state = "PRUNED"
+                why = str(exc) if stop_event.is_set() else "time budget (--timeout) reached during training"
+            except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+                state, why = "FAIL", _failure_reason(exc)
+                abort = as_fatal(exc, where=str(workspace))
+            except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
+                state, why = "FAIL", _failure_reason(exc)
+                abort = as_fatal(exc, where=str(workspace))
+                if abort is None:
+                    log.exception("trial %s failed", trial.number)
+            finally:
+                beat.track(None)
+            if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
+                try:
+                    trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
+                    _tell(study, trial, state=TrialState.FAIL)
+                except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
+                    pass
+                raise abort
+            if state != "COMPLETE":
+                record["reason"] = why
+                run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
+                                           tags={"reason": why[:500]}, wait=not stop_event.is_set())
+                if run_id:
+                    record["mlflow_run_id"] = run_id
+                trial.set_user_attr(RECORD_KEY, record_attr(record))
+                try:
+                    _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+                except _GridExhausted:
+                    grid_done = True
+            counts[state] += 1
+            _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
+                                         metrics=metrics, duration_s=time.perf_counter() - t0))
+    except Exception as exc:
+        fatal = as_fatal(exc, where=str(workspace))
+        if fatal is not None:
+            tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"] + 1}, status="FAILED")
+        if fatal is None or fatal is exc:
+            raise
+        raise fatal from None
+    finally:
+        beat.close()
+
+    skipped = None
+    has_final_phase = finalizer is not None or bool(plan.final_s)
+    final_turn, turn_note = (False, None) if stop_event.is_set() or not has_final_phase else _final_turn(study, config, owner)
+    if turn_note:
+        notes.append(turn_note)
+    if finalizer is not None and final_turn:
+        finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
+                  deadline=final_deadline)
+        skipped = study.user_attrs.get("finetune_skipped")
+    # a Stop is not kept waiting for it; of several workers, the one taking the final turn re-measures for all
+    if counts["COMPLETE"] and not stop_event.is_set() and (final_turn or not has_final_phase):
+        from nas_core.results.tables import remeasure_latencies
+
+        tracker.wait_ready()  # a new MLflow store's set-up runs on a thread; the batch below must have the CPU to itself
+        remeasure_latencies(study, should_stop=stop_event.is_set)  # the picks below use quiet figures, not ones taken between trainings
+    if plan.final_s and final_turn and not stop_event.is_set():
+        from nas_core.search.final_training import train_final
+
+        train_final(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
+                    deadline=start + float(config.timeout or 0))
+    wall = time.perf_counter() - start
+    best = write_study_outputs(study, workspace=workspace)
+    tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
+                   status="KILLED" if reason == "stopped" else "FINISHED", wait=reason != "stopped")
+    if best is None:
+        reason = reason if counts["COMPLETE"] else "no trials completed"
+    _emit(emit, ev.StudyFinished(name, n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"],
+                                 best_config=str(best) if best else None, reason=reason, wall_s=wall))
+    return SearchResult(
+        study=name, workspace=str(workspace), storage=config.storage_url(), n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"],
+        n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
+        warnings=tuple(w for w in (*notes, tracker.warning, skipped) if w),
+    )
+
+
+RECLAIM_EVERY_S = 10.0  # how often a running search looks for trials of dead processes on its machine
+
+
+def _final_turn(study: Any, config: SearchConfig, owner: dict[str, Any]) -> tuple[bool, str | None]:
+    """Whether this process runs the final phase now: once per study state, by the last worker to finish.
+
+    The claim (``claims.claim``) makes "finalize at n complete trials" happen once however many workers end
+    together; a worker that sees trials still RUNNING elsewhere leaves the phase to the last one.
+    """
+    from optuna.trial import TrialState
+
+    from nas_core.search.claims import claim
+
+    if not config.finalize:
+        return False, None
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+    n_complete = sum(t.state == TrialState.COMPLETE for t in trials)
+    if not n_complete:
+        return False, None
+    running = [t.number for t in trials if t.state == TrialState.RUNNING]
+    if running:
+        return False, (f"other workers are still running trial {', '.join(map(str, running[:5]))}; the last worker to finish "
+                       f"runs the final phase (or run `python -m nas_core finalize --study {study.study_name}` after them)")
+    what = f"finalize@{n_complete}" + (f"@forced@{time.time()}" if config.finalize_force else "")
+    if not claim(config.storage_url(), study.study_name, what, owner=owner):
+        return False, f"the final phase for these {n_complete} complete trials was run by another worker"
+    return True, None
+
+
+def _stopped_early(config: SearchConfig, workspace: Path) -> SearchResult:
+    return SearchResult(study=config.study_name, workspace=str(workspace), storage=config.storage_url(), n_complete=0, n_pruned=0,
+                        n_failed=0, best_config=None, wall_s=0.0, reason="stopped")
+
+
+def _failure_reason(exc: BaseException) -> str:
+    """One line for a failed trial's reason; out of memory says what it means for the search."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, MemoryError) or "out of memory" in text.lower():
+        try:
+            import gc
+
+            import torch
+
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except Exception:  # noqa: BLE001 - freeing memory is best effort
+            pass
+        return f"out of memory on this candidate ({type(exc).__name__}{': ' + text if text else ''}); the search goes on with others"
+    return f"{type(exc).__name__}: {text}"
+
+
+def phase_deadlines(start: float, timeout: float | None, *, two_phase: bool, options: dict[str, Any]) -> tuple[float, float]:
+    """(end of the trial loop, end of the fine-tune phase) as ``time.perf_counter()`` values; ``math.inf`` when unbounded.
+
+    ``--timeout`` is the wall budget of the whole search. With a fidelity that fine-tunes finalists after
+    its trials, the trials get ``1 - finetune_share`` of it (option, default 0.2) and the fine-tune phase
+    the rest, so a timed search ends on time with trained finalists. An explicit ``finetune_seconds``
+    keeps the old split: the trials get all of ``--timeout`` and the fine-tune phase its own seconds after.
+    """
+    if not timeout:
+        return math.inf, math.inf
+    end = start + float(timeout)
+    if not two_phase or "finetune_seconds" in options:
+        return end, math.inf
+    share = float(options.get("finetune_share", FINETUNE_SHARE))
+    return start + float(timeout) * (1 - share), end
+
+
+def _save_weights(path: Path, state_dict: dict[str, Any]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp))
+    tmp.replace(path)
