@@ -22,7 +22,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-sys.path.insert(0, str(ROOT.parent))
 RUNNER = """
 from nas_core.runner import RunnerRegistry
 from nas_core.search import SearchConfig
@@ -48,7 +47,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    env = dict(os.environ)  # the installed package (scripts/test.sh installs it editable)
     rows = []
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
