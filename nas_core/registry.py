@@ -8,6 +8,7 @@ from typing import Generic, TypeVar
 from nas_core.errors import RegistryError
 
 T = TypeVar("T")
+C = TypeVar("C", bound=type)
 
 
 class Registry(Generic[T]):
@@ -21,6 +22,17 @@ class Registry(Generic[T]):
         def decorator(obj: T) -> T:
             self.add(name, obj)
             return obj
+
+        return decorator
+
+    def register_instance(self, name: str) -> Callable[[C], C]:
+        """Class decorator: register one instance of the class, its ``name`` attribute set to ``name`` (exporters, readers)."""
+
+        def decorator(cls: C) -> C:
+            obj = cls()
+            obj.name = name
+            self.add(name, obj)
+            return cls
 
         return decorator
 

@@ -62,14 +62,7 @@ E = TypeVar("E", bound=type[Exporter])
 
 def register_exporter(name: str) -> Callable[[E], E]:
     """Class decorator: register one instance of the Exporter subclass under ``name`` (a duplicate name is an error)."""
-
-    def decorator(cls: E) -> E:
-        exporter = cls()
-        exporter.name = name
-        EXPORTERS.add(name, exporter)
-        return cls
-
-    return decorator
+    return EXPORTERS.register_instance(name)
 
 
 def list_exporters() -> list[str]:

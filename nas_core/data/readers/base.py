@@ -61,14 +61,7 @@ R = TypeVar("R", bound=type[Reader])
 
 def register_reader(name: str) -> Callable[[R], R]:
     """Class decorator: register one instance of the Reader subclass under ``name`` (a duplicate name is an error)."""
-
-    def decorator(cls: R) -> R:
-        reader = cls()
-        reader.name = name
-        READERS.add(name, reader)
-        return cls
-
-    return decorator
+    return READERS.register_instance(name)
 
 
 def list_readers() -> list[str]:
