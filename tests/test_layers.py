@@ -169,6 +169,7 @@ PRIVATE_OPTUNA = {
     "nas_core/workspace/owners.py": "failing a dead process's RUNNING trial from another process (trial id)",
     "nas_core/views/__init__.py": "the dashboard's cached storage and per-study state key (storage, study id)",
     "nas_core/views/fleet.py": "the workers table reads each RUNNING trial's last heartbeat (storage, trial id)",
+    "nas_core/workspace/batched.py": "one transaction for a running trial's parameters and attributes (cached storage, RDB models)",
 }
 
 

@@ -7,6 +7,7 @@ study instead of retrained, and every step emits a typed progress event.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -286,12 +287,14 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
     """Create or load the study with RDB storage (heartbeats mark crashed trials failed and retry them)."""
     import optuna
 
+    from nas_core.workspace.batched import batched
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = config.storage_url()
     storage = None
     for attempt in range(5):
         try:
-            storage = open_storage(url, heartbeat=heartbeat_settings())
+            storage = batched(open_storage(url, heartbeat=heartbeat_settings()))  # a trial's writes: a few transactions, not ~30
             break
         except Exception as exc:  # noqa: BLE001 - a bad URL or unreachable DB is user input
             # Workers starting together race to create the tables; the loser retries and finds them made.
@@ -383,6 +386,31 @@ class _Heartbeat:
         self._closed = True
         self._trial_id = None
         self._wake.set()
+
+
+class _TrialWrites:
+    """The write-behind of :class:`~nas_core.workspace.batched.BatchedTrialStorage` where the study has it (RDB
+    storage); with a gRPC proxy every call is a no-op and each write goes through as Optuna makes it."""
+
+    def __init__(self, storage: Any) -> None:
+        from nas_core.workspace.batched import BatchedTrialStorage
+
+        self._storage = storage if isinstance(storage, BatchedTrialStorage) else None
+
+    @classmethod
+    def of(cls, study: Any) -> _TrialWrites:
+        return cls(study._storage)
+
+    def hold(self, trial_id: int) -> None:
+        if self._storage is not None:
+            self._storage.hold(trial_id)
+
+    def sampling(self, trial_id: int) -> Any:
+        return self._storage.sampling(trial_id) if self._storage is not None else contextlib.nullcontext()
+
+    def release(self, trial_id: int) -> None:
+        if self._storage is not None:
+            self._storage.release(trial_id)
 
 
 def _emit(emit: Callable[[ev.Event], None] | None, event: ev.Event) -> None:
@@ -507,6 +535,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     reason = "budget"
     n_run = 0
     beat = _Heartbeat(study, interval=heartbeat_settings()[0])
+    writes = _TrialWrites.of(study)
     owner = {**owner_record(), "device": device_label(device)}  # the dashboard's workers view shows it
     last_reclaim = time.monotonic()
     try:
@@ -544,18 +573,21 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             state, values, why, metrics = "FAIL", None, "", {}
             abort: NasCoreError | None = None
             record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
+            mlrun: Any = None  # the MLflow run, created on the tracker's thread while the trial trains
+            writes.hold(trial._trial_id)  # parameters and attributes below: one transaction after sampling, one at the end
             trial.set_user_attr(OWNER_KEY, owner)  # lets the next run on this machine reclaim it at once if we die
             beat.track(trial)
             try:
-                sampled = space.sample(trial)
-                arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
-                # e.g. cached binds blocks to the module library: the trial records the bound network
-                arch = fidelity.prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
-                recipe = replace(recipe, patience=config.patience)
-                candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
-                chash = candidate.candidate_hash()
-                record["candidate_hash"] = chash
-                trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
+                with writes.sampling(trial._trial_id):
+                    sampled = space.sample(trial)
+                    arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
+                    # e.g. cached binds blocks to the module library: the trial records the bound network
+                    arch = fidelity.prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
+                    recipe = replace(recipe, patience=config.patience)
+                    candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
+                    chash = candidate.candidate_hash()
+                    record["candidate_hash"] = chash
+                    trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
                 _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
                 if chash in seen:
                     first, old_values = seen[chash]
@@ -583,6 +615,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                     elif mo_pruner is not None:
                         mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)  # noqa: B023 - called within this trial
 
+                mlrun = tracker.begin_trial(trial.number)  # its MLflow run is created while it trains
                 ctx = EvalContext(
                     arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
                     on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
@@ -608,7 +641,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 if config.save_weights and result.state_dict is not None:
                     _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
                 run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
-                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
+                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]}, run=mlrun)
                 if run_id:
                     record["mlflow_run_id"] = run_id
                 trial.set_user_attr(RECORD_KEY, record_attr(record))
@@ -634,6 +667,9 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 beat.track(None)
             if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
                 try:
+                    if mlrun is not None:
+                        tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state="FAIL", config=None,
+                                          tags={"reason": str(abort)[:500]}, wait=False, run=mlrun)
                     trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
                     _tell(study, trial, state=TrialState.FAIL)
                 except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
@@ -642,7 +678,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             if state != "COMPLETE":
                 record["reason"] = why
                 run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
-                                           tags={"reason": why[:500]}, wait=not stop_event.is_set())
+                                           tags={"reason": why[:500]}, wait=not stop_event.is_set(), run=mlrun)
                 if run_id:
                     record["mlflow_run_id"] = run_id
                 trial.set_user_attr(RECORD_KEY, record_attr(record))

@@ -1,0 +1,213 @@
+"""Fewer storage round trips for the trial a search process is running (issue 12's overhead budget).
+
+Optuna writes every ``suggest`` and every ``set_user_attr`` as its own database transaction, and its TPE sampler
+re-reads the study for each parameter it samples. The default space has about 21 parameters, so a trial cost
+some 30 writes and 20 reads before it trained at all: most of the engine's 150 ms per trial on SQLite.
+
+:class:`BatchedTrialStorage` is Optuna's own trial cache (``_CachedStorage``) with a write-behind for the trials
+this process :meth:`holds <BatchedTrialStorage.hold>`:
+
+- ``set_trial_param`` and ``set_trial_user_attr`` of a held trial are kept in memory (the parameter's
+  distribution is checked against the study's at once, as Optuna does) and written in **one** transaction:
+  when :meth:`~BatchedTrialStorage.sampling` ends, or together with the trial's final state in ``tell``.
+- Any other write to the trial (an intermediate value, a system attribute, a non-final state) and any read
+  that can return it (``get_trial``, or ``get_all_trials`` with RUNNING among the states) writes the
+  pending values first, so nothing reads a trial without its parameters.
+- Inside :meth:`~BatchedTrialStorage.sampling`, the sampling thread's reads of the study (a sampler reads it
+  once per parameter) are answered from the window's first read, with the held trial as it was at ``ask``
+  (the ``Trial`` object keeps its own parameters): a trial another worker finishes during those
+  milliseconds is seen from the next trial on.
+
+What other processes see is unchanged in kind: the trial exists (RUNNING, with its heartbeat) from ``ask``,
+its parameters and owner record appear a few milliseconds later, after sampling, and its record and final
+state appear together. A process that dies holding a trial leaves it RUNNING without parameters, which
+heartbeats and the owner record reclaim as before. gRPC proxy storage is used as it is (no batching).
+
+It relies on Optuna's RDB internals (the session helper, the ORM models and ``*_without_commit`` methods);
+the ``optuna`` pin in requirements.txt is narrow for this reason, and tests/test_batched_storage.py checks the
+stored trials against plain Optuna's on every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import threading
+from collections.abc import Container, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from optuna import distributions
+from optuna.storages import RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
+from optuna.trial import FrozenTrial, TrialState
+
+__all__ = ["BatchedTrialStorage", "batched"]
+
+
+@dataclass
+class _Pending:
+    params: dict[str, tuple[float, distributions.BaseDistribution]] = field(default_factory=dict)
+    user_attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.params or self.user_attrs)
+
+
+class BatchedTrialStorage(_CachedStorage):
+    """Optuna's cached RDB storage, writing a held trial's parameters and user attributes in one transaction."""
+
+    def __init__(self, backend: RDBStorage) -> None:
+        super().__init__(backend)
+        self._held: dict[int, _Pending] = {}
+        self._held_lock = threading.RLock()
+        self._window: dict[int, list[FrozenTrial]] | None = None
+        self._window_thread: int | None = None
+
+    # -- the engine's side --------------------------------------------------------------------------------
+
+    def hold(self, trial_id: int) -> None:
+        """Keep this trial's parameter and user-attribute writes until :meth:`flush` or its final state."""
+        with self._held_lock:
+            self._held.setdefault(trial_id, _Pending())
+
+    @contextlib.contextmanager
+    def sampling(self, trial_id: int) -> Iterator[None]:
+        """While the body samples the held trial's parameters: the study is read once; at the end, one write."""
+        self._window, self._window_thread = {}, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._window, self._window_thread = None, None
+            self.flush(trial_id)
+
+    def flush(self, trial_id: int) -> None:
+        """Write what is pending for the trial now (one transaction); it stays held."""
+        with self._held_lock:
+            pending = self._held.get(trial_id)
+            if not pending:
+                return
+            self._write(trial_id, pending)
+            self._held[trial_id] = _Pending()
+
+    def release(self, trial_id: int) -> None:
+        """Write what is pending and stop holding the trial."""
+        with self._held_lock:
+            self.flush(trial_id)
+            self._held.pop(trial_id, None)
+
+    # -- writes ------------------------------------------------------------------------------------------
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
+                        distribution: distributions.BaseDistribution) -> None:
+        with self._held_lock:
+            pending = self._held.get(trial_id)
+            if pending is None:
+                super().set_trial_param(trial_id, param_name, param_value_internal, distribution)
+                return
+            with self._lock:
+                study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+                known = self._studies[study_id].param_distribution.get(param_name)
+            if known is not None:  # what Optuna checks at each write, checked now rather than at the flush
+                distributions.check_distribution_compatibility(known, distribution)
+            if param_name in pending.params:  # Optuna's unique (trial, name) constraint, raised where it is broken
+                raise ValueError(f"parameter {param_name!r} of trial {trial_id} is already set")
+            pending.params[param_name] = (param_value_internal, distribution)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        with self._held_lock:
+            pending = self._held.get(trial_id)
+            if pending is None:
+                super().set_trial_user_attr(trial_id, key, value)
+            else:
+                pending.user_attrs[key] = copy.deepcopy(value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self.flush(trial_id)
+        super().set_trial_system_attr(trial_id, key, value)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self.flush(trial_id)
+        super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        with self._held_lock:
+            pending = self._held.get(trial_id)
+            if pending is None or not state.is_finished():
+                self.flush(trial_id)
+                return super().set_trial_state_values(trial_id, state, values)
+            self._write(trial_id, pending, state=state, values=values)  # the record and the final state: one transaction
+            self._held.pop(trial_id, None)
+            return True
+
+    # -- reads ---------------------------------------------------------------------------------------------
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        with self._held_lock:
+            pending = self._held.get(trial_id)
+            if not pending:
+                return super().get_trial(trial_id)
+            trial = copy.copy(super().get_trial(trial_id))  # what is stored, plus what is pending (no write for a read)
+            trial.params = {**trial.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
+            trial.distributions = {**trial.distributions, **{n: d for n, (_, d) in pending.params.items()}}
+            trial.user_attrs = {**trial.user_attrs, **copy.deepcopy(pending.user_attrs)}
+            return trial
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
+        window = self._window
+        if window is not None and self._window_thread == threading.get_ident():  # a sampler reading the study
+            if study_id not in window:
+                window[study_id] = super().get_all_trials(study_id, deepcopy=False)
+            trials = [t for t in window[study_id] if states is None or t.state in states]
+            return copy.deepcopy(trials) if deepcopy else trials
+        if states is None or TrialState.RUNNING in states or TrialState.WAITING in states:
+            with self._held_lock:  # a held trial may be among them: write what it has pending first
+                for trial_id in [t for t, p in self._held.items() if p]:
+                    self.flush(trial_id)
+        return super().get_all_trials(study_id, deepcopy=deepcopy, states=states)
+
+    # -- the one transaction ---------------------------------------------------------------------------------
+
+    def _write(self, trial_id: int, pending: _Pending, *, state: TrialState | None = None,
+               values: Sequence[float] | None = None) -> None:
+        rdb = self._backend
+        with self._lock:
+            study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
+            known = dict(self._studies[study_id].param_distribution)
+        with _create_scoped_session(rdb.scoped_session) as session:
+            trial = models.TrialModel.find_or_raise_by_id(trial_id, session, for_update=state is not None)
+            rdb.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
+            unknown = [n for n in pending.params if n not in known]
+            if unknown:  # the study's first use of a name in this process: compare with what is stored, as Optuna does
+                rows = (session.query(models.TrialParamModel.param_name, models.TrialParamModel.distribution_json)
+                        .join(models.TrialModel).filter(models.TrialModel.study_id == study_id)
+                        .filter(models.TrialParamModel.param_name.in_(unknown)).all())
+                for name, dist_json in rows:
+                    known.setdefault(name, distributions.json_to_distribution(dist_json))
+                for name in unknown:
+                    if name in known:
+                        distributions.check_distribution_compatibility(known[name], pending.params[name][1])
+            session.add_all([
+                models.TrialParamModel(trial_id=trial_id, param_name=name, param_value=value,
+                                       distribution_json=distributions.distribution_to_json(dist))
+                for name, (value, dist) in pending.params.items()
+            ])
+            for key, value in pending.user_attrs.items():
+                rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+            if state is not None:
+                for objective, v in enumerate(values or ()):
+                    rdb._set_trial_value_without_commit(session, trial, objective, v)
+                trial.state = state
+                trial.datetime_complete = datetime.now()
+        with self._lock:
+            dists = self._studies[study_id].param_distribution
+            for name, (_, dist) in pending.params.items():
+                dists.setdefault(name, dist)
+
+
+def batched(storage: Any) -> Any:
+    """The storage a search process runs trials on: RDB storage gets the write-behind; anything else is returned as it is."""
+    return BatchedTrialStorage(storage) if isinstance(storage, RDBStorage) else storage
