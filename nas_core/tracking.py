@@ -2,12 +2,6 @@
 
 Uses ``MlflowClient`` rather than the fluent API: the fluent API keeps an "active run" per thread,
 and the search runs in a background thread beside a Streamlit server.
-
-A trial's run is written by a logger thread, off the trial's path: :meth:`Tracker.begin_trial` asks for the run
-as the trial starts (it is created while the trial trains), and :meth:`Tracker.log_trial` hands over its data
-and returns the run id at once. :meth:`Tracker.finish` (and :meth:`Tracker.flush`) wait for everything queued,
-so a study's parent run closes after its trials' runs. The config JSON is written straight into the run's
-artifact folder when that is a local path (MLflow's ``log_text`` reads the run back and makes a temporary folder).
 """
 
 from __future__ import annotations
@@ -15,11 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import tempfile
 import threading
 import warnings
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -86,9 +78,6 @@ class Tracker:
         self.parent_run_id: str | None = None
         self.warning: str | None = None
         self._starting: threading.Thread | None = None
-        self._jobs: queue.Queue[tuple[Any, Future[Any]] | None] = queue.Queue()
-        self._logger: threading.Thread | None = None
-        self._logger_lock = threading.Lock()
 
     def start_async(self, params: dict[str, Any]) -> None:
         """:meth:`start` on a thread: a new MLflow store takes seconds to create (its schema migrations), and a
@@ -173,57 +162,6 @@ class Tracker:
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
 
-    # -- the logger thread ---------------------------------------------------------------------------------
-
-    def _submit(self, job: Any) -> Future[Any]:
-        future: Future[Any] = Future()
-        with self._logger_lock:
-            if self._logger is None or not self._logger.is_alive():
-                self._logger = threading.Thread(target=self._drain, daemon=True, name="moca-mlflow-log")
-                self._logger.start()
-            self._jobs.put((job, future))
-        return future
-
-    def _drain(self) -> None:
-        while True:
-            item = self._jobs.get()
-            if item is None:
-                return
-            job, future = item
-            try:
-                future.set_result(job() if self.enabled else None)
-            except Exception as exc:  # noqa: BLE001 - tracking must never stop a search
-                self._fail(exc)
-                future.set_result(None)
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every queued run is written (at most ``timeout`` seconds); True once they are."""
-        if self._logger is None:
-            return True
-        try:
-            self._submit(lambda: None).result(timeout)
-            return True
-        except TimeoutError:
-            return False
-
-    # -- trials ----------------------------------------------------------------------------------------------
-
-    def begin_trial(self, number: int) -> Future[Any] | None:
-        """Start creating the trial's nested run on the logger thread; pass the result to :meth:`log_trial`."""
-        if not self.enabled:
-            return None
-        return self._submit(lambda: self._create_trial_run(number))
-
-    def _create_trial_run(self, number: int) -> Any:
-        self._wait_started()
-        if not self.enabled or self.parent_run_id is None:
-            return None
-        return self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number}",
-            tags={"mlflow.parentRunId": self.parent_run_id, "moca_role": "trial", "trial_number": str(number)},
-        )
-
     def log_trial(
         self,
         *,
@@ -235,49 +173,53 @@ class Tracker:
         config: dict[str, Any] | None,
         tags: dict[str, str] | None = None,
         wait: bool = True,
-        run: Future[Any] | None = None,
     ) -> str | None:
         """One nested run for a finished trial: params, per-epoch metrics, final metrics, the config JSON.
 
-        ``run`` is :meth:`begin_trial`'s future (else the run is created now); the data are written on the logger
-        thread. ``wait=False`` (a trial cut short by a stop) skips the run if MLflow is still setting up, rather
-        than wait for it.
+        ``wait=False`` (a trial cut short by a stop) skips the run if MLflow is still setting up, rather than wait for it.
         """
         if not wait and not self.ready:
             return None
         self._wait_started()
         if not self.enabled or self.parent_run_id is None:
             return None
-        created = (run or self.begin_trial(number))
-        mlflow_run = created.result() if created is not None else None
-        if mlflow_run is None:
+        try:
+            from mlflow.entities import Metric, Param, RunTag
+
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{number}",
+                tags={
+                    "mlflow.parentRunId": self.parent_run_id,
+                    "moca_role": "trial",
+                    "trial_number": str(number),
+                    "state": state,
+                    **(tags or {}),
+                },
+            )
+            rid = run.info.run_id
+            ts = 0
+            ms = [Metric(f"epoch_{k}", float(v), ts, int(row.get("epoch", i + 1)))
+                  for i, row in enumerate(history) for k, v in row.items() if k not in ("epoch", "best_epoch")]
+            ms += [Metric(k, float(v), ts, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
+            ps = [Param(k, v) for k, v in _clean(params).items()]
+            for i in range(0, max(len(ms), len(ps)), 500):
+                self.client.log_batch(rid, metrics=ms[i : i + 500], params=ps[i : i + 100] if i == 0 else [],
+                                      tags=[RunTag("moca_trial", str(number))] if i == 0 else [])
+            if len(ps) > 100:
+                for i in range(100, len(ps), 100):
+                    self.client.log_batch(rid, params=ps[i : i + 100])
+            if config is not None:
+                self._write_config(run, json.dumps(config, indent=2))
+            self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED" if state == "FAIL" else "KILLED")
+            return rid
+        except Exception as exc:  # noqa: BLE001
+            self._fail(exc)
             return None
-        rid = mlflow_run.info.run_id
-        self._submit(lambda: self._write_trial_run(mlflow_run, number, params, history, metrics, state, config, tags))
-        return str(rid)
-
-    def _write_trial_run(self, run: Any, number: int, params: dict[str, Any], history: list[dict[str, float]],
-                         metrics: dict[str, float], state: str, config: dict[str, Any] | None, tags: dict[str, str] | None) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        rid = run.info.run_id
-        ts = 0
-        ms = [Metric(f"epoch_{k}", float(v), ts, int(row.get("epoch", i + 1)))
-              for i, row in enumerate(history) for k, v in row.items() if k not in ("epoch", "best_epoch")]
-        ms += [Metric(k, float(v), ts, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
-        ps = [Param(k, v) for k, v in _clean(params).items()]
-        run_tags = [RunTag("moca_trial", str(number)), RunTag("state", state), *(RunTag(k, str(v)) for k, v in (tags or {}).items())]
-        for i in range(0, max(len(ms), len(ps), 1), 500):
-            self.client.log_batch(rid, metrics=ms[i : i + 500], params=ps[i : i + 100] if i == 0 else [], tags=run_tags if i == 0 else [])
-        if len(ps) > 100:
-            for i in range(100, len(ps), 100):
-                self.client.log_batch(rid, params=ps[i : i + 100])
-        if config is not None:
-            self._write_config(run, json.dumps(config, indent=2))
-        self.client.set_terminated(rid, status="FINISHED" if state == "COMPLETE" else "FAILED" if state == "FAIL" else "KILLED")
 
     def _write_config(self, run: Any, text: str) -> None:
-        """``config.json`` in the run's artifacts: written in place for a local artifact folder, else through MLflow."""
+        """``config.json`` in the run's artifacts: written in place for a local artifact folder (MLflow's ``log_text``
+        reads the run back and goes through a temporary folder: half of a trial's tracking time), else through MLflow."""
         uri = str(run.info.artifact_uri or "")
         if uri.startswith("file://"):
             from urllib.parse import unquote, urlparse
@@ -296,11 +238,6 @@ class Tracker:
         if not wait and not self.ready:
             return  # the parent run stays RUNNING until the study's next run reopens it
         self._wait_started()
-        self.flush(None if wait else 10.0)  # the trials' runs first: a stop waits at most 10 s for them
-        with self._logger_lock:
-            if self._logger is not None:
-                self._jobs.put(None)  # the logger thread ends once the queue is empty
-                self._logger = None
         if not self.enabled or self.parent_run_id is None:
             return
         try:

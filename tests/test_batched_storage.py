@@ -27,7 +27,14 @@ def _run(storage: object, n: int, *, batch: bool) -> list[optuna.trial.FrozenTri
     sampler = SAMPLERS.get("tpe")(seed=3, space=space, trials=n, n_objectives=2)
     study = optuna.create_study(storage=storage, sampler=sampler, directions=["maximize", "minimize"], study_name="s")
     for i in range(n):
-        trial = study.ask()
+        if i % 9 == 0:
+            study.enqueue_trial({"n_conv": 2}, skip_if_exists=False)  # as the known-good designs are queued
+        if batch:
+            assert isinstance(storage, BatchedTrialStorage)
+            with storage.asking():
+                trial = study.ask()
+        else:
+            trial = study.ask()
         if batch:
             assert isinstance(storage, BatchedTrialStorage)
             storage.hold(trial._trial_id)

@@ -405,6 +405,9 @@ class _TrialWrites:
         if self._storage is not None:
             self._storage.hold(trial_id)
 
+    def asking(self) -> Any:
+        return self._storage.asking() if self._storage is not None else contextlib.nullcontext()
+
     def sampling(self, trial_id: int) -> Any:
         return self._storage.sampling(trial_id) if self._storage is not None else contextlib.nullcontext()
 
@@ -567,13 +570,13 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             if stop_event.is_set():
                 reason = "stopped"
                 break
-            trial = study.ask()
+            with writes.asking():
+                trial = study.ask()
             n_run += 1
             t0 = time.perf_counter()
             state, values, why, metrics = "FAIL", None, "", {}
             abort: NasCoreError | None = None
             record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
-            mlrun: Any = None  # the MLflow run, created on the tracker's thread while the trial trains
             writes.hold(trial._trial_id)  # parameters and attributes below: one transaction after sampling, one at the end
             trial.set_user_attr(OWNER_KEY, owner)  # lets the next run on this machine reclaim it at once if we die
             beat.track(trial)
@@ -615,7 +618,6 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                     elif mo_pruner is not None:
                         mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)  # noqa: B023 - called within this trial
 
-                mlrun = tracker.begin_trial(trial.number)  # its MLflow run is created while it trains
                 ctx = EvalContext(
                     arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
                     on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
@@ -641,7 +643,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 if config.save_weights and result.state_dict is not None:
                     _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
                 run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
-                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]}, run=mlrun)
+                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
                 if run_id:
                     record["mlflow_run_id"] = run_id
                 trial.set_user_attr(RECORD_KEY, record_attr(record))
@@ -667,9 +669,6 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
                 beat.track(None)
             if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
                 try:
-                    if mlrun is not None:
-                        tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state="FAIL", config=None,
-                                          tags={"reason": str(abort)[:500]}, wait=False, run=mlrun)
                     trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
                     _tell(study, trial, state=TrialState.FAIL)
                 except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
@@ -678,7 +677,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
             if state != "COMPLETE":
                 record["reason"] = why
                 run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
-                                           tags={"reason": why[:500]}, wait=not stop_event.is_set(), run=mlrun)
+                                           tags={"reason": why[:500]}, wait=not stop_event.is_set())
                 if run_id:
                     record["mlflow_run_id"] = run_id
                 trial.set_user_attr(RECORD_KEY, record_attr(record))

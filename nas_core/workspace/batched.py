@@ -64,25 +64,46 @@ class BatchedTrialStorage(_CachedStorage):
         super().__init__(backend)
         self._held: dict[int, _Pending] = {}
         self._held_lock = threading.RLock()
-        self._window: dict[int, list[FrozenTrial]] | None = None
-        self._window_thread: int | None = None
+        self._reads: dict[int, list[FrozenTrial]] | None = None  # the window's one read of each study
+        self._window_thread: int | None = None  # the thread whose reads the window answers, while it is open
 
     # -- the engine's side --------------------------------------------------------------------------------
 
     def hold(self, trial_id: int) -> None:
         """Keep this trial's parameter and user-attribute writes until :meth:`flush` or its final state."""
         with self._held_lock:
-            self._held.setdefault(trial_id, _Pending())
+            if trial_id in self._held:
+                return
+            fresh = self._backend.get_trial(trial_id)  # e.g. an enqueued trial this process has just set RUNNING
+            with self._lock:
+                study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+                self._studies[study_id].trials[number] = fresh
+            self._held[trial_id] = _Pending()
 
     @contextlib.contextmanager
-    def sampling(self, trial_id: int) -> Iterator[None]:
-        """While the body samples the held trial's parameters: the study is read once; at the end, one write."""
-        self._window, self._window_thread = {}, threading.get_ident()
+    def asking(self) -> Iterator[None]:
+        """Around ``study.ask()``: its read of the study is the one the next :meth:`sampling` uses, and the trial it
+        creates is held from the start (so ``Trial`` reads it from this process's cache, not the database)."""
+        self._reads, self._window_thread = {}, threading.get_ident()
         try:
             yield
         finally:
-            self._window, self._window_thread = None, None
+            self._window_thread = None
+
+    @contextlib.contextmanager
+    def sampling(self, trial_id: int) -> Iterator[None]:
+        """While the body samples the held trial's parameters: the study is read once (or not at all after
+        :meth:`asking`); at the end, one write."""
+        self._reads = {} if self._reads is None else self._reads
+        self._window_thread = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._reads, self._window_thread = None, None
             self.flush(trial_id)
+
+    def _in_window(self) -> bool:
+        return self._window_thread is not None and self._window_thread == threading.get_ident()
 
     def flush(self, trial_id: int) -> None:
         """Write what is pending for the trial now (one transaction); it stays held."""
@@ -100,6 +121,13 @@ class BatchedTrialStorage(_CachedStorage):
             self._held.pop(trial_id, None)
 
     # -- writes ------------------------------------------------------------------------------------------
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if self._in_window():
+            with self._held_lock:  # the cached copy is the trial as just created
+                self._held.setdefault(trial_id, _Pending())
+        return trial_id
 
     def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float,
                         distribution: distributions.BaseDistribution) -> None:
@@ -128,10 +156,20 @@ class BatchedTrialStorage(_CachedStorage):
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
         self.flush(trial_id)
         super().set_trial_system_attr(trial_id, key, value)
+        self._update_own(trial_id, lambda t: t.system_attrs.update({key: value}))
 
     def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
         self.flush(trial_id)
         super().set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._update_own(trial_id, lambda t: t.intermediate_values.update({step: intermediate_value}))
+
+    def _update_own(self, trial_id: int, change: Any) -> None:
+        """Keep the cached copy of a held trial what the database holds (it answers :meth:`get_trial`)."""
+        with self._held_lock:
+            if trial_id in self._held:
+                with self._lock:
+                    study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+                    change(self._studies[study_id].trials[number])
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
         with self._held_lock:
@@ -147,21 +185,26 @@ class BatchedTrialStorage(_CachedStorage):
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         with self._held_lock:
-            pending = self._held.get(trial_id)
-            if not pending:
+            if trial_id not in self._held:
                 return super().get_trial(trial_id)
-            trial = copy.copy(super().get_trial(trial_id))  # what is stored, plus what is pending (no write for a read)
-            trial.params = {**trial.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
-            trial.distributions = {**trial.distributions, **{n: d for n, (_, d) in pending.params.items()}}
-            trial.user_attrs = {**trial.user_attrs, **copy.deepcopy(pending.user_attrs)}
+            pending = self._held[trial_id]
+            with self._lock:  # a held trial is written only through this storage: its cached copy is current
+                study_id, number = self._trial_id_to_study_id_and_number[trial_id]
+                own = self._studies[study_id].trials[number]
+            trial = copy.copy(own)  # new dicts: Trial changes its copy's in place
+            trial.params = {**own.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
+            trial.distributions = {**own.distributions, **{n: d for n, (_, d) in pending.params.items()}}
+            trial.user_attrs = {**copy.deepcopy(own.user_attrs), **copy.deepcopy(pending.user_attrs)}
+            trial.system_attrs = copy.deepcopy(own.system_attrs)
+            trial.intermediate_values = dict(own.intermediate_values)
             return trial
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
-        window = self._window
-        if window is not None and self._window_thread == threading.get_ident():  # a sampler reading the study
-            if study_id not in window:
-                window[study_id] = super().get_all_trials(study_id, deepcopy=False)
-            trials = [t for t in window[study_id] if states is None or t.state in states]
+        reads = self._reads
+        if reads is not None and self._in_window():  # asking and sampling read the study once
+            if study_id not in reads:
+                reads[study_id] = super().get_all_trials(study_id, deepcopy=False)
+            trials = [t for t in reads[study_id] if states is None or t.state in states]
             return copy.deepcopy(trials) if deepcopy else trials
         if states is None or TrialState.RUNNING in states or TrialState.WAITING in states:
             with self._held_lock:  # a held trial may be among them: write what it has pending first
@@ -206,6 +249,11 @@ class BatchedTrialStorage(_CachedStorage):
             dists = self._studies[study_id].param_distribution
             for name, (_, dist) in pending.params.items():
                 dists.setdefault(name, dist)
+            own = self._studies[study_id].trials.get(self._trial_id_to_study_id_and_number[trial_id][1])
+            if own is not None and state is None:  # still running: the cached copy now has what was written
+                own.params = {**own.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
+                own.distributions = {**own.distributions, **{n: d for n, (_, d) in pending.params.items()}}
+                own.user_attrs = {**own.user_attrs, **copy.deepcopy(pending.user_attrs)}
 
 
 def batched(storage: Any) -> Any:
