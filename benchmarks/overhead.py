@@ -2,6 +2,10 @@
 
 Usage: python benchmarks/overhead.py [--trials 500] [--sampler tpe]
 Writes benchmarks/results/overhead.json (goal: <= 30 ms per trial with MLflow, issue 12; it was 50).
+
+Two runs of the same study, with MLflow and without. ``ms_per_trial`` is the marginal cost of a trial (the loop's period less the
+evaluator's time); ``fixed_s`` what a study costs once whatever its length (set-up, MLflow's new store, the
+final latency re-measurement, output files); ``ms_per_trial_with_fixed`` both, spread over ``--trials``.
 """
 
 from __future__ import annotations
@@ -125,6 +129,7 @@ def main() -> None:
         "without_mlflow": no_tracking,
         "mlflow_ms_per_trial": full["ms_per_trial"] - no_tracking["ms_per_trial"],
         "meets_goal": full["ms_per_trial"] <= 30,
+        "meets_goal_with_fixed_costs": full["ms_per_trial_with_fixed"] <= 30,
         "stop": stop_latency(),
         "machine": f"{platform.processor() or platform.machine()}, python {platform.python_version()}",
         "load_average_at_end": list(os.getloadavg()),  # 2 shared cores: the figure scales with what else runs
