@@ -1541,19 +1541,12 @@ class ProxyCorrelation:
     figure: Any = field(repr=False, default=None)
 
 
-def _kendall(a: np.ndarray, b: np.ndarray) -> float:
-    n = len(a)
-    s = 0.0
-    for i in range(n):
-        s += float(np.sum(np.sign(a[i] - a[i + 1:]) * np.sign(b[i] - b[i + 1:])))
-    pairs = n * (n - 1) / 2
-    return s / pairs if pairs else float("nan")
-
-
 @_per_state
 def proxy_correlation(study: Any) -> ProxyCorrelation | None:
     """Proxy score vs final accuracy of the trials whose metrics carry both (None: no proxy data yet)."""
     import plotly.express as px
+
+    from nas_core.ranking import kendall
 
     rows = []
     for t in _trials(study):
@@ -1569,7 +1562,7 @@ def proxy_correlation(study: Any) -> ProxyCorrelation | None:
         ra, rb = df["proxy_accuracy"].rank().to_numpy(), df["final_accuracy"].rank().to_numpy()
         if ra.std() > 0 and rb.std() > 0:
             rho = float(np.corrcoef(ra, rb)[0, 1])
-        tau = _kendall(df["proxy_accuracy"].to_numpy(), df["final_accuracy"].to_numpy())
+        tau = kendall(df["proxy_accuracy"].to_numpy(), df["final_accuracy"].to_numpy())  # tau-b, as the ranking checks
     fig = px.scatter(df, x="proxy_accuracy", y="final_accuracy", hover_data=["number", "summary"],
                      labels={"proxy_accuracy": "proxy score (cached fidelity)", "final_accuracy": "final accuracy (full training)"})
     fig.update_layout(title=f"Proxy vs final accuracy (Spearman ρ = {rho:.3f}, n = {len(df)})" if not math.isnan(rho)
