@@ -184,7 +184,7 @@ class Tracker:
         if not self.enabled or self.parent_run_id is None:
             return None
         try:
-            from mlflow.entities import Metric, Param, RunTag
+            from mlflow.entities import Metric, Param
 
             run = self.client.create_run(
                 self.experiment_id,
@@ -193,6 +193,7 @@ class Tracker:
                     "mlflow.parentRunId": self.parent_run_id,
                     "moca_role": "trial",
                     "trial_number": str(number),
+                    "moca_trial": str(number),  # here, not in log_batch: a batch with tags costs a third transaction
                     "state": state,
                     **(tags or {}),
                 },
@@ -204,8 +205,7 @@ class Tracker:
             ms += [Metric(k, float(v), ts, 0) for k, v in metrics.items() if isinstance(v, (int, float))]
             ps = [Param(k, v) for k, v in _clean(params).items()]
             for i in range(0, max(len(ms), len(ps)), 500):
-                self.client.log_batch(rid, metrics=ms[i : i + 500], params=ps[i : i + 100] if i == 0 else [],
-                                      tags=[RunTag("moca_trial", str(number))] if i == 0 else [])
+                self.client.log_batch(rid, metrics=ms[i : i + 500], params=ps[i : i + 100] if i == 0 else [])
             if len(ps) > 100:
                 for i in range(100, len(ps), 100):
                     self.client.log_batch(rid, params=ps[i : i + 100])

@@ -217,6 +217,7 @@ class BatchedTrialStorage(_CachedStorage):
     def _write(self, trial_id: int, pending: _Pending, *, state: TrialState | None = None,
                values: Sequence[float] | None = None) -> None:
         rdb = self._backend
+        finished_at: datetime | None = None
         with self._lock:
             study_id, _ = self._trial_id_to_study_id_and_number[trial_id]
             known = dict(self._studies[study_id].param_distribution)
@@ -244,16 +245,22 @@ class BatchedTrialStorage(_CachedStorage):
                 for objective, v in enumerate(values or ()):
                     rdb._set_trial_value_without_commit(session, trial, objective, v)
                 trial.state = state
-                trial.datetime_complete = datetime.now()
+                trial.datetime_complete = finished_at = datetime.now()
         with self._lock:
             dists = self._studies[study_id].param_distribution
             for name, (_, dist) in pending.params.items():
                 dists.setdefault(name, dist)
-            own = self._studies[study_id].trials.get(self._trial_id_to_study_id_and_number[trial_id][1])
-            if own is not None and state is None:  # still running: the cached copy now has what was written
+            number = self._trial_id_to_study_id_and_number[trial_id][1]
+            own = self._studies[study_id].trials.get(number)
+            if own is not None:  # the cached copy now has what was written
+                own = copy.copy(own)
                 own.params = {**own.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
                 own.distributions = {**own.distributions, **{n: d for n, (_, d) in pending.params.items()}}
                 own.user_attrs = {**own.user_attrs, **copy.deepcopy(pending.user_attrs)}
+                if state is not None:  # finished: tell's read-back is answered from the cache (the next read of the study replaces it)
+                    own.state, own.datetime_complete = state, finished_at
+                    own.values = None if values is None else [float(v) for v in values]
+                self._studies[study_id].trials[number] = own
 
 
 def batched(storage: Any) -> Any:
