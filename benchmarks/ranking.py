@@ -189,10 +189,11 @@ FREE = ("params", "flops")
 
 
 def _kendall(a: Any, b: Any) -> float:
-    from scipy.stats import kendalltau
+    """nas_core's Kendall tau-b (the one the Analytics page shows), 0 where a resample leaves a signal constant."""
+    from nas_core.ranking import kendall
 
-    value = kendalltau(a, b).statistic
-    return float(value) if math.isfinite(value) else 0.0
+    value = kendall(a, b)
+    return value if math.isfinite(value) else 0.0
 
 
 def _ranker_predictions(rows: list[dict[str, Any]], features: list[str], truth: Any, seed: int) -> Any:
