@@ -411,10 +411,6 @@ class _TrialWrites:
     def sampling(self, trial_id: int) -> Any:
         return self._storage.sampling(trial_id) if self._storage is not None else contextlib.nullcontext()
 
-    def release(self, trial_id: int) -> None:
-        if self._storage is not None:
-            self._storage.release(trial_id)
-
 
 def _emit(emit: Callable[[ev.Event], None] | None, event: ev.Event) -> None:
     if emit is not None:
