@@ -223,6 +223,7 @@ def _killpg(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
+@pytest.mark.slow  # ~150 s: with it the default suite passed 10 minutes on 2 cores; run with `pytest -m slow`
 def test_scale_out_recipe_runs_as_written(postgres_url: str, tmp_path: Path) -> None:
     """Each command of docs/scale-out.md on real servers: PostgreSQL (a database of its own), `mlflow server`, `search
     --workers 3`, a `worker` from "another machine", `finalize`, `serve`, and a worker through the gRPC proxy. Every
