@@ -60,6 +60,16 @@ def _as_stored(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
              t.intermediate_values) for t in trials]
 
 
+def _held_trial(url: str, owner_pid: int) -> tuple[BatchedTrialStorage, optuna.Study, optuna.Trial]:
+    """A study "s" on ``url`` with one trial asked, held and given an owner record, as the search does."""
+    storage = batched(open_storage(url))
+    study = optuna.create_study(storage=storage, study_name="s")
+    trial = study.ask()
+    storage.hold(trial._trial_id)
+    trial.set_user_attr("owner", {"pid": owner_pid})
+    return storage, study, trial
+
+
 def test_a_batched_search_stores_what_plain_optuna_stores(tmp_path: Path) -> None:
     plain = _run(optuna.storages.get_storage(open_storage(f"sqlite:///{tmp_path / 'plain.db'}")), 40, batch=False)
     fast = _run(batched(open_storage(f"sqlite:///{tmp_path / 'batched.db'}")), 40, batch=True)
@@ -72,11 +82,7 @@ def test_a_batched_search_stores_what_plain_optuna_stores(tmp_path: Path) -> Non
 
 def test_another_process_sees_a_running_trials_parameters_once_sampling_ends(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    storage = batched(open_storage(url))
-    study = optuna.create_study(storage=storage, study_name="s")
-    trial = study.ask()
-    storage.hold(trial._trial_id)
-    trial.set_user_attr("owner", {"pid": 42})
+    storage, study, trial = _held_trial(url, 42)
     read = [sys.executable, "-c", f"import json, optuna; t = optuna.load_study(study_name='s', storage={url!r}).trials[0]; "
             "print(json.dumps([t.state.name, t.params, t.user_attrs]))"]
     with storage.sampling(trial._trial_id):
@@ -117,17 +123,13 @@ def test_a_distribution_clash_is_refused_at_the_suggest_as_optuna_does(tmp_path:
     with pytest.raises(ValueError):
         storage.set_trial_param(trial._trial_id, "a", 0.5, FloatDistribution(0, 1))
     storage.set_trial_param(trial._trial_id, "a", 2, IntDistribution(0, 3))
-    storage.release(trial._trial_id)
+    storage.flush(trial._trial_id)
     assert study.trials[1].params == {"a": 2}
 
 
 def test_a_stale_trial_failed_by_another_process_is_not_overwritten(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'x.db'}"
-    storage = batched(open_storage(url))
-    study = optuna.create_study(storage=storage, study_name="s")
-    trial = study.ask()
-    storage.hold(trial._trial_id)
-    trial.set_user_attr("owner", {"pid": 1})
+    storage, study, trial = _held_trial(url, 1)
     other = optuna.load_study(study_name="s", storage=open_storage(url))
     other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # as a reclaim of a dead worker's trial would
     with pytest.raises(RuntimeError):

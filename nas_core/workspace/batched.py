@@ -56,6 +56,16 @@ class _Pending:
     def __bool__(self) -> bool:
         return bool(self.params or self.user_attrs)
 
+    def applied_to(self, trial: FrozenTrial) -> FrozenTrial:
+        """A copy of ``trial`` with these values set, sharing no mutable dict with it (``Trial`` changes its copy in place)."""
+        out = copy.copy(trial)
+        out.params = {**trial.params, **{n: d.to_external_repr(v) for n, (v, d) in self.params.items()}}
+        out.distributions = {**trial.distributions, **{n: d for n, (_, d) in self.params.items()}}
+        out.user_attrs = {**copy.deepcopy(trial.user_attrs), **copy.deepcopy(self.user_attrs)}
+        out.system_attrs = copy.deepcopy(trial.system_attrs)
+        out.intermediate_values = dict(trial.intermediate_values)
+        return out
+
 
 class BatchedTrialStorage(_CachedStorage):
     """Optuna's cached RDB storage, writing a held trial's parameters and user attributes in one transaction."""
@@ -113,12 +123,6 @@ class BatchedTrialStorage(_CachedStorage):
                 return
             self._write(trial_id, pending)
             self._held[trial_id] = _Pending()
-
-    def release(self, trial_id: int) -> None:
-        """Write what is pending and stop holding the trial."""
-        with self._held_lock:
-            self.flush(trial_id)
-            self._held.pop(trial_id, None)
 
     # -- writes ------------------------------------------------------------------------------------------
 
@@ -191,13 +195,7 @@ class BatchedTrialStorage(_CachedStorage):
             with self._lock:  # a held trial is written only through this storage: its cached copy is current
                 study_id, number = self._trial_id_to_study_id_and_number[trial_id]
                 own = self._studies[study_id].trials[number]
-            trial = copy.copy(own)  # new dicts: Trial changes its copy's in place
-            trial.params = {**own.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
-            trial.distributions = {**own.distributions, **{n: d for n, (_, d) in pending.params.items()}}
-            trial.user_attrs = {**copy.deepcopy(own.user_attrs), **copy.deepcopy(pending.user_attrs)}
-            trial.system_attrs = copy.deepcopy(own.system_attrs)
-            trial.intermediate_values = dict(own.intermediate_values)
-            return trial
+            return pending.applied_to(own)
 
     def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         reads = self._reads
@@ -253,10 +251,7 @@ class BatchedTrialStorage(_CachedStorage):
             number = self._trial_id_to_study_id_and_number[trial_id][1]
             own = self._studies[study_id].trials.get(number)
             if own is not None:  # the cached copy now has what was written
-                own = copy.copy(own)
-                own.params = {**own.params, **{n: d.to_external_repr(v) for n, (v, d) in pending.params.items()}}
-                own.distributions = {**own.distributions, **{n: d for n, (_, d) in pending.params.items()}}
-                own.user_attrs = {**own.user_attrs, **copy.deepcopy(pending.user_attrs)}
+                own = pending.applied_to(own)
                 if state is not None:  # finished: tell's read-back is answered from the cache (the next read of the study replaces it)
                     own.state, own.datetime_complete = state, finished_at
                     own.values = None if values is None else [float(v) for v in values]
