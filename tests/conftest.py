@@ -12,6 +12,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -71,3 +72,15 @@ def postgres_url() -> Iterator[str]:
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def mlflow_runs(db: Path, study: str) -> tuple[Any, list[Any], list[Any]]:
+    """(client, parent runs, nested trial runs) of ``study`` in the MLflow SQLite store ``db``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(f"moca-{study}")
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
+    nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
+    return client, parents, nested

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import mlflow_runs
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -49,7 +51,6 @@ def test_search_with_three_workers_one_killed_is_retried_and_finalized_once(post
     trial is counted once, the final phase runs once, and MLflow holds one parent run with every trial nested under it."""
     import time
 
-    import mlflow
     from optuna.trial import TrialState
 
     from nas_core.claims import claims
@@ -91,12 +92,8 @@ def test_search_with_three_workers_one_killed_is_retried_and_finalized_once(post
 
     study = optuna.load_study(study_name="team", storage=postgres_url)
     assert len(final_results(study)) == 2 and "final_results" not in study.user_attrs  # one record per finalist
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("moca-team")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
+    _, parents, nested = mlflow_runs(tmp_path / "mlflow.db", "team")
     assert len(parents) == 1
-    nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
     assert nested and all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in nested)
     finished = [t for t in trials if t.state.is_finished()]
     assert {int(r.data.tags["trial_number"]) for r in nested} <= {t.number for t in finished}

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, mlflow_runs
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,7 +231,6 @@ def test_scale_out_recipe_runs_as_written(postgres_url: str, tmp_path: Path) -> 
     import re
     import urllib.request
 
-    import mlflow
     import psycopg2
 
     commands = _doc_commands()
@@ -288,11 +287,7 @@ def test_scale_out_recipe_runs_as_written(postgres_url: str, tmp_path: Path) -> 
     finished = [t for t in _trials(store, "team") if t.state.is_finished()]
     assert len(finished) >= 2 + 2 + 2 and not [t for t in _trials(store, "team") if t.state.name == "RUNNING"]
     # the server is down now: read its store directly (the doc's --backend-store-uri, relative to where it ran)
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("moca-team")
-    runs = client.search_runs([exp.experiment_id], max_results=1000)
-    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
+    _, parents, nested = mlflow_runs(tmp_path / "mlflow.db", "team")
     assert len(parents) == 1
-    nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
     assert {int(r.data.tags["trial_number"]) for r in nested} == {t.number for t in finished}
     assert all(r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id for r in nested)

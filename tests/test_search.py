@@ -7,6 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import mlflow_runs
 from optuna.trial import TrialState
 
 from nas_core.errors import ConfigError
@@ -46,17 +47,11 @@ def test_trials_are_recorded_in_optuna_storage(tiny_study) -> None:  # type: ign
 
 
 def test_mlflow_has_a_parent_run_and_one_nested_run_per_trial(tiny_study) -> None:  # type: ignore[no-untyped-def]
-    from mlflow.tracking import MlflowClient
-
     config, _, _ = tiny_study
-    client = MlflowClient(tracking_uri=f"sqlite:///{Path(config.workspace) / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("moca-tiny")
-    runs = client.search_runs([exp.experiment_id])
-    parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
-    trials = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
+    client, parents, trials = mlflow_runs(Path(config.workspace) / "mlflow.db", "tiny")
     assert len(parents) == 1 and len(trials) == 3
     assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in trials)
-    # written by the tracker's writer thread, flushed before the search returned
+    # every run closed before the search returned
     assert all(r.info.status == "FINISHED" for r in trials) and parents[0].info.status == "FINISHED"
     run = trials[0]
     assert "val_accuracy" in run.data.metrics and "lr" in run.data.params
