@@ -57,7 +57,7 @@ def _run(storage: object, n: int, *, batch: bool) -> list[optuna.trial.FrozenTri
 
 def _as_stored(trials: list[optuna.trial.FrozenTrial]) -> list[tuple]:
     return [(t.number, t.state, t.values, t.params, {k: repr(v) for k, v in t.distributions.items()}, t.user_attrs,
-             t.intermediate_values) for t in trials]
+             t.system_attrs, t.intermediate_values) for t in trials]
 
 
 def _held_trial(url: str, owner_pid: int) -> tuple[BatchedTrialStorage, optuna.Study, optuna.Trial]:
@@ -74,6 +74,7 @@ def test_a_batched_search_stores_what_plain_optuna_stores(tmp_path: Path) -> Non
     plain = _run(optuna.storages.get_storage(open_storage(f"sqlite:///{tmp_path / 'plain.db'}")), 40, batch=False)
     fast = _run(batched(open_storage(f"sqlite:///{tmp_path / 'batched.db'}")), 40, batch=True)
     assert len(plain[-1].params) >= 15  # the default space: about 21 parameters a trial, sampled by TPE after its start-up
+    assert any(k.startswith("tpe:relative_params") for k in plain[-1].system_attrs)  # the constant liar's note, batched too
     assert _as_stored(fast) == _as_stored(plain)
     # and read back by a fresh storage, not this process's cache
     again = optuna.load_study(study_name="s", storage=open_storage(f"sqlite:///{tmp_path / 'batched.db'}")).get_trials()

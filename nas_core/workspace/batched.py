@@ -10,7 +10,9 @@ this process :meth:`holds <BatchedTrialStorage.hold>`:
 - ``set_trial_param`` and ``set_trial_user_attr`` of a held trial are kept in memory (the parameter's
   distribution is checked against the study's at once, as Optuna does) and written in **one** transaction:
   when :meth:`~BatchedTrialStorage.sampling` ends, or together with the trial's final state in ``tell``.
-- Any other write to the trial (an intermediate value, a system attribute, a non-final state) and any read
+  So are the system attributes a sampler sets while it samples (TPE's constant liar shares its relative
+  parameters that way), and each kind of attribute is one upsert statement, not a read and a write per key.
+- Any other write to the trial (an intermediate value, another system attribute, a non-final state) and any read
   that can return it (``get_trial``, or ``get_all_trials`` with RUNNING among the states) writes the
   pending values first, so nothing reads a trial without its parameters.
 - Inside :meth:`~BatchedTrialStorage.sampling`, the sampling thread's reads of the study (a sampler reads it
@@ -32,12 +34,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import sqlite3
 import threading
 from collections.abc import Container, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
 
+import sqlalchemy.dialects.postgresql
+import sqlalchemy.dialects.sqlite
 from optuna import distributions
 from optuna.storages import RDBStorage
 from optuna.storages._cached_storage import _CachedStorage
@@ -52,9 +58,10 @@ __all__ = ["BatchedTrialStorage", "batched"]
 class _Pending:
     params: dict[str, tuple[float, distributions.BaseDistribution]] = field(default_factory=dict)
     user_attrs: dict[str, Any] = field(default_factory=dict)
+    system_attrs: dict[str, Any] = field(default_factory=dict)  # only those a sampler sets while sampling
 
     def __bool__(self) -> bool:
-        return bool(self.params or self.user_attrs)
+        return bool(self.params or self.user_attrs or self.system_attrs)
 
     def applied_to(self, trial: FrozenTrial) -> FrozenTrial:
         """A copy of ``trial`` with these values set, sharing no mutable dict with it (``Trial`` changes its copy in place)."""
@@ -62,7 +69,7 @@ class _Pending:
         out.params = {**trial.params, **{n: d.to_external_repr(v) for n, (v, d) in self.params.items()}}
         out.distributions = {**trial.distributions, **{n: d for n, (_, d) in self.params.items()}}
         out.user_attrs = {**copy.deepcopy(trial.user_attrs), **copy.deepcopy(self.user_attrs)}
-        out.system_attrs = copy.deepcopy(trial.system_attrs)
+        out.system_attrs = {**copy.deepcopy(trial.system_attrs), **copy.deepcopy(self.system_attrs)}
         out.intermediate_values = dict(trial.intermediate_values)
         return out
 
@@ -158,6 +165,12 @@ class BatchedTrialStorage(_CachedStorage):
                 pending.user_attrs[key] = copy.deepcopy(value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if self._in_window():  # a sampler's note while it samples (TPE's constant liar): it goes with the parameters
+            with self._held_lock:
+                pending = self._held.get(trial_id)
+                if pending is not None:
+                    pending.system_attrs[key] = copy.deepcopy(value)
+                    return
         self.flush(trial_id)
         super().set_trial_system_attr(trial_id, key, value)
         self._update_own(trial_id, lambda t: t.system_attrs.update({key: value}))
@@ -237,8 +250,8 @@ class BatchedTrialStorage(_CachedStorage):
                                        distribution_json=distributions.distribution_to_json(dist))
                 for name, (value, dist) in pending.params.items()
             ])
-            for key, value in pending.user_attrs.items():
-                rdb._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial_id, key, value)
+            _upsert_attrs(rdb, session, models.TrialUserAttributeModel, trial_id, pending.user_attrs)
+            _upsert_attrs(rdb, session, models.TrialSystemAttributeModel, trial_id, pending.system_attrs)
             if state is not None:
                 for objective, v in enumerate(values or ()):
                     rdb._set_trial_value_without_commit(session, trial, objective, v)
@@ -256,6 +269,24 @@ class BatchedTrialStorage(_CachedStorage):
                     own.state, own.datetime_complete = state, finished_at
                     own.values = None if values is None else [float(v) for v in values]
                 self._studies[study_id].trials[number] = own
+
+
+def _upsert_attrs(rdb: RDBStorage, session: Any, model_cls: Any, trial_id: int, attrs: dict[str, Any]) -> None:
+    """Set a trial's attributes in one statement where the database has an upsert (SQLite >= 3.24, PostgreSQL), as
+    Optuna's per-key ``_set_trial_attr_without_commit`` does one key at a time (with a read of the trial before each);
+    on other databases, through that method. The caller has checked that the trial is updatable."""
+    if not attrs:
+        return
+    rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
+    name = rdb.engine.name
+    if name == "postgresql" or (name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0)):
+        dialect = sqlalchemy.dialects.postgresql if name == "postgresql" else sqlalchemy.dialects.sqlite
+        stmt = dialect.insert(model_cls).values(rows)
+        session.execute(stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key],
+                                                   set_={"value_json": stmt.excluded.value_json}))
+        return
+    for key, value in attrs.items():
+        rdb._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
 
 
 def batched(storage: Any) -> Any:
