@@ -7,7 +7,7 @@ import math
 
 import streamlit as st
 
-from nas_core import dashboard
+from nas_core import views
 from nas_core.errors import NasCoreError
 from nas_core.search import OBJECTIVES
 from app_pages import common
@@ -15,45 +15,45 @@ from app_pages import common
 st.title("Analytics")
 study = common.current_study()
 workspace = common.workspace()
-frame = dashboard.trials_frame(study)
+frame = views.trials_frame(study)
 if frame.empty or "val_accuracy" not in frame or not (frame["state"] == "COMPLETE").any():
     st.info(f"Study **{study.study_name}** has no complete trial yet; analytics appear once trials finish (see Search).")
     st.stop()
-objectives = dashboard.study_objectives(study)
+objectives = views.study_objectives(study)
 st.caption(f"Study **{study.study_name}**: {int((frame['state'] == 'COMPLETE').sum())} complete trials.")
 
 try:
     st.subheader("Accuracy vs cost")
     costs = [c for c in ("latency_ms", "params", "flops", "size_mb") if c in frame]
     x = st.segmented_control("Cost axis", costs, default=costs[0], key="an_cost",
-                             format_func=lambda c: dashboard.METRIC_LABELS.get(c, c)) or costs[0]
-    st.plotly_chart(dashboard.study_scatter(study, x), key="an_scatter")
-    proxy = dashboard.proxy_name(study)
+                             format_func=lambda c: views.METRIC_LABELS.get(c, c)) or costs[0]
+    st.plotly_chart(views.study_scatter(study, x), key="an_scatter")
+    proxy = views.proxy_name(study)
     if proxy:
         trained = int(frame["val_accuracy"].notna().sum())
         st.caption(f"Accuracy here is trained accuracy: the {trained} finalists of this study. The other trials were only ranked "
-                   f"by the {dashboard.proxy_label(proxy)}, which is no accuracy (see Results).")
+                   f"by the {views.proxy_label(proxy)}, which is no accuracy (see Results).")
     axes_3d = [OBJECTIVES[o].metric for o in objectives if o in OBJECTIVES]
     if len(axes_3d) >= 3:
-        st.plotly_chart(dashboard.study_scatter_3d(study, tuple([a for a in axes_3d if a != "val_accuracy"][:2] + ["val_accuracy"]
+        st.plotly_chart(views.study_scatter_3d(study, tuple([a for a in axes_3d if a != "val_accuracy"][:2] + ["val_accuracy"]
                                                    if "val_accuracy" in axes_3d else axes_3d[:3])), key="an_3d")
     else:
         with st.expander("3-D view (latency, parameters, accuracy)", expanded=False):
             st.caption("Shown by default for studies with three objectives; here on the measured metrics.")
-            st.plotly_chart(dashboard.study_scatter_3d(study, ("latency_ms", "params", "val_accuracy")), key="an_3d")
+            st.plotly_chart(views.study_scatter_3d(study, ("latency_ms", "params", "val_accuracy")), key="an_3d")
 
     st.subheader("Top 5 side by side")
-    st.dataframe(dashboard.top_trials_frame(study, k=5), key="an_top5")
+    st.dataframe(views.top_trials_frame(study, k=5), key="an_top5")
 
     st.subheader("Block usage in good vs bad trials")
-    usage = dashboard.block_usage(study)
+    usage = views.block_usage(study)
     if usage.empty:
         st.info("Block usage needs at least two complete trials.")
     else:
-        st.plotly_chart(dashboard.block_usage_figure(usage), key="an_blocks")
+        st.plotly_chart(views.block_usage_figure(usage), key="an_blocks")
 
     st.subheader("Accuracy vs epochs")
-    curves = dashboard.epoch_curves_figure(study)
+    curves = views.epoch_curves_figure(study)
     if curves is None:
         st.info("No per-epoch history recorded (zero-cost or cached fidelities train briefly or not at all).")
     else:
@@ -67,12 +67,12 @@ try:
         a, b = st.columns(2)
         first = a.selectbox("First study", names, index=names.index(study.study_name), key="an_cmp_a")
         second = b.selectbox("Second study", names, index=next(i for i, n in enumerate(names) if n != first), key="an_cmp_b")
-        table, fig = dashboard.compare_studies(workspace, first, second)
+        table, fig = views.compare_studies(workspace, first, second)
         st.dataframe(table, hide_index=True, key="an_cmp_table")
         st.plotly_chart(fig, key="an_cmp_fig")
 
     st.subheader("Proxy score vs final accuracy")
-    proxy = dashboard.proxy_correlation(study)
+    proxy = views.proxy_correlation(study)
     if proxy is None:
         st.info("No proxy data yet: trials get `proxy_accuracy` and `final_accuracy` from the cached fidelity's final re-training. "
                 "Run a search with fidelity **cached** to compare.")
@@ -86,7 +86,7 @@ try:
         st.plotly_chart(proxy.figure, key="an_proxy")
 
     st.subheader("Ranking quality of this study's fidelity")
-    checks = dashboard.ranking_quality(study)
+    checks = views.ranking_quality(study)
     if not checks:
         st.info("Needs at least 5 complete trials carrying both numbers of a check (e.g. validation and test accuracy).")
     for i, check in enumerate(checks):
@@ -97,12 +97,12 @@ try:
         c3.metric("Trials", check.n)
         st.caption(f"{check.note} Reading: {check.verdict}.")
         with st.expander(f"Scatter: {check.signal} vs {check.target}", expanded=i == 0):
-            st.plotly_chart(dashboard.ranking_figure(check), key=f"an_rank_{i}")
+            st.plotly_chart(views.ranking_figure(check), key=f"an_rank_{i}")
     st.caption("How the default space's cheap signals rank 60 trained candidates against #params and FLOPs: "
                "`benchmarks/results/ranking.md`.")
 
     st.subheader("Budget split")
-    split = dashboard.budget_split(study)
+    split = views.budget_split(study)
     if split is None:
         st.info("This study ran without --timeout, so nothing was planned: the trials ran to --trials.")
     else:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from nas_core import dashboard
+from nas_core import views
+from nas_core.deploy.retraining import rebuild_snippet
 from nas_core.errors import NasCoreError
-from nas_core.export import rebuild_snippet
 from nas_core.workspace import study_dir
 from app_pages import common
 
@@ -16,8 +16,8 @@ st.title("Best Model")
 study = common.current_study()
 workspace = common.workspace()
 try:
-    pareto, picks = dashboard.pareto_frame(study)
-    numbers = dashboard.complete_trials(study)
+    pareto, picks = views.pareto_frame(study)
+    numbers = views.complete_trials(study)
 except NasCoreError as exc:
     st.error(str(exc))
     st.stop()
@@ -25,9 +25,9 @@ if not picks or not numbers:
     st.info(f"Study **{study.study_name}** has no complete trial yet. Let the search finish a trial (see Search), then come back.")
     st.stop()
 
-proxy = dashboard.proxy_name(study)
+proxy = views.proxy_name(study)
 st.caption(f"Study **{study.study_name}**: {len(pareto)} Pareto-optimal of {len(numbers)} complete trials"
-           + (f", over the trained finalists only (the others were ranked by the {dashboard.proxy_label(proxy)})." if proxy else "."))
+           + (f", over the trained finalists only (the others were ranked by the {views.proxy_label(proxy)})." if proxy else "."))
 key = f"bm_trial_{study.study_name}"
 if st.session_state.get(key) not in numbers:
     st.session_state[key] = picks["best_accuracy"]
@@ -37,8 +37,8 @@ def _choose(number: int) -> None:
     st.session_state[key] = number
 
 
-buttons = st.columns(len(dashboard.PICK_LABELS))
-for col, (pick, label) in zip(buttons, dashboard.PICK_LABELS.items()):
+buttons = st.columns(len(views.PICK_LABELS))
+for col, (pick, label) in zip(buttons, views.PICK_LABELS.items()):
     col.button(f"{label} (trial {picks[pick]})", key=f"bm_pick_{pick}", on_click=_choose, args=(picks[pick],), width="stretch",
                type="primary" if st.session_state[key] == picks[pick] else "secondary")
 labels = {int(r.trial): r.pick for r in pareto.itertuples()}
@@ -48,8 +48,8 @@ with st.expander("Pareto front", expanded=False):
     st.dataframe(pareto, hide_index=True, key="bm_pareto")
 
 try:
-    config = dashboard.trial_config(study, number)
-    details = dashboard.trial_details(study, number)
+    config = views.trial_config(study, number)
+    details = views.trial_details(study, number)
 except NasCoreError as exc:
     st.error(str(exc))
     st.stop()
@@ -61,14 +61,14 @@ if details["accuracy_source"] == "proxy":  # not a finalist: its accuracies are 
     untrained = m.get("val_accuracy") is not None and m.get("val_accuracy") == m.get("proxy_score")  # older zero-cost records
     cols[0].metric("Val acc (proxy phase)", "–" if untrained else common.fmt(m.get("val_accuracy")))
     cols[1].metric("Test acc (proxy phase)", common.fmt(m.get("test_accuracy")))
-    st.caption(f"Trial {number} was only scored by the proxy ({dashboard.proxy_label(dashboard.proxy_name(study) or '')}"
+    st.caption(f"Trial {number} was only scored by the proxy ({views.proxy_label(views.proxy_name(study) or '')}"
                + (f" = {m['proxy_score']:.4g}" if m.get("proxy_score") is not None else "") + "), not trained; "
                "the Pareto front and the picks use the trained finalists only.")
 else:
     cols[0].metric("Val accuracy", common.fmt(m.get("val_accuracy")))
     cols[1].metric("Test accuracy", common.fmt(m.get("test_accuracy")))
 cols[2].metric("Macro F1 (test)", common.fmt(m.get("macro_f1")))
-cols[3].metric("Latency", dashboard.format_ms(m.get("latency_ms")))
+cols[3].metric("Latency", views.format_ms(m.get("latency_ms")))
 cols[4].metric("Parameters", f"{int(m.get('params', 0)):,}")
 cols[5].metric("FLOPs", f"{m.get('flops', 0) / 1e6:.2f} M")
 how = details["latency"].get("how", "")
@@ -81,8 +81,8 @@ tab_arch, tab_metrics, tab_dl, tab_retrain = st.tabs(["Architecture", "Metrics",
 with tab_arch:
     diagram, table = st.columns([1, 2])
     try:
-        diagram.graphviz_chart(dashboard.architecture_dot(config.architecture))
-        table.dataframe(dashboard.layer_table(config.architecture), hide_index=True, key="bm_layers",
+        diagram.graphviz_chart(views.architecture_dot(config.architecture))
+        table.dataframe(views.layer_table(config.architecture), hide_index=True, key="bm_layers",
                         column_config={"params": st.column_config.NumberColumn("params", format="localized"),
                                        "flops": st.column_config.NumberColumn("FLOPs", format="localized")})
     except NasCoreError as exc:
@@ -95,24 +95,24 @@ classes = list(config.dataset.classes)
 with tab_metrics:
     left, right = st.columns(2)
     if details["per_class_accuracy"]:
-        left.plotly_chart(dashboard.per_class_figure(details["per_class_accuracy"], classes), key="bm_per_class")
+        left.plotly_chart(views.per_class_figure(details["per_class_accuracy"], classes), key="bm_per_class")
     if details["confusion"]:
-        right.plotly_chart(dashboard.confusion_figure(details["confusion"], classes), key="bm_confusion")
+        right.plotly_chart(views.confusion_figure(details["confusion"], classes), key="bm_confusion")
     if details["mlflow_run_id"]:
         st.caption(f"MLflow run id: `{details['mlflow_run_id']}`")
 
-weights = dashboard.trial_weights(workspace, study.study_name, number)
+weights = views.trial_weights(workspace, study.study_name, number)
 base = f"{study.study_name}_trial{number}"
 with tab_dl:
     st.download_button("Config JSON", data=config.to_json(), file_name=f"{base}.json", mime="application/json", key="dl_json",
                        on_click="ignore", icon=":material/data_object:", type="primary")
     st.caption("Rebuilds and retrains this network anywhere (architecture, training recipe, metrics, provenance).")
-    for exporter in dashboard.network_exporters():  # one button per registered format (nas_core.deploy.exporters)
+    for exporter in views.network_exporters():  # one button per registered format (nas_core.deploy.exporters)
         problem = exporter.available()
         if problem:
             st.caption(f"{problem}.")
             continue
-        st.download_button(exporter.label, data=lambda fmt=exporter.name: dashboard.export_bytes(config, fmt, weights=weights),
+        st.download_button(exporter.label, data=lambda fmt=exporter.name: views.export_bytes(config, fmt, weights=weights),
                            file_name=f"{base}{exporter.suffix}", mime=exporter.mime, key=f"dl_{exporter.name}", on_click="ignore")
     if weights is not None:
         st.download_button("Weights (safetensors)", data=weights.read_bytes(), file_name=f"{base}.safetensors",
@@ -128,7 +128,7 @@ with tab_dl:
 
 
 def _retrain_panel(number: int) -> None:
-    job = dashboard.get_retrain(workspace, study.study_name, number)
+    job = views.get_retrain(workspace, study.study_name, number)
     if job is None:
         st.caption("Not retrained in this session of the server yet.")
         return
@@ -165,10 +165,10 @@ with tab_retrain:
     c1, c2, c3 = st.columns([1, 1, 1])
     epochs = c1.number_input("Epochs", min_value=1, max_value=1000, value=max(20, 2 * config.training.epochs), step=5, key="rt_epochs")
     device = c2.selectbox("Device", ["auto", "cpu", "cuda"], key="rt_device")
-    running = (job := dashboard.get_retrain(workspace, study.study_name, number)) is not None and job.is_alive()
+    running = (job := views.get_retrain(workspace, study.study_name, number)) is not None and job.is_alive()
     if c3.button("Retrain longer", key="rt_start", disabled=running, icon=":material/model_training:"):
         try:
-            dashboard.start_retrain(config, workspace=workspace, study=study.study_name, trial=number, epochs=int(epochs), device=device)
+            views.start_retrain(config, workspace=workspace, study=study.study_name, trial=number, epochs=int(epochs), device=device)
         except NasCoreError as exc:
             st.error(str(exc))
         else:

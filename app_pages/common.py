@@ -6,9 +6,9 @@ from typing import Any
 
 import streamlit as st
 
-from nas_core import dashboard
+from nas_core import views
 from nas_core.errors import NasCoreError
-from nas_core.runner import RunnerRegistry, get_registry
+from nas_core.jobs import RunnerRegistry, get_registry
 from nas_core.workspace import default_workspace
 from app_pages import fleet_ui
 
@@ -27,7 +27,7 @@ def workspace() -> str:
 
 def studies() -> list[dict[str, Any]]:
     try:
-        return dashboard.studies(workspace())
+        return views.studies(workspace())
     except NasCoreError as exc:
         st.error(str(exc))
         return []
@@ -55,7 +55,7 @@ def sidebar() -> None:
         fleet_ui.storage_settings(ws)
         items = studies()
         if items:
-            warming = dashboard.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory
+            warming = views.warm_up(ws)  # once per workspace: the pages then find every study's trials in memory
             if warming is not None and warming.is_alive():
                 st.fragment(run_every=1.0)(_warm_up_status)(warming)
         running = {r.study: r for r in registry().running(ws)}
@@ -132,7 +132,7 @@ def current_study() -> Any:
     if name not in names:
         name = names[0]
     try:
-        return dashboard.load_study(workspace(), name)
+        return views.load_study(workspace(), name)
     except NasCoreError as exc:
         st.error(str(exc))
         st.stop()

@@ -1,5 +1,5 @@
 """UI for studies shared by many workers: the workspace's storage settings (sidebar), the workers count (Search), the
-workers table (Results and Search). Logic lives in nas_core.workspace_config and nas_core.fleet."""
+workers table (Results and Search). Logic lives in nas_core.workspace.config and nas_core.views.fleet."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import streamlit as st
 
-from nas_core import fleet
 from nas_core.errors import NasCoreError
-from nas_core.workspace_config import (
+from nas_core.views import fleet
+from nas_core.workspace.config import (
     CONFIG_NAME,
     describe,
     is_sqlite,

@@ -7,14 +7,14 @@ from typing import Any
 
 import streamlit as st
 
-from nas_core import dashboard
+from nas_core import views
 from nas_core.errors import NasCoreError
 from app_pages import common, fleet_ui
 
 
 def _importance_panel(study: Any) -> None:
     """Parameter importance, computed once per study state in a background thread; this fragment polls until it is ready."""
-    job = dashboard.importance_job(study)
+    job = views.importance_job(study)
     if not job.done:
         st.session_state["_imp_waiting"] = True
         st.progress(min(0.95, job.elapsed_s() / 10.0),
@@ -32,7 +32,7 @@ def _importance_panel(study: Any) -> None:
 st.title("Results")
 study = common.current_study()
 workspace = common.workspace()
-summary = dashboard.study_summary(study)
+summary = views.study_summary(study)
 objectives = ", ".join(f"{o} ({d})" for o, d in summary["objectives"])
 st.caption(f"Study **{study.study_name}** on **{summary['dataset']}** — objectives {objectives}.")
 
@@ -46,13 +46,13 @@ if summary["n_running"]:  # the workers running this study's trials, re-read eve
     with st.expander(f"Workers ({summary['n_running']} running trials)", expanded=True):
         st.fragment(run_every=2.0)(fleet_ui.workers_panel)(study)
 
-proxy = dashboard.proxy_name(study)
+proxy = views.proxy_name(study)
 if proxy:
-    st.info(f"Trials were ranked by the **{dashboard.proxy_label(proxy)}**, which is what the accuracy objective holds; only the "
+    st.info(f"Trials were ranked by the **{views.proxy_label(proxy)}**, which is what the accuracy objective holds; only the "
             "finalists were trained. **val acc** shows trained accuracies only (the finalists'); the other trials' measured "
             "accuracies are in the proxy-phase columns.", icon=":material/info:")
 
-frame = dashboard.trials_frame(study)
+frame = views.trials_frame(study)
 if frame.empty:
     st.info("This study has no trials yet; they appear here as the search runs.")
     st.stop()
@@ -65,10 +65,10 @@ text = f2.text_input("Filter (architecture, params, reason, run id)", key="res_f
 sortable = [c for c in frame.columns if c not in ("datetime_start", "datetime_complete")]
 sort_by = f3.selectbox("Sort by", sortable, index=sortable.index("number"), key="res_sort")
 ascending = f4.toggle("Ascending", value=True, key="res_asc")
-view = dashboard.filter_trials(frame, states=states, text=text, sort_by=sort_by, ascending=ascending)
+view = views.filter_trials(frame, states=states, text=text, sort_by=sort_by, ascending=ascending)
 st.dataframe(
-    view, hide_index=True, key="res_table", column_order=dashboard.table_columns(frame),
-    column_config={c: st.column_config.NumberColumn(label, format=fmt) for c, (label, fmt) in dashboard.column_formats(frame, proxy=proxy).items()} | {
+    view, hide_index=True, key="res_table", column_order=views.table_columns(frame),
+    column_config={c: st.column_config.NumberColumn(label, format=fmt) for c, (label, fmt) in views.column_formats(frame, proxy=proxy).items()} | {
         "duration_s": st.column_config.NumberColumn("duration s", format="%.1f"),
         "mlflow_run_id": st.column_config.TextColumn("MLflow run id"),
         "reason": st.column_config.TextColumn("fail / prune reason"),
@@ -87,15 +87,15 @@ st.subheader("Plots")
 PLOTS = ["Optimization history", "Hypervolume", "Parameter importance", "Parallel coordinates", "Timeline"]
 tabs = dict(zip(PLOTS, st.tabs(PLOTS, key="res_plots", on_change="rerun")))
 if not summary["n_running"]:  # a finished study: start it now, in the background, so it is ready when its tab is opened
-    dashboard.importance_job(study)  # (while trials run, each state would start another: only the open tab asks then)
+    views.importance_job(study)  # (while trials run, each state would start another: only the open tab asks then)
 try:
     with tabs["Optimization history"]:
         if tabs["Optimization history"].open:
-            for name, fig in dashboard.history_figures(study):
+            for name, fig in views.history_figures(study):
                 st.plotly_chart(fig, key=f"hist_{name}")
     with tabs["Hypervolume"]:
         if tabs["Hypervolume"].open:
-            fig, note = dashboard.hypervolume_figure(study)
+            fig, note = views.hypervolume_figure(study)
             if fig is None:
                 st.info(f"No hypervolume: {note}")
             else:
@@ -103,17 +103,17 @@ try:
                 st.caption(note)
     with tabs["Parameter importance"]:
         if tabs["Parameter importance"].open:
-            st.fragment(run_every=None if dashboard.importance_job(study).done else 1.0)(_importance_panel)(study)
+            st.fragment(run_every=None if views.importance_job(study).done else 1.0)(_importance_panel)(study)
     with tabs["Parallel coordinates"]:
         if tabs["Parallel coordinates"].open:
             names = [o for o, _ in summary["objectives"]]
             colour = st.selectbox("Colour by objective", names, key="res_parallel_obj") if len(names) > 1 else names[0]
             if summary["n_complete"]:
-                st.plotly_chart(dashboard.parallel_figure(study, colour), key="parallel")
+                st.plotly_chart(views.parallel_figure(study, colour), key="parallel")
             else:
                 st.info("Parallel coordinates need at least one complete trial.")
     with tabs["Timeline"]:
         if tabs["Timeline"].open:
-            st.plotly_chart(dashboard.timeline_figure(study), key="timeline")
+            st.plotly_chart(views.timeline_figure(study), key="timeline")
 except NasCoreError as exc:
     st.error(str(exc))

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from nas_core import dashboard
+from nas_core import views
 from nas_core.data import inspect_dataset, list_datasets
 from nas_core.errors import NasCoreError
 from nas_core.search import OBJECTIVES, SearchConfig, default_study_name
@@ -34,18 +34,18 @@ def _dataset_section(ws: str) -> tuple[str | None, str | None]:
     names = list(infos) + [UPLOAD]
     choice = st.selectbox(
         "Dataset", names, key="ds_choice",
-        format_func=lambda n: "Upload a file (zip of class folders, CSV or NPZ)…" if n == UPLOAD else dashboard.dataset_label(infos[n]),
+        format_func=lambda n: "Upload a file (zip of class folders, CSV or NPZ)…" if n == UPLOAD else views.dataset_label(infos[n]),
     )
     dataset: str | None = None
     if choice == UPLOAD:
-        upload = st.file_uploader("Dataset file", type=dashboard.upload_types(), key="ds_upload",
+        upload = st.file_uploader("Dataset file", type=views.upload_types(), key="ds_upload",
                                   help="zip: one folder per class with images; CSV: a label column plus pixel columns; "
                                        "NPZ: arrays x (N,H,W[,C]) and y (N).")
         if upload is None:
             st.caption("Upload a file to see its classes and sample images.")
             return None, data_dir
         try:
-            dataset = str(dashboard.save_upload(ws, upload.name, upload.getvalue()))
+            dataset = str(views.save_upload(ws, upload.name, upload.getvalue()))
         except NasCoreError as exc:
             st.error(str(exc))
             return None, data_dir
@@ -58,29 +58,29 @@ def _dataset_section(ws: str) -> tuple[str | None, str | None]:
         preview = _preview(dataset, data_dir, f"{ws}/cache/data")
     except NasCoreError as exc:
         if choice == UPLOAD:  # a rejected upload leaves nothing in the workspace, and the message names the user's file
-            st.error(dashboard.discard_upload(ws, dataset, upload.name, str(exc)))
+            st.error(views.discard_upload(ws, dataset, upload.name, str(exc)))
         else:
             st.error(str(exc))
         return None, data_dir
     c, h, w = preview.input_shape
     st.caption(f"**{preview.name}**: {preview.num_samples:,} samples, {len(preview.classes)} classes, input {c}×{h}×{w}.")
     with st.expander("Preview: sample images and class counts", expanded=choice == UPLOAD):
-        st.image([dashboard.tile(img) for img in preview.preview_images], caption=preview.preview_labels, width=64)
-        st.bar_chart(dashboard.class_counts_frame(preview), x="class", y="samples", height=200)
+        st.image([views.tile(img) for img in preview.preview_images], caption=preview.preview_labels, width=64)
+        st.bar_chart(views.class_counts_frame(preview), x="class", y="samples", height=200)
     return dataset, data_dir
 
 
 def _param_widget(space: Any, p: Any) -> dict[str, Any]:
     """One generated input per parameter type: a low/high pair for ranges, a choice list otherwise."""
     key = f"sp_{space.name}_{p.name}"
-    help_text = dashboard.param_caption(p) or None
+    help_text = views.param_caption(p) or None
     if p.type in ("int", "float"):
         left, right = st.columns(2)
         if p.type == "int":
             low = left.number_input(f"{p.name} low", value=int(p.low), step=1, key=f"{key}_low", help=help_text)
             high = right.number_input(f"{p.name} high", value=int(p.high), step=1, key=f"{key}_high")
         else:
-            step = dashboard.number_step(p)
+            step = views.number_step(p)
             low = left.number_input(f"{p.name} low", value=float(p.low), step=step, format="%g", key=f"{key}_low", help=help_text)
             high = right.number_input(f"{p.name} high", value=float(p.high), step=step, format="%g", key=f"{key}_high")
         if low > high:  # said here, next to the two fields, not below the whole form
@@ -109,14 +109,14 @@ def _space_section() -> tuple[str, dict[str, Any] | None, bool]:
         st.caption(f"Start is off until the ranges of {', '.join(bad)} are fixed (see **Edit ranges**).")
         return name, None, False
     try:
-        edits = dashboard.space_edits(space, values)
-        dashboard.edited_space(space, edits)
+        edits = views.space_edits(space, values)
+        views.edited_space(space, edits)
     except NasCoreError as exc:
         st.error(str(exc))
         return name, None, False
     if edits:
         st.caption(f"Edited: {', '.join(sorted(edits))} (the rest as in the preset).")
-    return name, dashboard.space_data(space, edits), True
+    return name, views.space_data(space, edits), True
 
 
 def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
@@ -133,7 +133,7 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
         st.caption("Objectives of this study: " + ", ".join(f"{o} ({OBJECTIVES[o].direction})" for o in objectives if o in OBJECTIVES))
     else:
         base = default_study_name(dataset or "data", space_name)
-        default = dashboard.new_study_name(base, names)  # never an existing study: Start must not add to one silently
+        default = views.new_study_name(base, names)  # never an existing study: Start must not add to one silently
         study_name = st.text_input("Study name", value=default, key=f"study_name_{base}",
                                    help="Letters, digits, '_', '-' or '.'. To add trials to an existing study, pick it above.")
         if study_name in names:
@@ -147,23 +147,23 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
     timeout = right.number_input("Timeout (s, 0 = none)", min_value=0, max_value=30 * 86_400, value=0, step=60, key="timeout")
     epochs = left.number_input("Epochs per trial", min_value=1, max_value=1000, value=20, step=1, key="epochs")
     seed = right.number_input("Seed", min_value=0, max_value=2**31 - 1, value=0, step=1, key="seed")
-    sampler = left.selectbox("Sampler", dashboard.sampler_names(), key="sampler")
-    fidelity = right.selectbox("Fidelity", dashboard.fidelity_names(), key="fidelity", help=dashboard.fidelity_help())
-    pruner = left.selectbox("Pruner", dashboard.pruner_names(), key="pruner",
+    sampler = left.selectbox("Sampler", views.sampler_names(), key="sampler")
+    fidelity = right.selectbox("Fidelity", views.fidelity_names(), key="fidelity", help=views.fidelity_help())
+    pruner = left.selectbox("Pruner", views.pruner_names(), key="pruner",
                             help="median/hyperband: single objective only; asha/sh: multi-objective successive halving.")
     device = right.selectbox("Device", ["auto", "cpu", "cuda"], key="device")
     train_samples = left.number_input("Training samples (0 = all)", min_value=0, max_value=10_000_000, value=0, step=100,
                                       key="train_samples", help="Subsample the training split for a quick search.")
-    right.caption(dashboard.device_note())
+    right.caption(views.device_note())
     fidelity_options = _fidelity_options(fidelity)
-    plan, note = dashboard.budget_plan(timeout=float(timeout) or None, fidelity=fidelity, options=fidelity_options)
+    plan, note = views.budget_plan(timeout=float(timeout) or None, fidelity=fidelity, options=fidelity_options)
     with st.expander("Budget plan", expanded=bool(timeout)):
         st.dataframe(plan, hide_index=True, width="stretch")
         st.caption(note)
-    if dashboard.fidelity_uses_library(fidelity):
+    if views.fidelity_uses_library(fidelity):
         with st.expander(f"Module library (pretrained blocks the {fidelity} fidelity assembles from)"):
             try:
-                library = dashboard.library_frame(common.workspace())
+                library = views.library_frame(common.workspace())
             except NasCoreError as exc:
                 st.error(str(exc))
             else:
@@ -181,7 +181,7 @@ def _settings_section(dataset: str | None, space_name: str) -> dict[str, Any]:
 
 def _fidelity_options(fidelity: str) -> dict[str, Any]:
     """The options the fidelity declares for this page (the CLI sets the same ones with --fidelity-option)."""
-    declared = dashboard.fidelity_page_options(fidelity)
+    declared = views.fidelity_page_options(fidelity)
     if not declared:
         return {}
     options: dict[str, Any] = {}
@@ -214,7 +214,7 @@ def _config_form(ws: str) -> None:
                 st.error(str(exc))
             else:
                 with st.spinner("Starting: loading the data and opening the study…"):
-                    dashboard.wait_for_study(ws, runner.study, alive=runner.is_alive)
+                    views.wait_for_study(ws, runner.study, alive=runner.is_alive)
                 st.session_state["live_study"] = runner.study
                 st.session_state["_live_active"] = True
                 st.session_state["_select_study"] = runner.study  # the sidebar selects it on the next run
@@ -267,7 +267,7 @@ def _live_panel() -> None:
             st.session_state["_stop_seconds"] = dt
             st.session_state["_live_active"] = False
             st.rerun()
-    pv = dashboard.progress_values(snap)
+    pv = views.progress_values(snap)
     st.progress(pv["overall"], text=pv["overall_text"])
     st.progress(pv["epoch"], text=pv["epoch_text"])
     if snap.error:
@@ -283,8 +283,8 @@ def _live_panel() -> None:
     with left:
         # A resumed study: its earlier trials (from storage) stay on the plot beside this run's.
         seen = {p.get("number") for p in snap.points}
-        earlier = [p for p in dashboard.study_points(ws, snap.study) if p.get("number") not in seen]
-        st.plotly_chart(dashboard.live_scatter(earlier + snap.points, objectives=runner.config.objectives), key="live_scatter")
+        earlier = [p for p in views.study_points(ws, snap.study) if p.get("number") not in seen]
+        st.plotly_chart(views.live_scatter(earlier + snap.points, objectives=runner.config.objectives), key="live_scatter")
         if earlier:
             st.caption(f"{len(earlier):,} earlier trials of this study are drawn with this run's {len(snap.points):,}.")
     with right:
@@ -297,11 +297,11 @@ def _live_panel() -> None:
     if getattr(runner, "workers", 1) > 1 and snap.active:
         with st.expander(f"Workers ({runner.workers})", expanded=True):
             try:
-                fleet_ui.workers_panel(dashboard.load_study(ws, snap.study))
+                fleet_ui.workers_panel(views.load_study(ws, snap.study))
             except NasCoreError as exc:
                 st.caption(str(exc))
     st.markdown("**Event log**")
-    st.code("\n".join(dashboard.event_lines(snap.recent, limit=200)) or "(no events yet)", language=None, height=240)
+    st.code("\n".join(views.event_lines(snap.recent, limit=200)) or "(no events yet)", language=None, height=240)
 
 
 st.title("Search")

@@ -167,7 +167,8 @@ def test_the_checker_sees_function_level_imports(tmp_path: Path) -> None:
 PRIVATE_OPTUNA = {
     "nas_core/search/__init__.py": "heartbeats recorded from our own thread for the running trial (storage, trial id)",
     "nas_core/workspace/owners.py": "failing a dead process's RUNNING trial from another process (trial id)",
-    "nas_core/views/__init__.py": "the dashboard's cached storage and per-study state key (storage, study id)",
+    "nas_core/views/studies.py": "the dashboard's cached storage and per-study state key (storage, study id)",
+    "nas_core/views/results_page.py": "Optuna's plots over attribute-free copies of the trials, on the same cached storage (storage)",
     "nas_core/views/fleet.py": "the workers table reads each RUNNING trial's last heartbeat (storage, trial id)",
     "nas_core/workspace/batched.py": "one transaction for a running trial's parameters and attributes (cached storage, RDB models)",
 }
