@@ -31,7 +31,7 @@ class EpochProgress(Event):
     number: int
     epoch: int
     epochs: int
-    metrics: dict[str, float]
+    metrics: dict[str, Any]  # per-epoch figures, and a ``phase`` name for a fine-tune
 
 
 @dataclass(frozen=True)

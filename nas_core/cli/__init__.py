@@ -529,6 +529,8 @@ def _main(argv: list[str] | None) -> int:
         args = parser.parse_args(argv)
         args._argv = list(argv) if argv is not None else sys.argv[1:]
         handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+        if handler is None:  # argparse requires a command; a plug-in subparser without a handler lands here
+            raise _Fail(f"the command {args.command!r} has no handler; run `moca --help` for the commands")
         return int(handler(args) or 0)
     except (NasCoreError, _Fail) as exc:
         # one line, even when a message quotes a library's multi-line text (pandas' parser errors end in a newline)

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from nas_core import events as ev
 from nas_core.errors import ConfigError, NasCoreError, WorkspaceError
@@ -185,8 +185,8 @@ class SearchConfig:
         return self.study or default_study_name(self.dataset, self.space)
 
     @property
-    def directions(self) -> list[str]:
-        return [OBJECTIVES[o].direction for o in self.objectives]
+    def directions(self) -> list[Literal["minimize", "maximize"]]:
+        return [cast(Literal["minimize", "maximize"], OBJECTIVES[o].direction) for o in self.objectives]
 
     def storage_url(self) -> str:
         return self.storage or workspace_storage(self.workspace)  # the flag, else the workspace's moca.json, else its optuna.db
@@ -291,7 +291,7 @@ def open_study(config: SearchConfig, *, create: bool = True) -> Any:
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = config.storage_url()
-    storage = None
+    storage: Any = None
     for attempt in range(5):
         try:
             storage = batched(open_storage(url, heartbeat=heartbeat_settings()))  # a trial's writes: a few transactions, not ~30
@@ -499,9 +499,10 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
         raise as_fatal(exc) or exc  # noqa: B904 - the fault stays the implicit __context__
     notes = reclaim_note(reclaimed)
-    designs = KnownGoodQueue.start(study, space, tuple(data.input_shape), enabled=config.known_good and not config.finalize_only)
+    shape = cast(tuple[int, int, int], tuple(int(v) for v in data.input_shape))
+    designs = KnownGoodQueue.start(study, space, shape, enabled=config.known_good and not config.finalize_only)
     dataset_ref = DatasetRef(
-        name=data.name, input_shape=tuple(data.input_shape), num_classes=data.num_classes, classes=tuple(data.classes),
+        name=data.name, input_shape=shape, num_classes=data.num_classes, classes=tuple(data.classes),
         fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
     )
     study.set_user_attr("dataset", dataset_ref.to_dict())

@@ -101,7 +101,7 @@ class KnownGoodQueue:
     @classmethod
     def start(cls, study: Any, space: Any, input_shape: tuple[int, int, int], *, enabled: bool = True) -> KnownGoodQueue:
         trials = study.get_trials(deepcopy=False)
-        designs = known_good_designs(space.kind, tuple(input_shape))  # type: ignore[arg-type]
+        designs = known_good_designs(space.kind, input_shape)
         if enabled and not trials:
             study.set_user_attr("known_good", [name for name, values in designs if fits(space, values)])
         planned = set(study.user_attrs.get("known_good") or []) if enabled else set()

@@ -76,9 +76,11 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
 
     from nas_core.workspace.storage import open_storage
 
-    shares = [None] * n if config.trials is None else [math.ceil(config.trials / n)] * n
+    shares: list[int | None] = [None] * n
     if config.trials is not None:
-        shares[-1] = max(1, config.trials - sum(shares[:-1]))  # type: ignore[operator]
+        each = [math.ceil(config.trials / n)] * n
+        each[-1] = max(1, config.trials - sum(each[:-1]))
+        shares = list(each)
     gpus = _gpus()
     env_base = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (os.environ.get("PYTHONPATH"), os.getcwd()) if p)}
     import tempfile
