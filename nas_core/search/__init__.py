@@ -442,24 +442,75 @@ def run_search(
         torch.set_num_threads(before)
 
 
+@dataclass
+class _Run:
+    """One process's run of a study, set up by :func:`_open_run`: what its trials and final phases share."""
+
+    config: SearchConfig
+    emit: Callable[[ev.Event], None] | None
+    stop_event: threading.Event
+    workspace: Path
+    out_dir: Path
+    space: Any
+    device: Any
+    data: Any
+    study: Any
+    dataset_ref: Any
+    tracker: Any
+    fidelity: Any
+    objectives: list[Objective]
+    mo_pruner: Any
+    designs: KnownGoodQueue
+    notes: list[str]
+    owner: dict[str, Any]
+    seen: dict[str, tuple[int, list[float]]]  # candidate hash -> (first trial, its values): identical candidates are not retrained
+    counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
+
+    @property
+    def name(self) -> str:
+        return str(self.study.study_name)
+
+
 def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event | None) -> SearchResult:
     import optuna
-    from optuna.trial import TrialState
-
-    from nas_core.data import load_dataset
-    from nas_core.deploy.config import trial_config
-    from nas_core.fidelities.base import FIDELITIES, EvalContext
-    from nas_core.results.tables import write_study_outputs
-    from nas_core.schema.config import DatasetRef, ModelConfig
-    from nas_core.tracking import Tracker
-    from nas_core.training.loop import cpu_threads, resolve_device, warm_up_training
-    from nas_core.training.stops import Diverged, StopRequested
 
     config.validate()
     # Heartbeats are recorded by _Heartbeat for ask/tell, which Optuna warns about; fail_stale_trials is "experimental".
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    stop_event = stop_event or threading.Event()
+    run = _open_run(config, emit=emit, stop_event=stop_event or threading.Event())
+    if isinstance(run, SearchResult):  # stopped during start-up: nothing to record yet
+        return run
+    start = time.perf_counter()
+    finalizer = run.fidelity.finalize if run.fidelity.has_final_phase else None
+    deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    run.study.set_user_attr("budget_plan", plan.to_dict())
+    hard_end = deadline
+    if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
+        deadline = start + float(plan.search_s or 0)
+
+    def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
+        return deadline if run.counts["COMPLETE"] else hard_end
+
+    reason = _run_trials(run, loop_end)
+    return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
+
+
+def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event) -> _Run | SearchResult:
+    """Load the data, set torch up, open (or create) the study and start MLflow; a stop heard meanwhile ends it here.
+
+    Everything a user can get wrong is checked before the storage is opened, so bad input never touches recorded studies.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas_core.data import load_dataset
+    from nas_core.fidelities.base import FIDELITIES
+    from nas_core.schema.config import DatasetRef
+    from nas_core.tracking import Tracker
+    from nas_core.training.loop import cpu_threads, resolve_device, warm_up_training
+
     workspace = Path(config.workspace)
     space = config.search_space()
     device = resolve_device(config.device)
@@ -478,7 +529,7 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         torch.set_num_threads(n_threads)
     if not config.finalize_only:
         warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
-    if stop_event.is_set():  # stopped during start-up: nothing to record yet
+    if stop_event.is_set():
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
     if out_dir.exists() and not out_dir.is_dir():
@@ -490,7 +541,6 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     except OSError as exc:
         raise as_fatal(exc, where=str(workspace)) or WorkspaceError(f"cannot create {exc.filename} ({exc.strerror}); check --workspace.") from None
     study = open_study(config)
-    name = study.study_name
     if stop_event.is_set():
         return _stopped_early(config, workspace)
     try:
@@ -498,7 +548,6 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
         optuna.storages.fail_stale_trials(study)
     except Exception as exc:  # noqa: BLE001 - only storage faults are expected here
         raise as_fatal(exc) or exc  # noqa: B904 - the fault stays the implicit __context__
-    notes = reclaim_note(reclaimed)
     shape = cast(tuple[int, int, int], tuple(int(v) for v in data.input_shape))
     designs = KnownGoodQueue.start(study, space, shape, enabled=config.known_good and not config.finalize_only)
     dataset_ref = DatasetRef(
@@ -507,226 +556,270 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     )
     study.set_user_attr("dataset", dataset_ref.to_dict())
     tracker = Tracker(
-        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=name, enabled=config.tracking
+        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=study.study_name,
+        enabled=config.tracking,
     )
     tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
-    objectives = [OBJECTIVES[o] for o in config.objectives]
-    fidelity = FIDELITIES.get(config.fidelity)
-    _, mo_pruner = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(objectives))
-
+    _, mo_pruner = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(config.objectives))
     seen: dict[str, tuple[int, list[float]]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         h = trial_record(t).get("candidate_hash")
         if h and t.values is not None:
             seen.setdefault(h, (t.number, list(t.values)))
+    return _Run(config=config, emit=emit, stop_event=stop_event, workspace=workspace, out_dir=out_dir, space=space, device=device,
+                data=data, study=study, dataset_ref=dataset_ref, tracker=tracker, fidelity=FIDELITIES.get(config.fidelity),
+                objectives=[OBJECTIVES[o] for o in config.objectives], mo_pruner=mo_pruner, designs=designs,
+                notes=reclaim_note(reclaimed), owner={**owner_record(), "device": device_label(device)},  # the workers view shows it
+                seen=seen)
 
-    start = time.perf_counter()
-    finalizer = fidelity.finalize if fidelity.has_final_phase else None
-    deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
-    plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
-    study.set_user_attr("budget_plan", plan.to_dict())
-    hard_end = deadline
-    if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
-        deadline = start + float(plan.search_s or 0)
 
-    def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
-        return deadline if counts["COMPLETE"] else hard_end
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-    reason = "budget"
+def _run_trials(run: _Run, loop_end: Callable[[], float]) -> str:
+    """Ask, evaluate and tell trials until the budget, a stop, the grid's end or ``loop_end()``; returns why it ended.
+
+    A fault of the machine (disk full, database locked or corrupt) ends the run with one message, after recording the
+    trial it hit and closing the MLflow run as FAILED.
+    """
+    from optuna.trial import TrialState
+
+    config, study, counts = run.config, run.study, run.counts
     n_run = 0
     beat = _Heartbeat(study, interval=heartbeat_settings()[0])
     writes = _TrialWrites.of(study)
-    owner = {**owner_record(), "device": device_label(device)}  # the dashboard's workers view shows it
     last_reclaim = time.monotonic()
     try:
-        grid_done = False
         while True:
-            if grid_done:
-                reason = "grid exhausted"
-                break
             if config.finalize_only:  # report the study's trials: the workers ran them
                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
                     counts[t.state.name] += 1
-                reason = "finalize"
-                break
-            if stop_event.is_set():
-                reason = "stopped"
-                break
+                return "finalize"
+            if run.stop_event.is_set():
+                return "stopped"
             if config.trials is not None and n_run >= config.trials:
-                reason = "budget"
-                break
+                return "budget"
             if time.perf_counter() >= loop_end():
-                reason = "timeout"
-                break
+                return "timeout"
             if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:  # a fellow worker on this machine may have died mid-trial
                 last_reclaim = time.monotonic()
-                notes.extend(reclaim_note(reclaim_dead_trials(study)))
-            designs.before_ask(study)
-            while not tracker.wait_ready(0.05) and not stop_event.is_set():
+                run.notes.extend(reclaim_note(reclaim_dead_trials(study)))
+            run.designs.before_ask(study)
+            while not run.tracker.wait_ready(0.05) and not run.stop_event.is_set():
                 pass  # MLflow's set-up runs on a thread so a stop is heard; trials start once it is done (same CPU)
-            if stop_event.is_set():
-                reason = "stopped"
-                break
+            if run.stop_event.is_set():
+                return "stopped"
             with writes.asking():
                 trial = study.ask()
             n_run += 1
-            t0 = time.perf_counter()
-            state, values, why, metrics = "FAIL", None, "", {}
-            abort: NasCoreError | None = None
-            record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
-            writes.hold(trial._trial_id)  # parameters and attributes below: one transaction after sampling, one at the end
-            trial.set_user_attr(OWNER_KEY, owner)  # lets the next run on this machine reclaim it at once if we die
-            beat.track(trial)
-            try:
-                with writes.sampling(trial._trial_id):
-                    sampled = space.sample(trial)
-                    arch, recipe = space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
-                    # e.g. cached binds blocks to the module library: the trial records the bound network
-                    arch = fidelity.prepare(arch, workspace=workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
-                    recipe = replace(recipe, patience=config.patience)
-                    candidate = ModelConfig(dataset=dataset_ref, architecture=arch, training=recipe)
-                    chash = candidate.candidate_hash()
-                    record["candidate_hash"] = chash
-                    trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
-                _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
-                if chash in seen:
-                    first, old_values = seen[chash]
-                    src = trial_record(next(t for t in study.get_trials(deepcopy=False) if t.number == first))
-                    record.update({key: src[key] for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy",
-                                                            "mlflow_run_id") if key in src}, duplicate_of=first)
-                    trial.set_user_attr(RECORD_KEY, record_attr(record))
-                    state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
-                    metrics = dict(src.get("metrics", {}))
-                    counts["COMPLETE"] += 1
-                    try:
-                        _tell(study, trial, old_values)
-                    except _GridExhausted:
-                        grid_done = True
-                    _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
-                                                 metrics=metrics, duration_s=time.perf_counter() - t0))
-                    continue
-
-                def on_epoch(epoch: int, total: int, row: dict[str, float], _trial: Any = trial) -> None:
-                    _emit(emit, ev.EpochProgress(name, number=_trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
-                    if len(objectives) == 1 and objectives[0].name == "accuracy":
-                        _trial.report(row["val_accuracy"], epoch)
-                        if _trial.should_prune():
-                            raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
-                    elif mo_pruner is not None:
-                        mo_pruner.check(study, _trial, epoch, row, objectives=config.objectives, arch=arch)  # noqa: B023 - called within this trial
-
-                ctx = EvalContext(
-                    arch=arch, recipe=recipe, data=data, device=device, seed=config.seed + trial.number,
-                    on_epoch=on_epoch, should_stop=lambda: stop_event.is_set() or time.perf_counter() >= loop_end(),
-                    workspace=workspace, options=dict(config.fidelity_options),
-                )
-                result = fidelity.evaluate(ctx)
-                metrics = dict(result.metrics)
-                # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
-                # the metrics keep their true names, so a score is never recorded as an accuracy.
-                ranked_by = dict((result.extra or {}).get("ranked_by") or {})
-                values = [float(metrics[ranked_by.get(o.metric, o.metric)]) for o in objectives]
-                if not all(math.isfinite(v) for v in values):
-                    raise Diverged(f"objective values are not finite: {values}")
-                cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
-                                   fidelity=config.fidelity, extra=result.extra,
-                                   provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
-                                               "train_samples": config.train_samples, "val_samples": config.val_samples,
-                                               "space": space.name, "device": str(device)})
-                record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,
-                              per_class_accuracy=result.per_class_accuracy, config=cfg.to_dict())
-                if result.extra:
-                    record["fidelity_extra"] = json.loads(json.dumps(result.extra, default=str))
-                if config.save_weights and result.state_dict is not None:
-                    _save_weights(out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
-                run_id = tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
-                                           state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
-                if run_id:
-                    record["mlflow_run_id"] = run_id
-                trial.set_user_attr(RECORD_KEY, record_attr(record))
-                _tell(study, trial, values)
-                state = "COMPLETE"
-                seen.setdefault(chash, (trial.number, values))
-            except _GridExhausted:
-                state, grid_done = "COMPLETE", True
-            except optuna.TrialPruned as exc:
-                state, why = "PRUNED", str(exc) or "pruned"
-            except StopRequested as exc:
-                state = "PRUNED"
-                why = str(exc) if stop_event.is_set() else "time budget (--timeout) reached during training"
-            except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
-                state, why = "FAIL", _failure_reason(exc)
-                abort = as_fatal(exc, where=str(workspace))
-            except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
-                state, why = "FAIL", _failure_reason(exc)
-                abort = as_fatal(exc, where=str(workspace))
-                if abort is None:
-                    log.exception("trial %s failed", trial.number)
-            finally:
-                beat.track(None)
-            if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
-                try:
-                    trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
-                    _tell(study, trial, state=TrialState.FAIL)
-                except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
-                    pass
-                raise abort
-            if state != "COMPLETE":
-                record["reason"] = why
-                run_id = tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
-                                           tags={"reason": why[:500]}, wait=not stop_event.is_set())
-                if run_id:
-                    record["mlflow_run_id"] = run_id
-                trial.set_user_attr(RECORD_KEY, record_attr(record))
-                try:
-                    _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
-                except _GridExhausted:
-                    grid_done = True
-            counts[state] += 1
-            _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
-                                         metrics=metrics, duration_s=time.perf_counter() - t0))
+            if _run_trial(run, trial, writes=writes, beat=beat, loop_end=loop_end):
+                return "grid exhausted"
     except Exception as exc:
-        fatal = as_fatal(exc, where=str(workspace))
+        fatal = as_fatal(exc, where=str(run.workspace))
         if fatal is not None:
-            tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"] + 1}, status="FAILED")
+            run.tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"] + 1},
+                               status="FAILED")
         if fatal is None or fatal is exc:
             raise
         raise fatal from None
     finally:
         beat.close()
 
+
+def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat, loop_end: Callable[[], float]) -> bool:
+    """Sample, build, evaluate and record one asked trial; returns whether the grid sampler has run out of points.
+
+    The trial's parameters and attributes go to storage in one transaction after sampling and one at the end
+    (``writes``), its record (``schema.record``) once, as it ends. A candidate identical to an earlier trial reuses that
+    trial's result. A trial that raises is recorded as FAIL with its reason, a stop or the time budget as PRUNED; a fault
+    of the machine is re-raised after the trial is recorded.
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from nas_core.schema.config import ModelConfig
+    from nas_core.training.stops import StopRequested
+
+    config, study, data, name, emit = run.config, run.study, run.data, run.name, run.emit
+    t0 = time.perf_counter()
+    state, values, why, metrics = "FAIL", None, "", {}
+    grid_done = False
+    abort: NasCoreError | None = None
+    record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
+    writes.hold(trial._trial_id)  # parameters and attributes below: one transaction after sampling, one at the end
+    trial.set_user_attr(OWNER_KEY, run.owner)  # lets the next run on this machine reclaim it at once if we die
+    beat.track(trial)
+    try:
+        with writes.sampling(trial._trial_id):
+            sampled = run.space.sample(trial)
+            arch, recipe = run.space.build(sampled, input_shape=tuple(data.input_shape), num_classes=data.num_classes, epochs=config.epochs)
+            # e.g. cached binds blocks to the module library: the trial records the bound network
+            arch = run.fidelity.prepare(arch, workspace=run.workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
+            recipe = replace(recipe, patience=config.patience)
+            candidate = ModelConfig(dataset=run.dataset_ref, architecture=arch, training=recipe)
+            chash = candidate.candidate_hash()
+            record["candidate_hash"] = chash
+            trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
+        _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
+        if chash in run.seen:
+            return _reuse_result(run, trial, chash, record, t0)
+        values, metrics = _evaluate(run, trial, sampled, candidate, record, loop_end)
+        trial.set_user_attr(RECORD_KEY, record_attr(record))
+        _tell(study, trial, values)
+        state = "COMPLETE"
+        run.seen.setdefault(chash, (trial.number, values))
+    except _GridExhausted:
+        state, grid_done = "COMPLETE", True
+    except optuna.TrialPruned as exc:
+        state, why = "PRUNED", str(exc) or "pruned"
+    except StopRequested as exc:
+        state = "PRUNED"
+        why = str(exc) if run.stop_event.is_set() else "time budget (--timeout) reached during training"
+    except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+        state, why = "FAIL", _failure_reason(exc)
+        abort = as_fatal(exc, where=str(run.workspace))
+    except Exception as exc:  # noqa: BLE001 - any candidate may break in its own way; the search goes on
+        state, why = "FAIL", _failure_reason(exc)
+        abort = as_fatal(exc, where=str(run.workspace))
+        if abort is None:
+            log.exception("trial %s failed", trial.number)
+    finally:
+        beat.track(None)
+    if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
+        try:
+            trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
+            _tell(study, trial, state=TrialState.FAIL)
+        except Exception:  # noqa: BLE001 - the storage may be the fault; the next run reclaims the trial
+            pass
+        raise abort
+    if state != "COMPLETE":
+        record["reason"] = why
+        run_id = run.tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
+                                       tags={"reason": why[:500]}, wait=not run.stop_event.is_set())
+        if run_id:
+            record["mlflow_run_id"] = run_id
+        trial.set_user_attr(RECORD_KEY, record_attr(record))
+        try:
+            _tell(study, trial, state=TrialState.PRUNED if state == "PRUNED" else TrialState.FAIL)
+        except _GridExhausted:
+            grid_done = True
+    run.counts[state] += 1
+    _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
+                                 metrics=metrics, duration_s=time.perf_counter() - t0))
+    return grid_done
+
+
+def _reuse_result(run: _Run, trial: Any, chash: str, record: dict[str, Any], t0: float) -> bool:
+    """Answer a candidate identical to an earlier trial with that trial's result (not retrained); returns whether the grid ran out."""
+    study, name, emit = run.study, run.name, run.emit
+    grid_done = False
+    first, old_values = run.seen[chash]
+    src = trial_record(next(t for t in study.get_trials(deepcopy=False) if t.number == first))
+    record.update({key: src[key] for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy",
+                                            "mlflow_run_id") if key in src}, duplicate_of=first)
+    trial.set_user_attr(RECORD_KEY, record_attr(record))
+    state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
+    metrics = dict(src.get("metrics", {}))
+    run.counts["COMPLETE"] += 1
+    try:
+        _tell(study, trial, old_values)
+    except _GridExhausted:
+        grid_done = True
+    _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
+                                 metrics=metrics, duration_s=time.perf_counter() - t0))
+    return grid_done
+
+
+def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, record: dict[str, Any],
+              loop_end: Callable[[], float]) -> tuple[list[float], dict[str, Any]]:
+    """Evaluate a sampled candidate with the run's fidelity and log it to MLflow; returns its objective values and metrics
+    (``record`` gets the rest of what the trial records).
+
+    Pruning (Optuna's for one accuracy objective, multi-objective successive halving otherwise) is checked at each epoch.
+    """
+    import optuna
+
+    from nas_core.deploy.config import trial_config
+    from nas_core.fidelities.base import EvalContext
+    from nas_core.training.stops import Diverged
+
+    config, study, name, emit, arch = run.config, run.study, run.name, run.emit, candidate.architecture
+    data, recipe = run.data, candidate.training
+
+    def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
+        _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
+        if len(run.objectives) == 1 and run.objectives[0].name == "accuracy":
+            trial.report(row["val_accuracy"], epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned by {config.pruner} at epoch {epoch} (val accuracy {row['val_accuracy']:.4f})")
+        elif run.mo_pruner is not None:
+            run.mo_pruner.check(study, trial, epoch, row, objectives=config.objectives, arch=arch)
+
+    ctx = EvalContext(
+        arch=arch, recipe=recipe, data=data, device=run.device, seed=config.seed + trial.number,
+        on_epoch=on_epoch, should_stop=lambda: run.stop_event.is_set() or time.perf_counter() >= loop_end(),
+        workspace=run.workspace, options=dict(config.fidelity_options),
+    )
+    result = run.fidelity.evaluate(ctx)
+    metrics = dict(result.metrics)
+    # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
+    # the metrics keep their true names, so a score is never recorded as an accuracy.
+    ranked_by = dict((result.extra or {}).get("ranked_by") or {})
+    values = [float(metrics[ranked_by.get(o.metric, o.metric)]) for o in run.objectives]
+    if not all(math.isfinite(v) for v in values):
+        raise Diverged(f"objective values are not finite: {values}")
+    cfg = trial_config(candidate, metrics=metrics, latency=result.latency, study=name, trial=trial.number, seed=config.seed + trial.number,
+                       fidelity=config.fidelity, extra=result.extra,
+                       provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
+                                   "train_samples": config.train_samples, "val_samples": config.val_samples,
+                                   "space": run.space.name, "device": str(run.device)})
+    record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,
+                  per_class_accuracy=result.per_class_accuracy, config=cfg.to_dict())
+    if result.extra:
+        record["fidelity_extra"] = json.loads(json.dumps(result.extra, default=str))
+    if config.save_weights and result.state_dict is not None:
+        _save_weights(run.out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
+    run_id = run.tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
+                                   state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
+    if run_id:
+        record["mlflow_run_id"] = run_id
+    return values, metrics
+
+
+def _finish_run(run: _Run, *, reason: str, start: float, plan: Any, finalizer: Any, final_deadline: float) -> SearchResult:
+    """The final phases (the finalists' fine-tune, the latency re-measurement, the final training), then the outputs."""
+    from nas_core.results.tables import write_study_outputs
+
+    config, study, counts, stop_event = run.config, run.study, run.counts, run.stop_event
     skipped = None
     has_final_phase = finalizer is not None or bool(plan.final_s)
-    final_turn, turn_note = (False, None) if stop_event.is_set() or not has_final_phase else _final_turn(study, config, owner)
+    final_turn, turn_note = (False, None) if stop_event.is_set() or not has_final_phase else _final_turn(study, config, run.owner)
     if turn_note:
-        notes.append(turn_note)
+        run.notes.append(turn_note)
     if finalizer is not None and final_turn:
-        finalizer(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
+        finalizer(study=study, config=config, data=run.data, device=run.device, workspace=run.workspace, emit=run.emit, stop_event=stop_event,
                   deadline=final_deadline)
         skipped = study.user_attrs.get("finetune_skipped")
     # a Stop is not kept waiting for it; of several workers, the one taking the final turn re-measures for all
     if counts["COMPLETE"] and not stop_event.is_set() and (final_turn or not has_final_phase):
         from nas_core.results.tables import remeasure_latencies
 
-        tracker.wait_ready()  # a new MLflow store's set-up runs on a thread; the batch below must have the CPU to itself
+        run.tracker.wait_ready()  # a new MLflow store's set-up runs on a thread; the batch below must have the CPU to itself
         remeasure_latencies(study, should_stop=stop_event.is_set)  # the picks below use quiet figures, not ones taken between trainings
     if plan.final_s and final_turn and not stop_event.is_set():
         from nas_core.search.final_training import train_final
 
-        train_final(study=study, config=config, data=data, device=device, workspace=workspace, emit=emit, stop_event=stop_event,
-                    deadline=start + float(config.timeout or 0))
+        train_final(study=study, config=config, data=run.data, device=run.device, workspace=run.workspace, emit=run.emit,
+                    stop_event=stop_event, deadline=start + float(config.timeout or 0))
     wall = time.perf_counter() - start
-    best = write_study_outputs(study, workspace=workspace)
-    tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
-                   status="KILLED" if reason == "stopped" else "FINISHED", wait=reason != "stopped")
+    best = write_study_outputs(study, workspace=run.workspace)
+    run.tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},
+                       status="KILLED" if reason == "stopped" else "FINISHED", wait=reason != "stopped")
     if best is None:
         reason = reason if counts["COMPLETE"] else "no trials completed"
-    _emit(emit, ev.StudyFinished(name, n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"],
-                                 best_config=str(best) if best else None, reason=reason, wall_s=wall))
+    _emit(run.emit, ev.StudyFinished(run.name, n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"], n_failed=counts["FAIL"],
+                                     best_config=str(best) if best else None, reason=reason, wall_s=wall))
     return SearchResult(
-        study=name, workspace=str(workspace), storage=config.storage_url(), n_complete=counts["COMPLETE"], n_pruned=counts["PRUNED"],
-        n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
-        warnings=tuple(w for w in (*notes, tracker.warning, skipped) if w),
+        study=run.name, workspace=str(run.workspace), storage=config.storage_url(), n_complete=counts["COMPLETE"],
+        n_pruned=counts["PRUNED"], n_failed=counts["FAIL"], best_config=str(best) if best else None, wall_s=wall, reason=reason,
+        warnings=tuple(w for w in (*run.notes, run.tracker.warning, skipped) if w),
     )
 
 
