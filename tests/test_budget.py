@@ -7,9 +7,10 @@ import json
 from contextlib import redirect_stdout
 from pathlib import Path
 
+import optuna
 import pytest
 
-from nas_core.budget import FINAL_EPOCH_FACTOR, FINAL_SHARE, plan_budget
+from nas_core.budget import FINAL_EPOCH_FACTOR, FINAL_SHARE, ONE_TRAINING_FIT, one_training_epochs, plan_budget
 from nas_core.final_training import MEASURE_S, SLACK, fit_epochs
 from nas_core.search import SearchConfig, run_search
 
@@ -79,3 +80,34 @@ def test_a_search_without_timeout_has_no_final_training(tiny_study) -> None:  # 
     assert best["training"]["train_split"] == "train" and "final_training" not in best["provenance"]
     summary = (tiny_study.workspace / tiny_study.study / "summary.md").read_text()
     assert "No --timeout" in summary and "## Final training" not in summary
+
+
+@pytest.mark.parametrize(
+    ("left", "per_epoch", "epochs", "want"),
+    [
+        (3600.0, 120.0, 20, 25),  # Fashion-MNIST on one CPU thread: one 20-epoch trial takes 2,400 s
+        (90.0, 0.7, 20, None),  # digits: many trials fit, the search runs as usual
+        (100.0, 1.0, 60, 85),  # 1.7 trials of 60 epochs fit: one training of 85
+        (10.0, 100.0, 20, 1),  # not even one epoch fits: one epoch rather than a trial cut by the deadline
+        (100.0, float("nan"), 20, None),  # no timing: search as usual
+    ],
+)
+def test_a_budget_that_fits_too_few_trials_is_one_training(left: float, per_epoch: float, epochs: int, want: int | None) -> None:
+    assert ONE_TRAINING_FIT == 2
+    assert one_training_epochs(left_s=left, seconds_per_epoch=per_epoch, epochs=epochs) == want
+
+
+def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_once(tmp_path: Path) -> None:
+    """500 epochs a trial cannot fit twice in 30 s even on 300 digits: the 4-conv design trains once, for the epochs that fit."""
+    cfg = SearchConfig(dataset="digits", trials=5, epochs=500, patience=2, train_samples=300, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="one", tracking=False, timeout=30)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="one", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    one = study.user_attrs["one_training"]
+    assert one["design"] == "4-conv BN CNN" and 1 <= one["epochs"] <= 1000 and one["seconds_per_epoch"] > 0
+    assert study.user_attrs["budget_plan"]["note"].startswith("One training") and study.user_attrs["budget_plan"]["final_s"] == 0
+    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN"]  # no other trial started
+    assert result.n_complete == 1 and "final_training" not in study.user_attrs
+    best = json.loads(Path(result.best_config).read_text())
+    assert best["training"]["epochs"] == one["epochs"] and best["training"]["train_split"] == "train"  # `train --config` repeats it
+    assert any(w.startswith("One training") for w in result.warnings)

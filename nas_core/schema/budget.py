@@ -11,6 +11,11 @@ more at the end, for as many epochs as the time left allows (``nas_core.final_tr
 
 Without a timeout nothing is planned: the search runs its trials and the best trial is the result.
 
+One training: when the ``train`` fidelity's budget fits fewer than :data:`ONE_TRAINING_FIT` trials of ``--epochs`` (the
+first known-good design, timed on a slice of the data before the trials start), a search cannot compare designs *and*
+refit one, and a trial cut by the deadline yields nothing. The first known-good design then trains once, for the epochs
+the whole budget fits (:func:`one_training_epochs`), and is the result: no other trials and no refit.
+
 Example:
     >>> plan = plan_budget(timeout=100, two_phase=False)
     >>> (plan.search_s, plan.final_s)
@@ -19,10 +24,11 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "BudgetPlan", "plan_budget"]
+__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "ONE_TRAINING_FIT", "BudgetPlan", "plan_budget", "one_training_epochs", "one_training_plan"]
 
 FINAL_SHARE = 0.4  # of --timeout, for the final training of the best candidate (train fidelity)
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
@@ -78,6 +84,35 @@ def plan_budget(*, timeout: float | None, two_phase: bool, options: dict[str, An
                           f"The finalists' end-to-end fine-tune is the final training ({share:.0%} of --timeout).")
     return BudgetPlan(timeout, timeout * (1 - FINAL_SHARE), 0.0, timeout * FINAL_SHARE,
                       f"The best candidate is refit on train + validation with its recipe for as many epochs as the last "
-                      f"{FINAL_SHARE:.0%} (and any time the trials left) allows, at most {FINAL_EPOCH_FACTOR}x the search epochs.")
+                      f"{FINAL_SHARE:.0%} (and any time the trials left) allows, at most {FINAL_EPOCH_FACTOR}x the search epochs. "
+                      f"If the first known-good design, timed at the start, would not train {ONE_TRAINING_FIT} times in --timeout, "
+                      f"it trains once for all of it instead (one training).")
 
 FINAL_EPOCH_FACTOR = 2  # the final training runs at most this many times the search's --epochs
+ONE_TRAINING_FIT = 2  # a --timeout that fits fewer trials of --epochs than this trains the first known-good design once
+ONE_TRAINING_SLACK = 0.85  # of the time left that its epochs may fill: the per-epoch time was taken on a slice, and the
+# trial still measures its model at the end
+
+
+def one_training_epochs(*, left_s: float, seconds_per_epoch: float, epochs: int) -> int | None:
+    """Epochs of the one training that ``left_s`` seconds fit (at most FINAL_EPOCH_FACTOR x ``epochs``), or ``None``
+    when they fit ONE_TRAINING_FIT trials of ``epochs`` and the search runs as usual.
+
+    Example:
+        >>> one_training_epochs(left_s=3600, seconds_per_epoch=120, epochs=20)  # one 20-epoch trial takes 2,400 s
+        25
+        >>> one_training_epochs(left_s=90, seconds_per_epoch=0.7, epochs=20) is None  # digits: plenty of trials fit
+        True
+    """
+    if not (seconds_per_epoch > 0 and math.isfinite(seconds_per_epoch)) or ONE_TRAINING_FIT * epochs * seconds_per_epoch <= left_s:
+        return None
+    return max(1, min(FINAL_EPOCH_FACTOR * epochs, int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch)))
+
+
+def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_epoch: float, search_epochs: int) -> BudgetPlan:
+    """The plan of a one-training run (see the module docstring): all of ``timeout`` for one trial, nothing after it."""
+    return BudgetPlan(float(timeout), float(timeout), 0.0, 0.0,
+                      f"One training: an epoch of the first known-good design ({design}) takes ~{seconds_per_epoch:,.0f} s here, so "
+                      f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs. It trains once, for {epochs} "
+                      f"epochs (~{epochs * seconds_per_epoch:,.0f} s), and is the result: no other trials, no refit. "
+                      f"A longer --timeout (or a GPU) lets the search compare designs.")

@@ -465,6 +465,7 @@ class _Run:
     owner: dict[str, Any]
     seen: dict[str, tuple[int, list[float]]]  # candidate hash -> (first trial, its values): identical candidates are not retrained
     counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
+    one_training: dict[str, Any] | None = None  # {"design", "epochs", "seconds_per_epoch"} when the budget fits one training
 
     @property
     def name(self) -> str:
@@ -485,16 +486,51 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     finalizer = run.fidelity.finalize if run.fidelity.has_final_phase else None
     deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
     plan = plan_budget(timeout=config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
+    if plan.final_s:
+        plan = _plan_one_training(run, plan, deadline) or plan
     run.study.set_user_attr("budget_plan", plan.to_dict())
     hard_end = deadline
     if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
         deadline = start + float(plan.search_s or 0)
+    elif run.one_training:  # once the one training has completed, no other trial starts
+        deadline = start
 
     def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
         return deadline if run.counts["COMPLETE"] else hard_end
 
     reason = _run_trials(run, loop_end)
     return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
+
+
+def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
+    """The one-training plan (``schema.budget``) when the budget ending at ``end`` fits too few trials of the first
+    known-good design, timed here on a slice of the data; ``None`` otherwise. Only a fresh study's own run decides it
+    (not a worker, nor a study with complete trials to compare)."""
+    from optuna.trial import TrialState
+
+    from nas_core.model.assembly import assemble
+    from nas_core.schema.budget import one_training_epochs, one_training_plan
+    from nas_core.search.seeds import replay
+    from nas_core.training.loop import set_seed, time_epoch
+
+    config = run.config
+    if not run.designs.pending or not config.finalize or config.finalize_only or not config.timeout:
+        return None
+    if run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return None
+    design, values = run.designs.pending[0]
+    arch, recipe = run.space.build(replay(run.space, values), input_shape=run.dataset_ref.input_shape, num_classes=run.data.num_classes,
+                                   epochs=config.epochs)
+    set_seed(config.seed)
+    per_epoch = time_epoch(assemble(arch), run.data, recipe, device=run.device, seed=config.seed)
+    epochs = one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs)
+    if epochs is None:
+        return None
+    run.one_training = {"design": design, "epochs": epochs, "seconds_per_epoch": round(per_epoch, 3)}
+    run.study.set_user_attr("one_training", run.one_training)
+    one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs)
+    run.notes.append(one.note)
+    return one
 
 
 def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event) -> _Run | SearchResult:
@@ -653,6 +689,8 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
             # e.g. cached binds blocks to the module library: the trial records the bound network
             arch = run.fidelity.prepare(arch, workspace=run.workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
             recipe = replace(recipe, patience=config.patience)
+            if run.one_training and trial.user_attrs.get("known_good") == run.one_training["design"]:
+                recipe = replace(recipe, epochs=int(run.one_training["epochs"]))  # the budget fits this one training
             candidate = ModelConfig(dataset=run.dataset_ref, architecture=arch, training=recipe)
             chash = candidate.candidate_hash()
             record["candidate_hash"] = chash

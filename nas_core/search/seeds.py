@@ -16,7 +16,7 @@ from typing import Any
 
 from nas_core.errors import NasCoreError
 
-__all__ = ["known_good_designs", "fits", "KnownGoodQueue"]
+__all__ = ["known_good_designs", "fits", "replay", "KnownGoodQueue"]
 
 # The recipe of the reference runs (benchmarks/results/fashion_mnist.md, digits_default.md): Adam, one-cycle to 3e-3,
 # batch 64, random shifts, label smoothing 0.1, EMA of the weights.
@@ -60,8 +60,9 @@ def known_good_designs(kind: str, input_shape: tuple[int, int, int]) -> list[tup
     return []
 
 
-def fits(space: Any, values: dict[str, Any]) -> bool:
-    """Whether every value is one the space can sample (in its range or choice list), and the space builds it."""
+def replay(space: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """The values the space samples when every ``suggest`` is answered from ``values`` (the active ones, in the space's
+    order); raises ``LookupError`` naming a value the space cannot sample (missing, or outside its range or choices)."""
     from nas_core.space import sample_values
 
     class Replay:
@@ -79,9 +80,13 @@ def fits(space: Any, values: dict[str, Any]) -> bool:
                 raise LookupError(name)
             return values[name]
 
+    return sample_values(space, Replay())
+
+
+def fits(space: Any, values: dict[str, Any]) -> bool:
+    """Whether every value is one the space can sample (in its range or choice list), and the space builds it."""
     try:
-        sampled = sample_values(space, Replay())
-        space.build(sampled, input_shape=(1, 8, 8), num_classes=2, epochs=1)
+        space.build(replay(space, values), input_shape=(1, 8, 8), num_classes=2, epochs=1)
     except (LookupError, NasCoreError):
         return False
     return True
