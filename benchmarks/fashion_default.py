@@ -17,6 +17,10 @@ exists; for the reference, its latest finished epoch. Writes results/fashion_def
 default arm's ``best_config.json`` to results/fashion_default_best_config.json (``train --config`` retrains it).
 
     python benchmarks/fashion_default.py [--budget-s 3600] [--seed 0] [--threads 1]
+
+To measure a change of the default path against baselines it does not affect, ``--reuse-baselines OLD.json`` runs only the
+``default`` arm and takes ``reference`` and ``plain`` from an earlier run's JSON (same budget and seed; the table says so).
+Its files are written with ``--tag`` in their names (fashion_default_TAG.*), beside the one-run results.
 """
 
 from __future__ import annotations
@@ -145,12 +149,15 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
         "default_ge_1pt_above_best_baseline": bool(final_default is not None and best_base is not None and final_default - best_base >= 0.01),
         "pareto_le_100k_ge_0.935": bool(small and (small["test_accuracy"] or 0) >= 0.935),
     }
+    stem = "fashion_default" + (f"_{args.tag}" if args.tag else "")
     out = {"budget_s": args.budget_s, "seed": args.seed, "threads_per_arm": args.threads, "anytime": table, "goals": goals,
-           "final": {n: a.get("final") for n, a in arms.items()}, "arms": arms}
-    (dest / "fashion_default.json").write_text(json.dumps(out, indent=2, default=str))
+           "final": {n: a.get("final") for n, a in arms.items()}, "arms": arms, "baselines_from": args.reuse_baselines}
+    (dest / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str))
     if d.get("best_config"):
-        shutil.copy(d["best_config"], dest / "fashion_default_best_config.json")
-    md = ["# Fashion-MNIST: the default path vs the baselines a user would pick, equal budget, one run", "",
+        shutil.copy(d["best_config"], dest / f"{stem}_best_config.json")
+    how = (f"the default arm of this run against `reference` and `plain` from `{Path(args.reuse_baselines).name}` (same budget and "
+           "seed; the change measured does not touch them)" if args.reuse_baselines else "one run")
+    md = [f"# Fashion-MNIST: the default path vs the baselines a user would pick, equal budget, {how}", "",
           f"Budget {args.budget_s:.0f} s per search arm, {args.threads} torch thread(s) per arm, two lanes in parallel on 2 cores "
           f"(default | reference then plain), seed {args.seed}. Official 10k test set. `benchmarks/fashion_default.py`.", "",
           "| arm | " + " | ".join(f"held at {m} s" for m in marks) + " | final | params | wall |", "|---|" + "---:|" * (len(marks) + 3)]
@@ -163,7 +170,7 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
            "- Best <= 100K-parameter trial of the default arm: "
            + (f"trial {small['number']} test {small['test_accuracy']:.4f} ({int(small['params']):,} params)." if small else "none."),
            f"- Goals: {json.dumps(goals)}", ""]
-    (dest / "fashion_default.md").write_text("\n".join(md))
+    (dest / f"{stem}.md").write_text("\n".join(md))
     try:
         import matplotlib
 
@@ -181,7 +188,7 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
         ax.set_ylim(0.85, 0.96)
         ax.legend()
         fig.tight_layout()
-        fig.savefig(dest / "fashion_default.png", dpi=120)
+        fig.savefig(dest / f"{stem}.png", dpi=120)
     except ImportError:
         pass
     print("\n".join(md), flush=True)
@@ -197,7 +204,12 @@ def main() -> int:
     ap.add_argument("--arm", choices=["default", "reference", "plain"], default=None, help="run one arm and print its JSON (the driver uses this)")
     ap.add_argument("--workspace", default=str(ROOT / "work" / "fashion_default"))
     ap.add_argument("--out", default=str(ROOT / "results"))
+    ap.add_argument("--reuse-baselines", default=None, metavar="OLD.json",
+                    help="run only the default arm; take reference and plain from this earlier fashion_default JSON")
+    ap.add_argument("--tag", default=None, help="suffix of the result files (fashion_default_TAG.*); default: none, or 'rerun' with --reuse-baselines")
     args = ap.parse_args()
+    if args.reuse_baselines and args.tag is None:
+        args.tag = "rerun"
     if args.arm == "reference":
         print("RESULT " + json.dumps(run_reference(args)), flush=True)
         return 0
@@ -208,6 +220,15 @@ def main() -> int:
         print("RESULT " + json.dumps(run_search_arm("plain", args, ["--no-known-good"]), default=str), flush=True)
         return 0
     Path(args.workspace).mkdir(parents=True, exist_ok=True)
+    if args.reuse_baselines:
+        old = json.loads(Path(args.reuse_baselines).read_text())
+        if old.get("budget_s") != args.budget_s or old.get("seed") != args.seed:
+            print(f"error: {args.reuse_baselines} was run with budget {old.get('budget_s')} s and seed {old.get('seed')}, not "
+                  f"{args.budget_s} s and {args.seed}; rerun the baselines or match --budget-s and --seed", file=sys.stderr)
+            return 2
+        arms = {"default": run_search_arm("default", args, []), "reference": old["arms"]["reference"], "plain": old["arms"]["plain"]}
+        write_results(arms, args)
+        return 0
     base = [sys.executable, __file__, "--budget-s", str(args.budget_s), "--seed", str(args.seed), "--threads", str(args.threads),
             "--reference-epochs", str(args.reference_epochs), "--workspace", args.workspace, "--out", args.out]
 
