@@ -86,12 +86,22 @@ def run_search_arm(arm: str, args: argparse.Namespace, extra: list[str]) -> dict
         m = cfg.get("metrics", {})
         final = {"test_accuracy": m.get("test_accuracy"), "params": m.get("params"), "latency_ms": m.get("latency_ms"),
                  "at_s": best.stat().st_mtime - start, "refit": (cfg.get("provenance") or {}).get("final_training"),
-                 "summary": cfg.get("architecture", {}).get("summary") or ""}
+                 "summary": _summary(cfg)}
         points.append((final["at_s"], float(m.get("test_accuracy") or 0.0)))
     small = [t for t in trials if (t["params"] or 1e12) <= 100_000]
     return {"arm": arm, "exit_code": code, "wall_s": wall, "n_complete": len(trials), "trials": trials, "anytime": points,
             "final": final, "best_config": str(best) if best else None,
             "pareto_le_100k": max(small, key=lambda t: t["test_accuracy"] or 0) if small else None}
+
+
+def _summary(cfg: dict[str, Any]) -> str:
+    """The one-line architecture of a config (best_config.json stores the architecture, not its summary)."""
+    from nas_core.schema.config import ModelConfig
+
+    try:
+        return ModelConfig.from_dict(cfg).architecture.summary()
+    except Exception:  # noqa: BLE001 - a report line, not worth failing the benchmark over
+        return ""
 
 
 def run_reference(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,7 +174,9 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     for name, arm in arms.items():
         f = arm.get("final") or {}
         cells = [("-" if table[name][str(m)] is None else f"{table[name][str(m)]:.4f}") for m in marks]
-        md.append(f"| {name} | " + " | ".join(cells) + f" | {f.get('test_accuracy') or 0:.4f} | {int(f.get('params') or 0):,} | {arm['wall_s']:.0f} s |")
+        final = "none (no trial completed)" if f.get("test_accuracy") is None else f"{f['test_accuracy']:.4f}"
+        params = "-" if f.get("params") is None else f"{int(f['params']):,}"
+        md.append(f"| {name} | " + " | ".join(cells) + f" | {final} | {params} | {arm['wall_s']:.0f} s |")
     md += ["", f"- Default arm: {d['n_complete']} complete trials; final `{(d.get('final') or {}).get('summary', '')}`; "
                f"refit {json.dumps((d.get('final') or {}).get('refit'))}.",
            "- Best <= 100K-parameter trial of the default arm: "
