@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 
 from nas_core.budget import FINAL_EPOCH_FACTOR, FINAL_SHARE, ONE_TRAINING_FIT, one_training_epochs, plan_budget
 from nas_core.final_training import MEASURE_S, SLACK, fit_epochs
@@ -111,3 +112,23 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     best = json.loads(Path(result.best_config).read_text())
     assert best["training"]["epochs"] == one["epochs"] and best["training"]["train_split"] == "train"  # `train --config` repeats it
     assert any(w.startswith("One training") for w in result.warnings)
+
+
+def test_the_epoch_timing_answers_a_stop_at_a_batch_boundary() -> None:
+    """The one-training planner times the first design before the trials; a Stop pressed then is heard, not made to wait."""
+    from nas_core.data import load_dataset
+    from nas_core.model.assembly import assemble
+    from nas_core.schema.config import TrainingRecipe
+    from nas_core.search.seeds import known_good_designs, replay
+    from nas_core.training.loop import time_epoch
+    from nas_core.training.stops import StopRequested
+
+    data = load_dataset("digits", seed=0, train_samples=300)
+    space = SearchConfig(dataset="digits").search_space()
+    arch, recipe = space.build(replay(space, known_good_designs("seed-cnn", (1, 8, 8))[0][1]), input_shape=(1, 8, 8), num_classes=10, epochs=3)
+    assert isinstance(recipe, TrainingRecipe)
+    assert time_epoch(assemble(arch), data, recipe, device=torch.device("cpu")) > 0
+    calls = []
+    with pytest.raises(StopRequested):
+        time_epoch(assemble(arch), data, recipe, device=torch.device("cpu"), should_stop=lambda: bool(calls.append(1)) or len(calls) > 2)
+    assert len(calls) == 3  # stopped at the third batch, not after two epochs

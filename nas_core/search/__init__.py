@@ -512,6 +512,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     from nas_core.schema.budget import one_training_epochs, one_training_plan
     from nas_core.search.seeds import replay
     from nas_core.training.loop import set_seed, time_epoch
+    from nas_core.training.stops import StopRequested
 
     config = run.config
     if not run.designs.pending or not config.finalize or config.finalize_only or not config.timeout:
@@ -522,7 +523,10 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     arch, recipe = run.space.build(replay(run.space, values), input_shape=run.dataset_ref.input_shape, num_classes=run.data.num_classes,
                                    epochs=config.epochs)
     set_seed(config.seed)
-    per_epoch = time_epoch(assemble(arch), run.data, recipe, device=run.device, seed=config.seed)
+    try:
+        per_epoch = time_epoch(assemble(arch), run.data, recipe, device=run.device, seed=config.seed, should_stop=run.stop_event.is_set)
+    except StopRequested:  # the loop hears the stop next
+        return None
     epochs = one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs)
     if epochs is None:
         return None
