@@ -679,7 +679,9 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
 
     config, study, data, name, emit = run.config, run.study, run.data, run.name, run.emit
     t0 = time.perf_counter()
-    state, values, why, metrics = "FAIL", None, "", {}
+    state, why = "FAIL", ""
+    values: list[float] | None = None
+    metrics: dict[str, Any] = {}
     grid_done = False
     abort: NasCoreError | None = None
     record: dict[str, Any] = {}  # the trial's one record attribute, written once as it ends (schema.record)
