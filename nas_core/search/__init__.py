@@ -527,6 +527,9 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         per_epoch = time_epoch(assemble(arch), run.data, recipe, device=run.device, seed=config.seed, should_stop=run.stop_event.is_set)
     except StopRequested:  # the loop hears the stop next
         return None
+    except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:  # what would fail the trial itself
+        log.warning("could not time the first known-good design (%s); planning as usual", _failure_reason(exc))
+        return None
     epochs = one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs)
     if epochs is None:
         return None
