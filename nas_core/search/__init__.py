@@ -671,7 +671,7 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
 
     The trial's parameters and attributes go to storage in one transaction after sampling and one at the end
     (``writes``), its record (``schema.record``) once, as it ends. A candidate identical to an earlier trial reuses that
-    trial's result. A trial that raises is recorded as FAIL with its reason, a stop or the time budget as PRUNED; a fault
+    trial's result (:func:`_reuse_result`). A trial that raises is recorded as FAIL with its reason, a stop or the time budget as PRUNED; a fault
     of the machine is re-raised after the trial is recorded.
     """
     import optuna
@@ -706,8 +706,9 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
             trial.set_user_attr("summary", arch.summary())  # live: the dashboard shows what is running
         _emit(emit, ev.TrialStarted(name, number=trial.number, params=dict(sampled), summary=arch.summary()))
         if chash in run.seen:
-            return _reuse_result(run, trial, chash, record, t0)
-        values, metrics = _evaluate(run, trial, sampled, candidate, record, loop_end)
+            values, metrics, why = _reuse_result(run, trial, chash, record)
+        else:
+            values, metrics = _evaluate(run, trial, sampled, candidate, record, loop_end)
         trial.set_user_attr(RECORD_KEY, record_attr(record))
         _tell(study, trial, values)
         state = "COMPLETE"
@@ -753,25 +754,14 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
     return grid_done
 
 
-def _reuse_result(run: _Run, trial: Any, chash: str, record: dict[str, Any], t0: float) -> bool:
-    """Answer a candidate identical to an earlier trial with that trial's result (not retrained); returns whether the grid ran out."""
-    study, name, emit = run.study, run.name, run.emit
-    grid_done = False
+def _reuse_result(run: _Run, trial: Any, chash: str, record: dict[str, Any]) -> tuple[list[float], dict[str, Any], str]:
+    """The result of the earlier trial an identical candidate repeats (not retrained): its values, metrics and the
+    reason the trial shows; ``record`` gets the earlier trial's record and ``duplicate_of``."""
     first, old_values = run.seen[chash]
-    src = trial_record(next(t for t in study.get_trials(deepcopy=False) if t.number == first))
+    src = trial_record(next(t for t in run.study.get_trials(deepcopy=False) if t.number == first))
     record.update({key: src[key] for key in ("metrics", "config", "history", "latency", "confusion", "per_class_accuracy",
                                             "mlflow_run_id") if key in src}, duplicate_of=first)
-    trial.set_user_attr(RECORD_KEY, record_attr(record))
-    state, values, why = "COMPLETE", old_values, f"identical to trial {first}; reused its result, not retrained"
-    metrics = dict(src.get("metrics", {}))
-    run.counts["COMPLETE"] += 1
-    try:
-        _tell(study, trial, old_values)
-    except _GridExhausted:
-        grid_done = True
-    _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values), reason=why,
-                                 metrics=metrics, duration_s=time.perf_counter() - t0))
-    return grid_done
+    return list(old_values), dict(src.get("metrics", {})), f"identical to trial {first}; reused its result, not retrained"
 
 
 def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, record: dict[str, Any],
