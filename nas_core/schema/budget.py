@@ -95,8 +95,8 @@ ONE_TRAINING_SLACK = 0.85  # of the time left that its epochs may fill: the per-
 
 
 def one_training_epochs(*, left_s: float, seconds_per_epoch: float, epochs: int) -> int | None:
-    """Epochs of the one training that ``left_s`` seconds fit (at most FINAL_EPOCH_FACTOR x ``epochs``), or ``None``
-    when they fit ONE_TRAINING_FIT trials of ``epochs`` and the search runs as usual.
+    """Epochs of the one training that ``left_s`` seconds fit (at least one), or ``None`` when they fit
+    ONE_TRAINING_FIT trials of ``epochs`` and the search runs as usual. So it is always under ONE_TRAINING_FIT x ``epochs``.
 
     Example:
         >>> one_training_epochs(left_s=3600, seconds_per_epoch=120, epochs=20)  # one 20-epoch trial takes 2,400 s
@@ -106,7 +106,7 @@ def one_training_epochs(*, left_s: float, seconds_per_epoch: float, epochs: int)
     """
     if not (seconds_per_epoch > 0 and math.isfinite(seconds_per_epoch)) or ONE_TRAINING_FIT * epochs * seconds_per_epoch <= left_s:
         return None
-    return max(1, min(FINAL_EPOCH_FACTOR * epochs, int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch)))
+    return max(1, int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch))
 
 
 def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_epoch: float, search_epochs: int) -> BudgetPlan:
