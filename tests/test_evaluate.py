@@ -80,3 +80,36 @@ def test_small_inputs_train_on_one_cpu_thread_unless_moca_threads_says_otherwise
     with threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
+
+
+def test_cpu_training_runs_channels_last_and_hands_back_the_usual_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Convolutions train channels-last on CPU (faster there); the model that leaves the loop is contiguous again, so its
+    weights save and export, and the switch changes the arithmetic only by float rounding."""
+    from types import SimpleNamespace
+
+    import nas_core.training.loop as loop
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 1, 8, 8, generator=gen)
+    y = (x.mean((1, 2, 3)) > 0).long()
+    data = SimpleNamespace(x_train=x[:64], y_train=y[:64], x_val=x[64:], y_val=y[64:])
+    recipe = TrainingRecipe(epochs=2, batch_size=16, lr=1e-3, patience=5)
+    layouts: list[bool] = []
+
+    def trained(flag: bool) -> nn.Module:
+        monkeypatch.setattr(loop, "CHANNELS_LAST", flag)
+        torch.manual_seed(0)  # (no conv bias before batch norm: its gradient is rounding noise, which Adam scales up to lr)
+        model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(512, 2))
+        seen = model[0].register_forward_hook(lambda m, a, out: layouts.append(out.is_contiguous(memory_format=torch.channels_last)))
+        loop.train_model(model, data, recipe, device=torch.device("cpu"), seed=0)
+        seen.remove()
+        return model
+
+    plain = trained(False)
+    assert not any(layouts)
+    layouts.clear()
+    fast = trained(True)
+    assert all(layouts) and layouts  # every batch, training and validation, went channels-last
+    for (name, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
+        assert b.is_contiguous(), name
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=name)

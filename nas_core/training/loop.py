@@ -31,6 +31,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+CHANNELS_LAST = os.environ.get("MOCA_CHANNELS_LAST", "1") != "0"
 SMALL_INPUT = 16 * 16  # pixels per channel up to which CPU training uses one thread
 
 
@@ -159,6 +160,11 @@ def train_model(
     if refit:
         xt, yt = torch.cat([data.x_train, data.x_val]), torch.cat([data.y_train, data.y_val])
     model.to(device)
+    # Channels-last convolutions train 10-30 % faster on CPU (oneDNN); the arithmetic is the same up to float rounding.
+    # Only images through the whole model: a cached head trains on features (``forward``), left as they are.
+    channels_last = CHANNELS_LAST and device.type == "cpu" and x_train is None and forward is model and xt.dim() == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     opt = make_optimizer(params if params is not None else model.parameters(), recipe)
     n = len(xt)
     bs = max(1, min(recipe.batch_size, n))
@@ -186,6 +192,8 @@ def train_model(
             if ops:
                 xb = recipes.augment(xb, ops, gen)
             xb, yb = xb.to(device, non_blocking=True), yt[idx].to(device, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(forward(xb), yb)
             if not torch.isfinite(loss):
@@ -207,7 +215,10 @@ def train_model(
         preds = []
         with torch.no_grad():
             for i in range(0, len(xv), 512):
-                preds.append(forward(xv[i : i + 512].to(device)).argmax(1).cpu())
+                xvb = xv[i : i + 512].to(device)
+                if channels_last:
+                    xvb = xvb.contiguous(memory_format=torch.channels_last)
+                preds.append(forward(xvb).argmax(1).cpu())
         pred = torch.cat(preds) if preds else yv[:0]
         val_acc = int((pred == yv).sum()) / max(1, len(xv))
         row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
@@ -228,6 +239,9 @@ def train_model(
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if channels_last:  # what leaves the loop is in torch's usual layout (safetensors, ONNX and the latency probe expect it)
+        model.to(memory_format=torch.contiguous_format)
+    if best_state is not None:
         if val_predictions is not None:
             val_predictions[:] = [best_pred]
     for row in history:
