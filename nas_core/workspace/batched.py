@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import sqlite3
 import threading
@@ -280,13 +281,19 @@ def _upsert_attrs(rdb: RDBStorage, session: Any, model_cls: Any, trial_id: int, 
     rows = [{"trial_id": trial_id, "key": key, "value_json": json.dumps(value)} for key, value in attrs.items()]
     name = rdb.engine.name
     if name == "postgresql" or (name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0)):
-        dialect = sqlalchemy.dialects.postgresql if name == "postgresql" else sqlalchemy.dialects.sqlite
-        stmt = dialect.insert(model_cls).values(rows)
-        session.execute(stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key],
-                                                   set_={"value_json": stmt.excluded.value_json}))
+        session.execute(_upsert_statement(name, model_cls), rows)  # one statement, compiled once, many rows
         return
     for key, value in attrs.items():
         rdb._set_trial_attr_without_commit(session, model_cls, trial_id, key, value)
+
+
+@functools.cache
+def _upsert_statement(dialect_name: str, model_cls: Any) -> Any:
+    """``INSERT ... ON CONFLICT (trial_id, key) DO UPDATE SET value_json`` for an attribute table, built once: executed with
+    a list of rows, SQLAlchemy reuses its compiled form (a statement with the rows inlined is compiled anew every time)."""
+    dialect = sqlalchemy.dialects.postgresql if dialect_name == "postgresql" else sqlalchemy.dialects.sqlite
+    stmt = dialect.insert(model_cls)
+    return stmt.on_conflict_do_update(index_elements=[model_cls.trial_id, model_cls.key], set_={"value_json": stmt.excluded.value_json})
 
 
 def batched(storage: Any) -> Any:
