@@ -498,8 +498,11 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
         return deadline if run.counts["COMPLETE"] else hard_end
 
-    reason = _run_trials(run, loop_end)
-    return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
+    try:
+        reason = _run_trials(run, loop_end)
+        return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
+    finally:
+        run.tracker.close()  # after finish() a no-op; after an error, MLflow's writer writes what it has and exits
 
 
 def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
@@ -691,6 +694,7 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
     writes.hold(trial._trial_id)  # parameters and attributes below: one transaction after sampling, one at the end
     trial.set_user_attr(OWNER_KEY, run.owner)  # lets the next run on this machine reclaim it at once if we die
     beat.track(trial)
+    run.tracker.open_trial(trial.number)  # MLflow's writer opens the trial's run meanwhile
     try:
         with writes.sampling(trial._trial_id):
             sampled = run.space.sample(trial)

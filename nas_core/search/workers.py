@@ -148,6 +148,7 @@ def open_study_run(config: Any) -> None:
         ws = Path(config.workspace)
         tracker = Tracker(tracking_uri=config.tracking_uri or workspace_tracking_uri(ws), workspace=ws, study_name=config.study_name)
         tracker.start(config.to_dict())
+        tracker.close(wait=Tracker.FINISH_WAIT_S)  # the parent run stays open for the workers, which reopen it
 
 
 def config_argv(config: Any) -> list[str]:
