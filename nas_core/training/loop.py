@@ -164,7 +164,7 @@ def train_model(
     # Only images through the whole model: a cached head trains on features (``forward``), left as they are.
     channels_last = CHANNELS_LAST and device.type == "cpu" and x_train is None and forward is model and xt.dim() == 4
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; the stubs omit it
     opt = make_optimizer(params if params is not None else model.parameters(), recipe)
     n = len(xt)
     bs = max(1, min(recipe.batch_size, n))
@@ -240,7 +240,7 @@ def train_model(
     if best_state is not None:
         model.load_state_dict(best_state)
     if channels_last:  # what leaves the loop is in torch's usual layout (safetensors, ONNX and the latency probe expect it)
-        model.to(memory_format=torch.contiguous_format)
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
     if best_state is not None:
         if val_predictions is not None:
             val_predictions[:] = [best_pred]
