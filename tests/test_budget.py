@@ -132,3 +132,19 @@ def test_the_epoch_timing_answers_a_stop_at_a_batch_boundary() -> None:
     with pytest.raises(StopRequested):
         time_epoch(assemble(arch), data, recipe, device=torch.device("cpu"), should_stop=lambda: bool(calls.append(1)) or len(calls) > 2)
     assert len(calls) == 3  # stopped at the third batch, not after two epochs
+
+
+def test_a_timed_trial_that_cannot_finish_is_pruned_after_an_epoch_and_the_search_goes_on(tmp_path: Path) -> None:
+    """5,000 epochs of any candidate cannot fit in 60 s: each trial is pruned after its first epoch, with the reason,
+    instead of holding the budget until the deadline cuts it; the trials budget then ends the search, long before --timeout."""
+    from nas_core.schema.record import trial_record
+    from nas_core.search import FIT_MARGIN
+
+    cfg = SearchConfig(dataset="digits", trials=3, epochs=5000, patience=5000, train_samples=300, seed=0, device="cpu", sampler="random",
+                       workspace=str(tmp_path), study="unfit", tracking=False, timeout=60, known_good=False)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="unfit", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.PRUNED] * 3
+    for t in study.trials:
+        assert trial_record(t)["reason"].startswith("would not finish within --timeout"), trial_record(t)["reason"]
+    assert result.reason == "no trials completed" and result.wall_s < 60 / FIT_MARGIN

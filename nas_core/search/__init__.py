@@ -784,8 +784,17 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     config, study, name, emit, arch = run.config, run.study, run.name, run.emit, candidate.architecture
     data, recipe = run.data, candidate.training
 
+    started = time.perf_counter()
+    planned = bool(run.one_training) and trial.user_attrs.get("known_good") == run.one_training["design"]  # fitted to the budget
+
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
+        now = time.perf_counter()
+        per_epoch, left = (now - started) / epoch, loop_end() - now
+        if not planned and epoch < total and per_epoch * (total - epoch) > FIT_MARGIN * left:
+            # it would be cut at the deadline anyway: the time goes to candidates that can finish
+            raise optuna.TrialPruned(f"would not finish within --timeout ({per_epoch:.1f} s an epoch, {total - epoch} epochs to go, "
+                                     f"{max(0.0, left):.0f} s left)")
         if len(run.objectives) == 1 and run.objectives[0].name == "accuracy":
             trial.report(row["val_accuracy"], epoch)
             if trial.should_prune():
@@ -864,6 +873,8 @@ def _finish_run(run: _Run, *, reason: str, start: float, plan: Any, finalizer: A
     )
 
 
+# A timed trial is pruned after an epoch once its remaining epochs at its pace would take this many times the time left.
+FIT_MARGIN = 1.2
 RECLAIM_EVERY_S = 10.0  # how often a running search looks for trials of dead processes on its machine
 
 
