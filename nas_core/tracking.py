@@ -109,12 +109,13 @@ class Tracker:
         A new MLflow store takes seconds to create (its schema migrations): the search answers a stop meanwhile."""
         if not self.enabled or self._proc is not None:
             return
-        package_root = str(Path(__file__).resolve().parent.parent)
-        env = {**os.environ, "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
-               "PYTHONPATH": os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH", "")) if p)}
+        # the writer imports this very copy of the package (a source checkout run without installing included)
+        root = str(Path(__file__).resolve().parent.parent)
+        code = f"import sys; r = {root!r}; r in sys.path or sys.path.insert(0, r); from nas_core.tracking import _writer_main; _writer_main()"
+        env = {**os.environ, "MLFLOW_ENABLE_ASYNC_LOGGING": "false"}
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from nas_core.tracking import _writer_main; _writer_main()"],
+                [sys.executable, "-c", code],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
                 start_new_session=os.name == "posix",  # the terminal's Ctrl-C is the search's to answer, not the writer's
             )
