@@ -87,6 +87,11 @@ def test_a_search_without_timeout_has_no_final_training(tiny_study) -> None:  # 
     ("left", "per_epoch", "epochs", "want"),
     [
         (3600.0, 120.0, 20, 25),  # Fashion-MNIST on one CPU thread: one 20-epoch trial takes 2,400 s
+        # two 20-epoch trials (3,400 s) fit the hour but not the trials' 2,160 s: measured, the second was cut at the
+        # search's deadline and the 1,440 s left fitted a 12-epoch refit, not kept; the hour ended with one 20-epoch trial
+        (3600.0, 85.0, 20, 36),
+        (1000.0, 14.0, 20, 60),  # two trials fit the trials' 600 s, a 20-epoch refit (448 s planned) not the final 400 s
+        (1000.0, 10.0, 20, None),  # both fit
         (90.0, 0.7, 20, None),  # digits: many trials fit, the search runs as usual
         (100.0, 1.0, 60, 85),  # 1.7 trials of 60 epochs fit: one training of 85
         (10.0, 100.0, 20, 1),  # not even one epoch fits: one epoch rather than a trial cut by the deadline

@@ -11,10 +11,11 @@ more at the end, for as many epochs as the time left allows (``nas_core.final_tr
 
 Without a timeout nothing is planned: the search runs its trials and the best trial is the result.
 
-One training: when the ``train`` fidelity's budget fits fewer than :data:`ONE_TRAINING_FIT` trials of ``--epochs`` (the
-first known-good design, timed on a slice of the data before the trials start), a search cannot compare designs *and*
-refit one, and a trial cut by the deadline yields nothing. The first known-good design then trains once, for the epochs
-the whole budget fits (:func:`one_training_epochs`), and is the result: no other trials and no refit.
+One training: when the usual plan cannot run (the first known-good design timed on a slice of the data before the trials
+start): its search share does not fit :data:`ONE_TRAINING_FIT` trials of ``--epochs``, or its final share does not fit a
+refit of ``--epochs`` (which is kept only if it trains at least as long as the trial). A search then cannot compare
+designs *and* refit one, and a trial cut by the deadline yields nothing. The first known-good design trains once, for
+the epochs the whole budget fits (:func:`one_training_epochs`), and is the result: no other trials and no refit.
 
 Example:
     >>> plan = plan_budget(timeout=100, two_phase=False)
@@ -85,26 +86,35 @@ def plan_budget(*, timeout: float | None, two_phase: bool, options: dict[str, An
     return BudgetPlan(timeout, timeout * (1 - FINAL_SHARE), 0.0, timeout * FINAL_SHARE,
                       f"The best candidate is refit on train + validation with its recipe for as many epochs as the last "
                       f"{FINAL_SHARE:.0%} (and any time the trials left) allows, at most {FINAL_EPOCH_FACTOR}x the search epochs. "
-                      f"If the first known-good design, timed at the start, would not train {ONE_TRAINING_FIT} times in --timeout, "
-                      f"it trains once for all of it instead (one training).")
+                      f"If the first known-good design, timed at the start, would not train {ONE_TRAINING_FIT} times in the trials' "
+                      f"share, or its refit would not fit the final share, it trains once for all of it instead (one training).")
 
 FINAL_EPOCH_FACTOR = 2  # the final training runs at most this many times the search's --epochs
-ONE_TRAINING_FIT = 2  # a --timeout that fits fewer trials of --epochs than this trains the first known-good design once
+ONE_TRAINING_FIT = 2  # a search share that fits fewer trials of --epochs than this trains the first known-good design once
+# What a refit of --epochs costs against one epoch of a trial, as the final training plans it: its epochs run on train +
+# validation (up to ~1.2x longer) and fill only 75 % of the time left (``search.final_training.SLACK``).
+REFIT_COST = 1.2 / 0.75
 ONE_TRAINING_SLACK = 0.85  # of the time left that its epochs may fill: the per-epoch time was taken on a slice, and the
 # trial still measures its model at the end
 
 
 def one_training_epochs(*, left_s: float, seconds_per_epoch: float, epochs: int) -> int | None:
-    """Epochs of the one training that ``left_s`` seconds fit (at least one), or ``None`` when they fit
-    ONE_TRAINING_FIT trials of ``epochs`` and the search runs as usual. So it is always under ONE_TRAINING_FIT x ``epochs``.
+    """Epochs of the one training that ``left_s`` seconds fit (at least one), or ``None`` when the usual plan fits: its
+    search share (``1 - FINAL_SHARE``) fits ONE_TRAINING_FIT trials of ``epochs`` and its final share fits a refit of
+    ``epochs`` (:data:`REFIT_COST`).
 
     Example:
         >>> one_training_epochs(left_s=3600, seconds_per_epoch=120, epochs=20)  # one 20-epoch trial takes 2,400 s
         25
+        >>> one_training_epochs(left_s=3600, seconds_per_epoch=85, epochs=20)  # two fit the hour, not its 60 %
+        36
         >>> one_training_epochs(left_s=90, seconds_per_epoch=0.7, epochs=20) is None  # digits: plenty of trials fit
         True
     """
-    if not (seconds_per_epoch > 0 and math.isfinite(seconds_per_epoch)) or ONE_TRAINING_FIT * epochs * seconds_per_epoch <= left_s:
+    if not (seconds_per_epoch > 0 and math.isfinite(seconds_per_epoch)):
+        return None
+    trial = epochs * seconds_per_epoch
+    if ONE_TRAINING_FIT * trial <= left_s * (1 - FINAL_SHARE) and trial * REFIT_COST <= left_s * FINAL_SHARE:
         return None
     return max(1, int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch))
 
@@ -113,6 +123,6 @@ def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_e
     """The plan of a one-training run (see the module docstring): all of ``timeout`` for one trial, nothing after it."""
     return BudgetPlan(float(timeout), float(timeout), 0.0, 0.0,
                       f"One training: an epoch of the first known-good design ({design}) takes ~{seconds_per_epoch:,.0f} s here, so "
-                      f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs. It trains once, for {epochs} "
+                      f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs and a refit. It trains once, for {epochs} "
                       f"epochs (~{epochs * seconds_per_epoch:,.0f} s), and is the result: no other trials, no refit. "
                       f"A longer --timeout (or a GPU) lets the search compare designs.")
