@@ -136,3 +136,36 @@ def test_a_stale_trial_failed_by_another_process_is_not_overwritten(tmp_path: Pa
     with pytest.raises(RuntimeError):
         storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [1.0])
     assert optuna.load_study(study_name="s", storage=open_storage(url)).trials[0].state == TrialState.FAIL
+
+
+def test_a_finished_trial_is_not_read_again_yet_every_other_process_trial_is_seen(tmp_path: Path) -> None:
+    """After this process finishes a trial, the next read of the study skips it (its cached copy is what was written),
+    but never at the cost of a trial another process created meanwhile, whatever the order of the two creations."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    mine, other = batched(open_storage(url)), batched(open_storage(url))
+    study = optuna.create_study(storage=mine, study_name="s", directions=["maximize"])
+    theirs = optuna.load_study(storage=other, study_name="s")
+
+    def finish(storage: BatchedTrialStorage, s: optuna.Study, value: float) -> optuna.Trial:
+        with storage.asking():
+            trial = s.ask()
+        storage.hold(trial._trial_id)
+        s.tell(trial, value)
+        return trial
+
+    first = finish(mine, study, 0.1)  # nothing else exists: the cache moves past it
+    assert mine._studies[study._study_id].last_finished_trial_id == first._trial_id
+    # the other process creates a trial after this one's read and before this one's create: a number this cache has
+    # not seen lies below the trial it finishes, so it must not move past it
+    with mine.asking():
+        mine_read = study.get_trials(deepcopy=False)  # noqa: F841 - the read before the other's create
+        their_trial = theirs.ask()
+        trial = study.ask()
+    mine.hold(trial._trial_id)
+    study.tell(trial, 0.2)
+    assert mine._studies[study._study_id].last_finished_trial_id < their_trial._trial_id
+    theirs.tell(their_trial, 0.3)
+    finish(other, theirs, 0.4)
+    seen = {t.number: (t.state, t.values) for t in study.get_trials(deepcopy=False)}
+    assert seen == {0: (TrialState.COMPLETE, [0.1]), 1: (TrialState.COMPLETE, [0.3]), 2: (TrialState.COMPLETE, [0.2]),
+                    3: (TrialState.COMPLETE, [0.4])}
