@@ -785,7 +785,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     data, recipe = run.data, candidate.training
 
     started = time.perf_counter()
-    planned = bool(run.one_training) and trial.user_attrs.get("known_good") == run.one_training["design"]  # fitted to the budget
+    planned = run.one_training is not None and trial.user_attrs.get("known_good") == run.one_training["design"]  # fitted to the budget
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
