@@ -29,7 +29,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "ONE_TRAINING_FIT", "BudgetPlan", "plan_budget", "one_training_epochs", "one_training_plan"]
+__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "ONE_TRAINING_FIT", "ONE_TRAINING_GRACE", "BudgetPlan", "plan_budget", "one_training_epochs", "one_training_plan"]
 
 FINAL_SHARE = 0.4  # of --timeout, for the final training of the best candidate (train fidelity)
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
@@ -94,6 +94,9 @@ ONE_TRAINING_FIT = 2  # a search share that fits fewer trials of --epochs than t
 # What a refit of --epochs costs against one epoch of a trial, as the final training plans it: its epochs run on train +
 # validation (up to ~1.2x longer) and fill only 75 % of the time left (``search.final_training.SLACK``).
 REFIT_COST = 1.2 / 0.75
+# The one training may overrun --timeout by this share of it before it is cut: it is the search's only result, and a cut
+# run yields nothing (as the refit's grace, ``search.final_training.GRACE``, for the same reason).
+ONE_TRAINING_GRACE = 0.1
 ONE_TRAINING_SLACK = 0.85  # of the time left that its epochs may fill: the per-epoch time was taken on a slice, and the
 # trial still measures its model at the end
 

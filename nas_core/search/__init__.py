@@ -784,8 +784,11 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     config, study, name, emit, arch = run.config, run.study, run.name, run.emit, candidate.architecture
     data, recipe = run.data, candidate.training
 
+    from nas_core.schema.budget import ONE_TRAINING_GRACE
+
     started = time.perf_counter()
     planned = run.one_training is not None and trial.user_attrs.get("known_good") == run.one_training["design"]  # fitted to the budget
+    grace = ONE_TRAINING_GRACE * float(config.timeout or 0) if planned else 0.0  # the only result: a cut one yields nothing
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
@@ -804,7 +807,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
 
     ctx = EvalContext(
         arch=arch, recipe=recipe, data=data, device=run.device, seed=config.seed + trial.number,
-        on_epoch=on_epoch, should_stop=lambda: run.stop_event.is_set() or time.perf_counter() >= loop_end(),
+        on_epoch=on_epoch, should_stop=lambda: run.stop_event.is_set() or time.perf_counter() >= loop_end() + grace,
         workspace=run.workspace, options=dict(config.fidelity_options),
     )
     result = run.fidelity.evaluate(ctx)
