@@ -482,6 +482,15 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     run = _open_run(config, emit=emit, stop_event=stop_event or threading.Event())
     if isinstance(run, SearchResult):  # stopped during start-up: nothing to record yet
         return run
+    try:
+        return _plan_and_run(run)
+    finally:
+        run.tracker.close()  # after finish() a no-op; after an error, MLflow's writer writes what it has and exits
+
+
+def _plan_and_run(run: _Run) -> SearchResult:
+    """Plan the budget (one training included), run the trials, then the final phases and the outputs."""
+    config = run.config
     start = time.perf_counter()
     finalizer = run.fidelity.finalize if run.fidelity.has_final_phase else None
     deadline, final_deadline = phase_deadlines(start, config.timeout, two_phase=finalizer is not None, options=config.fidelity_options)
@@ -498,11 +507,8 @@ def _run_search(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None
     def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
         return deadline if run.counts["COMPLETE"] else hard_end
 
-    try:
-        reason = _run_trials(run, loop_end)
-        return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
-    finally:
-        run.tracker.close()  # after finish() a no-op; after an error, MLflow's writer writes what it has and exits
+    reason = _run_trials(run, loop_end)
+    return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
 
 
 def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
