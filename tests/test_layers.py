@@ -171,6 +171,7 @@ PRIVATE_OPTUNA = {
     "nas_core/views/results_page.py": "Optuna's plots over attribute-free copies of the trials, on the same cached storage (storage)",
     "nas_core/views/fleet.py": "the workers table reads each RUNNING trial's last heartbeat (storage, trial id)",
     "nas_core/workspace/batched.py": "one transaction for a running trial's parameters and attributes (cached storage, RDB models)",
+    "nas_core/search/tpe.py": "TPE's split of the study computed once per trial, not per conditional parameter (its module function)",
 }
 
 

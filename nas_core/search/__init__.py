@@ -60,6 +60,9 @@ def _population(trials: int | None) -> int:
 def _tpe(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
     import optuna
 
+    from nas_core.search.tpe import install
+
+    install()  # one split of the study per trial, not per conditional parameter (same samples)
     # multivariate over the shared parameters; group=True would re-decompose every trial's space on each ask (quadratic).
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
 
