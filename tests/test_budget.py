@@ -116,6 +116,8 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     assert result.n_complete == 1 and "final_training" not in study.user_attrs
     best = json.loads(Path(result.best_config).read_text())
     assert best["training"]["epochs"] == one["epochs"] and best["training"]["train_split"] == "train"  # `train --config` repeats it
+    # no early stop (patience 2 asked for the search's trials): the schedule runs to its annealed end
+    assert best["training"]["patience"] == one["epochs"] and best["metrics"]["epochs_trained"] == one["epochs"]
     assert any(w.startswith("One training") for w in result.warnings)
 
 
