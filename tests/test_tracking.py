@@ -47,6 +47,8 @@ def _trials(workspace: Path) -> list[optuna.trial.FrozenTrial]:
 
 
 def _nested(workspace: Path) -> list:
+    if not (workspace / "mlflow.db").exists():  # linked into place complete; opening it earlier would create (migrate) it here
+        return []
     try:
         return mlflow_runs(workspace / "mlflow.db", STUDY)[2]
     except Exception:  # noqa: BLE001 - the store or the experiment may not exist yet
