@@ -237,11 +237,10 @@ def train_model(
             on_epoch(epoch, epochs, row)  # may raise optuna.TrialPruned through the search's callback
         if bad >= recipe.patience:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
     if channels_last:  # what leaves the loop is in torch's usual layout (safetensors, ONNX and the latency probe expect it)
         model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
-    if best_state is not None:
+    if best_state is not None:  # load_state_dict copies into the parameters as they are laid out now
+        model.load_state_dict(best_state)
         if val_predictions is not None:
             val_predictions[:] = [best_pred]
     for row in history:
