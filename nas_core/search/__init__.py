@@ -514,6 +514,11 @@ def _plan_and_run(run: _Run) -> SearchResult:
     return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
 
 
+def _is_one_training(run: _Run, trial: Any) -> bool:
+    """Whether ``trial`` is the planned one training (the known-good design it trains, when the budget fits only it)."""
+    return run.one_training is not None and trial.user_attrs.get("known_good") == run.one_training["design"]
+
+
 def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     """The one-training plan (``schema.budget``) when the budget ending at ``end`` fits too few trials of the first
     known-good design, timed here on a slice of the data; ``None`` otherwise. Only a fresh study's own run decides it
@@ -711,10 +716,11 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
             # e.g. cached binds blocks to the module library: the trial records the bound network
             arch = run.fidelity.prepare(arch, workspace=run.workspace, data=data, options=dict(config.fidelity_options), seed=config.seed)
             recipe = replace(recipe, patience=config.patience)
-            if run.one_training and trial.user_attrs.get("known_good") == run.one_training["design"]:
+            if _is_one_training(run, trial):
                 # the budget fits this one training; as the final training, it runs its schedule to the end (annealed),
                 # with no early stop: an early stop mid-schedule keeps weights from a high learning rate (measured on
                 # Fashion-MNIST: stopped at epoch 30 of 40 by patience 5, test 0.9381 where 31 full epochs gave 0.9437)
+                assert run.one_training is not None  # _is_one_training checked it
                 epochs = int(run.one_training["epochs"])
                 recipe = replace(recipe, epochs=epochs, patience=epochs)
             candidate = ModelConfig(dataset=run.dataset_ref, architecture=arch, training=recipe)
@@ -800,7 +806,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     from nas_core.schema.budget import ONE_TRAINING_GRACE
 
     started = time.perf_counter()
-    planned = run.one_training is not None and trial.user_attrs.get("known_good") == run.one_training["design"]  # fitted to the budget
+    planned = _is_one_training(run, trial)  # its epochs are fitted to the budget
     grace = ONE_TRAINING_GRACE * float(config.timeout or 0) if planned else 0.0  # the only result: a cut one yields nothing
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
