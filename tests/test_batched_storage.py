@@ -133,9 +133,13 @@ def test_a_stale_trial_failed_by_another_process_is_not_overwritten(tmp_path: Pa
     storage, study, trial = _held_trial(url, 1)
     other = optuna.load_study(study_name="s", storage=open_storage(url))
     other._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # as a reclaim of a dead worker's trial would
+    storage.set_trial_user_attr(trial._trial_id, "late", 1)
+    with pytest.raises(RuntimeError):  # the flush of a pending value is refused too
+        storage.flush(trial._trial_id)
     with pytest.raises(RuntimeError):
         storage.set_trial_state_values(trial._trial_id, TrialState.COMPLETE, [1.0])
-    assert optuna.load_study(study_name="s", storage=open_storage(url)).trials[0].state == TrialState.FAIL
+    stored = optuna.load_study(study_name="s", storage=open_storage(url)).trials[0]
+    assert stored.state == TrialState.FAIL and stored.values is None and "late" not in stored.user_attrs
 
 
 def test_a_finished_trial_is_not_read_again_yet_every_other_process_trial_is_seen(tmp_path: Path) -> None:

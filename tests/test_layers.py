@@ -170,8 +170,8 @@ PRIVATE_OPTUNA = {
     "nas_core/views/studies.py": "the dashboard's cached storage and per-study state key (storage, study id)",
     "nas_core/views/results_page.py": "Optuna's plots over attribute-free copies of the trials, on the same cached storage (storage)",
     "nas_core/views/fleet.py": "the workers table reads each RUNNING trial's last heartbeat (storage, trial id)",
-    "nas_core/workspace/batched.py": "one transaction for a running trial's parameters and attributes (cached storage, RDB models)",
-    "nas_core/search/tpe.py": "TPE's split of the study computed once per trial, not per conditional parameter (its module function)",
+    "nas_core/workspace/batched.py": "one transaction for a running trial's parameters and attributes, Core statements for trial creation and the final state (cached storage, RDB models)",
+    "nas_core/search/tpe.py": "TPE's split of the study once per trial, each finished trial's internal representation once (its module function, a method)",
 }
 
 

@@ -13,10 +13,10 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def _sample(n: int) -> list[dict]:
+def _sample(n: int, sampler: optuna.samplers.BaseSampler | None = None) -> list[dict]:
     """n trials of the default space by the default (seeded) TPE, two objectives, one trial in seven pruned."""
     space = SearchConfig(dataset="digits").search_space()
-    sampler = SAMPLERS.get("tpe")(seed=5, space=space, trials=n, n_objectives=2)
+    sampler = sampler or SAMPLERS.get("tpe")(seed=5, space=space, trials=n, n_objectives=2)
     study = optuna.create_study(sampler=sampler, directions=["maximize", "minimize"])
     for i in range(n):
         trial = study.ask()
@@ -53,3 +53,23 @@ def test_the_memo_samples_what_optuna_samples_and_splits_once_per_trial(monkeypa
     # after the 10 random start-up trials: one split for the shared parameters (constant liar: running trials too)
     # and one for all the conditional ones of a trial, where Optuna splits once per conditional parameter
     assert calls["n"] <= 2 * 30 < plain_splits
+
+
+def test_the_cached_internal_representation_samples_what_optuna_samples(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from nas_core.search.tpe import CachedTPESampler
+
+    default = SAMPLERS.get("tpe")(seed=5, space=None, trials=60, n_objectives=2)
+    assert isinstance(default, CachedTPESampler)  # what the default search samples with
+    conversions = {"n": 0}
+    original = optuna.distributions.CategoricalDistribution.to_internal_repr
+
+    def counted(self, value):  # type: ignore[no-untyped-def]
+        conversions["n"] += 1
+        return original(self, value)
+
+    monkeypatch.setattr(optuna.distributions.CategoricalDistribution, "to_internal_repr", counted)
+    plain = _sample(60, optuna.samplers.TPESampler(seed=5, multivariate=True, n_startup_trials=10))
+    plain_conversions, conversions["n"] = conversions["n"], 0
+    cached = _sample(60, CachedTPESampler(seed=5, multivariate=True, n_startup_trials=10))
+    assert cached == plain
+    assert conversions["n"] * 4 < plain_conversions  # each finished trial's categorical values converted once per space

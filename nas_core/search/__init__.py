@@ -58,13 +58,11 @@ def _population(trials: int | None) -> int:
 
 @SAMPLERS.register("tpe")
 def _tpe(*, seed: int, space: Any, trials: int | None, n_objectives: int) -> Any:
-    import optuna
-
-    from nas_core.search.tpe import install
+    from nas_core.search.tpe import CachedTPESampler, install
 
     install()  # one split of the study per trial, not per conditional parameter (same samples)
     # multivariate over the shared parameters; group=True would re-decompose every trial's space on each ask (quadratic).
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
+    return CachedTPESampler(seed=seed, multivariate=True, n_startup_trials=min(10, max(3, (trials or 30) // 3)))
 
 
 @SAMPLERS.register("nsga2")
