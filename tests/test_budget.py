@@ -40,14 +40,14 @@ def test_no_timeout_plans_nothing() -> None:
 @pytest.mark.parametrize(
     "left, per_epoch, search_epochs, want",
     [
-        (100.0, 1.0, 20, 40),  # capped at FINAL_EPOCH_FACTOR x the search epochs
+        (1000.0, 1.0, 20, 100),  # capped at FINAL_EPOCH_FACTOR x the search epochs
         (25.0, 1.0, 20, int((25 - MEASURE_S) * SLACK)),
         (5.5, 1.0, 20, 0),  # nothing fits once the measurement is kept back
         (100.0, float("nan"), 7, 7),  # no timing known: the search's epochs
     ],
 )
 def test_final_epochs_fit_the_time_left(left: float, per_epoch: float, search_epochs: int, want: int) -> None:
-    assert FINAL_EPOCH_FACTOR == 2
+    assert FINAL_EPOCH_FACTOR == 5
     assert fit_epochs(seconds_left=left, seconds_per_epoch=per_epoch, search_epochs=search_epochs) == want
 
 

@@ -28,12 +28,12 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:  # type: ignore[no-unt
 
 def test_stop_ends_the_current_trial_and_keeps_finished_ones(tmp_path: Path) -> None:
     registry = RunnerRegistry()
-    config = SearchConfig(dataset="digits", trials=50, epochs=200, patience=200, seed=0, workspace=str(tmp_path), study="stoppable",
+    config = SearchConfig(dataset="digits", trials=50, epochs=60, patience=60, seed=0, workspace=str(tmp_path), study="stoppable",
                           tracking=False, device="cpu", train_samples=600)
     runner = registry.start(config)
     second_trial_epochs = threading.Event()
     runner.subscribe(lambda e: isinstance(e, EpochProgress) and e.number >= 1 and second_trial_epochs.set())
-    # let one trial finish (patience 200 keeps trial 1 training long enough to be stopped mid-way)
+    # let one trial finish (60 epochs without early stop, several seconds, keep trial 1 training long enough to be stopped mid-way)
     first_done = threading.Event()
     runner.subscribe(lambda e: isinstance(e, TrialFinished) and first_done.set())
     with pytest.raises(SearchBusyError, match="already running"):
