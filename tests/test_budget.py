@@ -104,9 +104,9 @@ def test_a_budget_that_fits_too_few_trials_is_one_training(left: float, per_epoc
 
 
 def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_once(tmp_path: Path) -> None:
-    """500 epochs a trial cannot fit twice in 30 s even on 300 digits: the 4-conv design trains once, for the epochs that fit."""
+    """500 epochs a trial cannot fit twice in 15 s even on 300 digits: the 4-conv design trains once, for the epochs that fit."""
     cfg = SearchConfig(dataset="digits", trials=5, epochs=500, patience=2, train_samples=300, seed=0, device="cpu",
-                       workspace=str(tmp_path), study="one", tracking=False, timeout=30)
+                       workspace=str(tmp_path), study="one", tracking=False, timeout=15)
     result = run_search(cfg)
     study = optuna.load_study(study_name="one", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     one = study.user_attrs["one_training"]
