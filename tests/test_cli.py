@@ -149,9 +149,19 @@ def test_subprocess_error_has_no_traceback(tmp_path: Path) -> None:
 
 
 def test_help_on_every_command() -> None:
-    for cmd in ("search", "worker", "train", "export", "datasets", "serve"):
+    for cmd in ("search", "worker", "train", "export", "datasets", "serve", "library"):
         proc = _run(cmd, "--help")
         assert proc.returncode == 0 and "usage:" in proc.stdout, cmd
+
+
+def test_help_answers_without_importing_torch() -> None:
+    """`moca --help` is a fraction of a second: torch (~1.5 s to import) is imported by the commands that train."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "nas_core", "search", "--help"], capture_output=True,
+                          text=True, cwd=ROOT, env=env, timeout=600)
+    assert proc.returncode == 0 and "usage:" in proc.stdout
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "nas_core.cli" in imported and "torch" not in imported
 
 
 def test_fidelity_options_reach_the_search_config() -> None:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from nas_core.cli.args import positive_number, workspace_arg
-from nas_core.library import build_library, open_library
 
 
 def _workspace(arg: str | None) -> Path:
@@ -23,6 +22,8 @@ def _cmd_build(args: Any) -> int:
     if args.threads:
         _torch.set_num_threads(args.threads)
     start = time.perf_counter()
+    from nas_core.library import build_library  # torch: imported when the command runs, not for --help
+
     lib = build_library(dataset=args.dataset, workspace=_workspace(args.workspace), minutes=args.minutes, seed=args.seed,
                         data_dir=args.data_dir, train_samples=args.train_samples, emit=lambda m: print(m, file=sys.stderr),
                         device=args.device)
@@ -33,6 +34,8 @@ def _cmd_build(args: Any) -> int:
 
 def _cmd_list(args: Any) -> int:
     import sys
+
+    from nas_core.library import open_library
 
     lib = open_library(_workspace(args.workspace))
     rows = sorted(lib.blocks(), key=lambda m: (m.kind, m.in_channels, m.out_channels, m.id))
@@ -50,6 +53,8 @@ def _cmd_list(args: Any) -> int:
 
 
 def _cmd_inspect(args: Any) -> int:
+    from nas_core.library import open_library
+
     lib = open_library(_workspace(args.workspace))
     meta = lib.get(args.id)
     lib.load_state(meta.id)  # verifies the checksum: inspect says whether the block is usable
