@@ -293,7 +293,7 @@ class BatchedTrialStorage(_CachedStorage):
                 updated: Any = session.execute(_finish_statement(), {"id": trial_id, "state": state, "complete": finished_at})
                 if updated.rowcount != 1:  # not RUNNING any more (or gone): Optuna's own error for it
                     _check_updatable(rdb, session, trial_id)
-                    raise RuntimeError(f"trial {trial_id} is not running")  # not reached: the check raises
+                    raise RuntimeError(f"trial {trial_id} is not running")  # e.g. WAITING, which Optuna's check lets through
             else:
                 _check_updatable(rdb, session, trial_id)
             unknown = [n for n in pending.params if n not in known]
@@ -378,7 +378,7 @@ def _check_updatable(rdb: RDBStorage, session: Any, trial_id: int) -> None:
     found = session.execute(sqlalchemy.select(table.c.state).where(table.c.trial_id == trial_id)).one_or_none()
     if found is None:
         raise KeyError(models.NOT_FOUND_MSG)
-    rdb.check_trial_is_updatable(trial_id, TrialState[found[0]] if isinstance(found[0], str) else found[0])
+    rdb.check_trial_is_updatable(trial_id, found[0])  # the column's Enum type gives a TrialState
 
 
 @functools.cache
