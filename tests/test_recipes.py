@@ -54,6 +54,7 @@ def test_a_new_recipe_round_trips_through_json() -> None:
         pytest.param({"ema_decay": 1.0}, "ema_decay must be in", id="ema"),
         pytest.param({"label_smoothing": -0.1}, "label_smoothing must be in", id="smoothing"),
         pytest.param({"warmup": 1.0}, "warmup is a fraction", id="warmup"),
+        pytest.param({"precision": "fp16"}, "precision must be one of fp32, bf16, auto", id="precision"),
     ],
 )
 def test_bad_recipe_values_are_refused_with_the_rule(changes: dict, match: str) -> None:
@@ -137,6 +138,65 @@ def test_training_with_a_recipe_learns_and_repeats_exactly_with_the_same_seed(re
         states.append(model.state_dict())
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert measure_model(model, data, torch.device("cpu"))["metrics"]["val_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_a_config_without_precision_retrains_in_float32_and_the_space_asks_for_auto(tiny_study) -> None:  # type: ignore[no-untyped-def]
+    from nas_core.search.seeds import known_good_designs
+    from nas_core.space import get_space
+
+    data = json.loads(tiny_study.best_config.read_text())
+    assert data["training"]["precision"] == "auto"  # what a search now writes
+    data["training"].pop("precision")
+    assert ModelConfig.from_dict(data).training.precision == "fp32"  # configs from before the key: trained in float32
+    values = known_good_designs("seed-cnn", (1, 28, 28))[0][1]
+    _, recipe = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=3)
+    assert recipe.precision == "auto"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_for_larger_images_on_hardware_that_computes_it(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(recipes, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert recipes.resolve_precision("auto", cpu, (64, 1, 28, 28)) == ("bf16" if native else "fp32")
+    assert recipes.resolve_precision("auto", cpu, (1, 8, 8)) == "fp32"  # digits: too small to gain
+    assert recipes.resolve_precision("fp32", cpu, (1, 28, 28)) == "fp32"
+    assert recipes.resolve_precision("bf16", cpu, (1, 8, 8)) == "bf16"  # asked for: done, wherever
+
+
+def _conv_dtypes(precision: str, *, cached_head: bool = False) -> tuple[set[torch.dtype], float, dict[str, torch.Tensor]]:
+    from types import SimpleNamespace
+
+    from nas_core.assemble import assemble
+    from nas_core.evaluate import set_seed, train_model
+    from nas_core.genotype import Architecture, BlockSpec, HeadSpec
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (256,), generator=gen)
+    x = torch.randn(256, 1, 20, 20, generator=gen) * 0.3
+    x[torch.arange(256), 0, y * 5, y * 5] += 3.0  # each class lights its own pixel: learnable in a few epochs
+    data = SimpleNamespace(x_train=x[:192], y_train=y[:192], x_val=x[192:], y_val=y[192:])
+    arch = Architecture((1, 20, 20), 4, ((BlockSpec("conv", {"out_channels": 8}), BlockSpec("pool", {"mode": "max"})),), HeadSpec("flatten"))
+    set_seed(0)
+    model = assemble(arch)
+    seen: set[torch.dtype] = set()
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype) if _m.training else None)
+    recipe = TrainingRecipe(epochs=6, patience=7, lr=3e-3, schedule="onecycle", warmup=0.2, precision=precision)
+    hist = train_model(model, data, recipe, device=torch.device("cpu"), seed=0)
+    return seen, hist[-1]["val_accuracy"], model.state_dict()
+
+
+def test_bf16_training_computes_the_convolutions_in_bfloat16_keeps_float32_weights_learns_and_repeats() -> None:
+    seen, acc, state = _conv_dtypes("bf16")
+    assert seen == {torch.bfloat16}
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())  # what is saved and exported stays float32
+    assert acc > 0.6  # chance is 0.25
+    again = _conv_dtypes("bf16")[2]
+    assert all(torch.equal(state[k], again[k]) for k in state)
+    seen32, acc32, state32 = _conv_dtypes("fp32")
+    assert seen32 == {torch.float32} and acc32 > 0.6
+    assert not all(torch.equal(state[k], state32[k]) for k in state)  # the arithmetic did change
 
 
 def test_label_smoothing_reaches_the_loss() -> None:

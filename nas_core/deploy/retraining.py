@@ -51,6 +51,7 @@ def retrain(
     from nas_core.data import load_dataset
     from nas_core.training.loop import cpu_threads, resolve_device, set_seed, threads, train_model
     from nas_core.training.measure import count_params, measure_model
+    from nas_core.training.recipes import resolve_precision
 
     cfg = load_config(config) if isinstance(config, (str, Path)) else config
     prov = cfg.provenance
@@ -110,4 +111,5 @@ def retrain(
         "history": history,
         "confusion": measured["confusion"],
         "latency_measurement": measured["latency"]["how"],
+        "precision": resolve_precision(recipe.precision, dev, tuple(data.input_shape)),
     }

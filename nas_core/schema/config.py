@@ -28,6 +28,7 @@ __all__ = [
     "AUGMENTATIONS",
     "SCHEDULES",
     "AUGMENT_OPS",
+    "PRECISIONS",
     "parse_augmentation",
 ]
 
@@ -39,6 +40,10 @@ AUGMENTATIONS = ("none", "shift", "flip", "shift+flip", "crop", "crop+flip", "cr
 SCHEDULES = ("cosine", "onecycle", "cosine-warmup")
 AUGMENT_OPS = ("shift", "flip", "crop", "erase")
 TRAIN_SPLITS = ("train", "train+val")
+# Arithmetic of the training steps: ``fp32``; ``bf16`` (autocast: convolutions and matrix products in bfloat16, weights,
+# optimizer and evaluation in float32); ``auto``, bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU
+# with AVX512-BF16 or AMX) on inputs larger than 16x16, else fp32 (``training.recipes.resolve_precision``).
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 def parse_augmentation(text: str) -> tuple[str, ...]:
@@ -212,11 +217,12 @@ class Architecture:
 @dataclass(frozen=True)
 class TrainingRecipe:
     """How to train: optimizer, learning rate, weight decay, epochs, batch size, augmentation, patience,
-    schedule (with its warm-up fraction), label smoothing, weight averaging (EMA decay, 0 = off) and the data it
-    trains on (``train``, early-stopped on validation; or ``train+val``, a refit that keeps the last epoch).
+    schedule (with its warm-up fraction), label smoothing, weight averaging (EMA decay, 0 = off), the data it
+    trains on (``train``, early-stopped on validation; or ``train+val``, a refit that keeps the last epoch) and the
+    arithmetic of its steps (``precision``: ``fp32``, ``bf16`` or ``auto``, see :data:`PRECISIONS`).
 
     Keys added after the first release default to what configs without them were trained with
-    (per-epoch cosine annealing, no warm-up, no smoothing, no averaging), so an old config retrains as before.
+    (per-epoch cosine annealing, no warm-up, no smoothing, no averaging, float32), so an old config retrains as before.
     """
 
     optimizer: str = "adam"
@@ -231,6 +237,7 @@ class TrainingRecipe:
     label_smoothing: float = 0.0
     ema_decay: float = 0.0
     train_split: str = "train"
+    precision: str = "fp32"
 
     def validate(self) -> TrainingRecipe:
         if self.optimizer not in OPTIMIZERS:
@@ -261,6 +268,8 @@ class TrainingRecipe:
             raise ConfigError(f"training.ema_decay must be in [0, 1) (0 turns weight averaging off), but got {self.ema_decay}.")
         if self.train_split not in TRAIN_SPLITS:
             raise ConfigError(f"training.train_split must be one of {', '.join(TRAIN_SPLITS)}, but got {self.train_split!r}.")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"training.precision must be one of {', '.join(PRECISIONS)}, but got {self.precision!r}.")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -796,6 +796,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
 
     from nas_core.deploy.config import trial_config
     from nas_core.fidelities.base import EvalContext
+    from nas_core.training.recipes import resolve_precision
     from nas_core.training.stops import Diverged
 
     config, study, name, emit, arch = run.config, run.study, run.name, run.emit, candidate.architecture
@@ -839,7 +840,8 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
                        fidelity=config.fidelity, extra=result.extra,
                        provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
                                    "train_samples": config.train_samples, "val_samples": config.val_samples,
-                                   "space": run.space.name, "device": str(run.device)})
+                                   "space": run.space.name, "device": str(run.device),
+                                   "precision": resolve_precision(candidate.training.precision, run.device, tuple(candidate.dataset.input_shape))})
     record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,
                   per_class_accuracy=result.per_class_accuracy, config=cfg.to_dict())
     if result.extra:

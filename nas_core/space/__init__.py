@@ -338,6 +338,7 @@ def _recipe(v: dict[str, Any], epochs: int) -> TrainingRecipe:
         warmup=float(v.get("warmup", 0.0 if schedule == "cosine" else WARMUP)),
         label_smoothing=float(v.get("label_smoothing", 0.0)),
         ema_decay=float(v.get("ema_decay", 0.0)),
+        precision="auto",  # bf16 where the hardware computes it natively (training.recipes.resolve_precision)
     )
 
 

@@ -165,6 +165,8 @@ def train_model(
     channels_last = CHANNELS_LAST and device.type == "cpu" and x_train is None and forward is model and xt.dim() == 4
     if channels_last:
         model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # Module.to takes memory_format; the stubs omit it
+    # bf16 autocast for whole models on images (a cached head on features stays in float32); validation runs in float32.
+    precision = recipes.resolve_precision(recipe.precision, device, tuple(xt.shape)) if x_train is None and forward is model else "fp32"
     opt = make_optimizer(params if params is not None else model.parameters(), recipe)
     n = len(xt)
     bs = max(1, min(recipe.batch_size, n))
@@ -195,7 +197,8 @@ def train_model(
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(forward(xb), yb)
+            with recipes.autocast(precision, device):
+                loss = loss_fn(forward(xb), yb)
             if not torch.isfinite(loss):
                 raise Diverged(f"training diverged: the loss became {loss.item()} in epoch {epoch} (try a lower learning rate)")
             loss.backward()

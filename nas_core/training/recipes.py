@@ -9,7 +9,11 @@ Every random draw comes from the caller's ``torch.Generator``: a seed gives the 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,6 +28,8 @@ __all__ = [
     "make_scheduler",
     "augment",
     "ModelEma",
+    "resolve_precision",
+    "autocast",
 ]
 
 # SCHEDULES: "cosine" is per-epoch cosine annealing to 0 (what every config before schedules were recorded used);
@@ -138,3 +144,50 @@ class ModelEma:
         torch._foreach_lerp_(self._avg, self._live, 1 - d)
         for mine, v in self._copied:
             mine.copy_(v)
+
+
+# Images up to this many pixels per channel train in float32 under ``auto``: on 8x8 digits the convolutions are too
+# small for bfloat16 to pay for its casts (the thread rule of ``training.loop.cpu_threads`` has the same bound).
+BF16_MIN_PIXELS = 16 * 16 + 1
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), so oneDNN runs bf16 convolutions natively.
+
+    Read from ``/proc/cpuinfo`` (Linux); elsewhere False, so ``auto`` stays in float32. Torch's own
+    ``mkldnn._is_mkldnn_bf16_supported`` is true on every AVX512 CPU, where bf16 is emulated and slower than float32.
+    On this project's 2-core AMD EPYC (AVX512-BF16) one step of the 4-conv network on 28x28 images, batch 64, one
+    thread, takes 58 ms in bf16 against 119 ms in float32.
+    """
+    if sys.platform != "linux" or not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    flags = {f for line in text.splitlines() if line.startswith("flags") for f in line.split(":", 1)[-1].split()}
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision: str, device: torch.device, input_shape: tuple[int, ...]) -> str:
+    """The arithmetic a recipe's ``precision`` means here: ``fp32`` or ``bf16`` as asked; ``auto`` is bf16 on a CUDA GPU
+    that supports it or a CPU with native bf16, for images larger than 16x16 pixels, else fp32."""
+    if precision != "auto":
+        return precision
+    pixels = int(input_shape[-1]) * int(input_shape[-2]) if len(input_shape) >= 2 else 0
+    if pixels < BF16_MIN_PIXELS:
+        return "fp32"
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def autocast(precision: str, device: torch.device) -> Any:
+    """The context a training step's forward pass and loss run in: torch's bfloat16 autocast, or nothing for fp32.
+    Weights, gradients and the optimizer stay in float32, and no loss scaling is needed (bf16 has float32's range)."""
+    if precision == "bf16" and device.type in ("cpu", "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
