@@ -141,6 +141,33 @@ def test_the_epoch_timing_answers_a_stop_at_a_batch_boundary() -> None:
     assert len(calls) == 3  # stopped at the third batch, not after two epochs
 
 
+def test_the_epoch_timing_is_not_thrown_by_one_slow_epoch() -> None:
+    """A burst of other work during one slice epoch (a tracking process starting, another job loading data) must not
+    become the plan: the fastest epoch after the first is the one scaled up."""
+    import time
+
+    from nas_core.data import load_dataset
+    from nas_core.model.assembly import assemble
+    from nas_core.search.seeds import known_good_designs, replay
+    from nas_core.training.loop import time_epoch
+
+    data = load_dataset("digits", seed=0, train_samples=320)  # 5 batches of 64 an epoch
+    space = SearchConfig(dataset="digits").search_space()
+    arch, recipe = space.build(replay(space, known_good_designs("seed-cnn", (1, 8, 8))[0][1]), input_shape=(1, 8, 8), num_classes=10, epochs=3)
+    calls: list[int] = []
+
+    def busy_second_epoch() -> bool:  # should_stop is asked before every batch: calls 6-10 are the second epoch's
+        calls.append(1)
+        if 6 <= len(calls) <= 10:
+            time.sleep(0.2)
+        return False
+
+    quiet = time_epoch(assemble(arch), data, recipe, device=torch.device("cpu"))
+    burst = time_epoch(assemble(arch), data, recipe, device=torch.device("cpu"), should_stop=busy_second_epoch)
+    assert len(calls) == 15  # three epochs were timed
+    assert burst < quiet + 0.5  # the second epoch was 1 s slower; the estimate did not take it
+
+
 def test_a_timed_trial_that_cannot_finish_is_pruned_after_an_epoch_and_the_search_goes_on(tmp_path: Path) -> None:
     """5,000 epochs of any candidate cannot fit in 60 s: each trial is pruned after its first epoch, with the reason,
     instead of holding the budget until the deadline cuts it; the trials budget then ends the search, long before --timeout."""
