@@ -163,6 +163,14 @@ def test_auto_precision_is_bf16_only_for_larger_images_on_hardware_that_computes
     assert recipes.resolve_precision("bf16", cpu, (1, 8, 8)) == "bf16"  # asked for: done, wherever
 
 
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")], ids=["ampere", "t4-emulated"])
+def test_auto_precision_on_cuda_takes_bf16_only_where_the_gpu_computes_it(monkeypatch: pytest.MonkeyPatch, native: bool, expected: str) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # torch's own default counts emulation as support (a T4 says yes); only native support may turn bf16 on
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert recipes.resolve_precision("auto", torch.device("cuda"), (1, 28, 28)) == expected
+
+
 def _conv_dtypes(precision: str, *, cached_head: bool = False) -> tuple[set[torch.dtype], float, dict[str, torch.Tensor]]:
     from types import SimpleNamespace
 
