@@ -20,7 +20,9 @@ default arm's ``best_config.json`` to results/fashion_default_best_config.json (
 
 To measure a change of the default path against baselines it does not affect, ``--reuse-baselines OLD.json`` runs only the
 ``default`` arm and takes ``reference`` and ``plain`` from an earlier run's JSON (same budget and seed; the table says so).
-Its files are written with ``--tag`` in their names (fashion_default_TAG.*), beside the one-run results.
+Its files are written with ``--tag`` in their names (fashion_default_TAG.*), beside the one-run results. ``--default-result
+LOG`` takes that arm from the output of an ``--arm default`` run started earlier (beside a one run still going), rather
+than running it.
 """
 
 from __future__ import annotations
@@ -218,6 +220,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "results"))
     ap.add_argument("--reuse-baselines", default=None, metavar="OLD.json",
                     help="run only the default arm; take reference and plain from this earlier fashion_default JSON")
+    ap.add_argument("--default-result", default=None, metavar="LOG",
+                    help="with --reuse-baselines: take the default arm from the output of an earlier --arm default run instead of running it")
     ap.add_argument("--tag", default=None, help="suffix of the result files (fashion_default_TAG.*); default: none, or 'rerun' with --reuse-baselines")
     args = ap.parse_args()
     if args.reuse_baselines and args.tag is None:
@@ -238,7 +242,15 @@ def main() -> int:
             print(f"error: {args.reuse_baselines} was run with budget {old.get('budget_s')} s and seed {old.get('seed')}, not "
                   f"{args.budget_s} s and {args.seed}; rerun the baselines or match --budget-s and --seed", file=sys.stderr)
             return 2
-        arms = {"default": run_search_arm("default", args, []), "reference": old["arms"]["reference"], "plain": old["arms"]["plain"]}
+        if args.default_result:  # the default arm was run earlier with --arm default (its output has the RESULT line)
+            lines = [ln for ln in Path(args.default_result).read_text().splitlines() if ln.startswith("RESULT ")]
+            if not lines:
+                print(f"error: {args.default_result} has no RESULT line; pass the output of a finished --arm default run", file=sys.stderr)
+                return 2
+            default = json.loads(lines[-1][len("RESULT "):])
+        else:
+            default = run_search_arm("default", args, [])
+        arms = {"default": default, "reference": old["arms"]["reference"], "plain": old["arms"]["plain"]}
         write_results(arms, args)
         return 0
     base = [sys.executable, __file__, "--budget-s", str(args.budget_s), "--seed", str(args.seed), "--threads", str(args.threads),
