@@ -2,8 +2,8 @@
 
 Each design is a set of search-space values (architecture and training recipe) for a space *kind*,
 sized to the input: the 4-conv batch-norm CNN (32-32-pool-64-64-pool, FC 128 with dropout) and a
-small ResNet, both with a one-cycle / warm-up recipe, random-shift augmentation (and random erasing from 28x28 up),
-label smoothing and weight averaging. They are put in front of the sampler with Optuna's ``enqueue_trial`` (one at a time,
+small ResNet, both with a one-cycle / warm-up recipe, random-shift augmentation, label smoothing and
+weight averaging. They are put in front of the sampler with Optuna's ``enqueue_trial`` (one at a time,
 :class:`KnownGoodQueue`), so they are the study's first trials and the sampler (TPE, NSGA-II...) then improves on them. A design is skipped
 when an edited space cannot express it (a value outside a range or choice list), so a narrowed space
 is searched as it was given.
@@ -34,18 +34,15 @@ def _halvings(input_shape: tuple[int, int, int]) -> int:
 def known_good_designs(kind: str, input_shape: tuple[int, int, int]) -> list[tuple[str, dict[str, Any]]]:
     """(name, space values) of the designs for a space kind and input shape, best first."""
     deep = _halvings(input_shape) >= 3
-    # Random erasing on inputs of 28x28 and up (Zhong et al. 2020: -0.3 to -0.4 pt test error on Fashion-MNIST over crop
-    # and flip alone, ResNet-20 to WRN-28-10); on 8x8 digits it cost errors (issue16_notes.md), so small inputs keep crop.
-    aug = {"augmentation": "crop+erase" if deep else "crop"}
     if kind == "seed-cnn":
         bn4 = {"n_conv": 4, "conv_filters_0": 32, "conv_filters_1": 32, "conv_filters_2": 64, "conv_filters_3": 64,
                **{f"conv_kernel_{i}": 3 for i in range(4)}, "conv_block": "conv", "activation": "relu", "pooling": True,
-               "pool_every": 2, "n_fc": 2, "fc_units_0": 128, "fc_units_1": 128, "dropout": 0.3, **_RECIPE, **aug}
+               "pool_every": 2, "n_fc": 2, "fc_units_0": 128, "fc_units_1": 128, "dropout": 0.3, **_RECIPE}
         n = 3 if deep else 2
         filters = (32, 64, 128)[:n]
         resnet = {"n_conv": n, **{f"conv_filters_{i}": f for i, f in enumerate(filters)}, **{f"conv_kernel_{i}": 3 for i in range(n)},
                   "conv_block": "residual", "activation": "relu", "pooling": True, "pool_every": 1, "n_fc": 1, "fc_units_0": 128,
-                  "dropout": 0.1, **_RECIPE_ADAMW, **aug}
+                  "dropout": 0.1, **_RECIPE_ADAMW}
         return [("4-conv BN CNN", bn4), ("small ResNet", resnet)]
     if kind == "modular":
         n = 3 if deep else 2
@@ -54,11 +51,11 @@ def known_good_designs(kind: str, input_shape: tuple[int, int, int]) -> list[tup
                   **{k: v for i, c in enumerate(channels) for k, v in (
                       (f"stage_block_{i}", "residual"), (f"stage_channels_{i}", c), (f"stage_repeats_{i}", 2),
                       (f"stage_kernel_{i}", 3), (f"stage_stride_{i}", 1 if i == 0 else 2))},
-                  **_RECIPE_ADAMW, **aug}
+                  **_RECIPE_ADAMW}
         bn4 = {"stem_channels": 32, "stem_stride": 1, "n_stages": 2, "activation": "relu", "head_hidden": 128, "dropout": 0.3,
                "stage_block_0": "conv", "stage_channels_0": 32, "stage_repeats_0": 1, "stage_kernel_0": 3, "stage_stride_0": 1,
                "stage_block_1": "conv", "stage_channels_1": 64, "stage_repeats_1": 2, "stage_kernel_1": 3, "stage_stride_1": 2,
-               **_RECIPE, **aug}
+               **_RECIPE}
         return [("small ResNet", resnet), ("4-conv BN CNN (strided)", bn4)]
     return []
 
