@@ -159,6 +159,7 @@ def test_auto_precision_is_bf16_only_for_larger_images_on_hardware_that_computes
     cpu = torch.device("cpu")
     assert recipes.resolve_precision("auto", cpu, (64, 1, 28, 28)) == ("bf16" if native else "fp32")
     assert recipes.resolve_precision("auto", cpu, (1, 8, 8)) == "fp32"  # digits: too small to gain
+    assert recipes.resolve_precision("auto", cpu, (60000, 784)) == "fp32"  # a batch of feature rows is not an image
     assert recipes.resolve_precision("fp32", cpu, (1, 28, 28)) == "fp32"
     assert recipes.resolve_precision("bf16", cpu, (1, 8, 8)) == "bf16"  # asked for: done, wherever
 

@@ -173,11 +173,12 @@ def cpu_has_native_bf16() -> bool:
 def resolve_precision(precision: str, device: torch.device, input_shape: tuple[int, ...]) -> str:
     """The arithmetic a recipe's ``precision`` means here: ``fp32`` or ``bf16`` as asked; ``auto`` is bf16 on a CUDA GPU
     that computes it natively (Ampere or later; a T4 stays in float32) or a CPU with native bf16, for images larger
-    than 16x16 pixels, else fp32."""
+    than 16x16 pixels (``input_shape`` is C, H, W or N, C, H, W), else fp32."""
     if precision != "auto":
         return precision
-    pixels = int(input_shape[-1]) * int(input_shape[-2]) if len(input_shape) >= 2 else 0
-    if pixels < BF16_MIN_PIXELS:
+    if len(input_shape) < 3:  # not images (C, H, W or a batch of them): features stay in float32
+        return "fp32"
+    if int(input_shape[-1]) * int(input_shape[-2]) < BF16_MIN_PIXELS:
         return "fp32"
     if device.type == "cuda":
         # native only (compute capability 8+, or ROCm): torch's default also says yes where bf16 is emulated (a T4)
