@@ -172,7 +172,7 @@ def test_auto_precision_on_cuda_takes_bf16_only_where_the_gpu_computes_it(monkey
     assert recipes.resolve_precision("auto", torch.device("cuda"), (1, 28, 28)) == expected
 
 
-def _conv_dtypes(precision: str, *, cached_head: bool = False) -> tuple[set[torch.dtype], float, dict[str, torch.Tensor]]:
+def _conv_dtypes(precision: str) -> tuple[set[torch.dtype], float, dict[str, torch.Tensor]]:
     from types import SimpleNamespace
 
     from nas_core.assemble import assemble
