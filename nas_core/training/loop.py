@@ -32,7 +32,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 CHANNELS_LAST = os.environ.get("MOCA_CHANNELS_LAST", "1") != "0"
-SMALL_INPUT = 16 * 16  # pixels per channel up to which CPU training uses one thread
+SMALL_INPUT = recipes.SMALL_INPUT  # pixels per channel up to which CPU training uses one thread (and auto stays fp32)
 
 
 def cpu_threads(input_shape: tuple[int, ...], device: torch.device) -> int | None:

@@ -146,9 +146,9 @@ class ModelEma:
             mine.copy_(v)
 
 
-# Images up to this many pixels per channel train in float32 under ``auto``: on 8x8 digits the convolutions are too
-# small for bfloat16 to pay for its casts (the thread rule of ``training.loop.cpu_threads`` has the same bound).
-BF16_MIN_PIXELS = 16 * 16 + 1
+# Pixels per channel up to which an image counts as small: on 8x8 digits the convolutions are too small for bfloat16 to
+# pay for its casts, so ``auto`` keeps them in float32; ``training.loop.cpu_threads`` gives them one CPU thread.
+SMALL_INPUT = 16 * 16
 
 
 @functools.cache
@@ -178,7 +178,7 @@ def resolve_precision(precision: str, device: torch.device, input_shape: tuple[i
         return precision
     if len(input_shape) < 3:  # not images (C, H, W or a batch of them): features stay in float32
         return "fp32"
-    if int(input_shape[-1]) * int(input_shape[-2]) < BF16_MIN_PIXELS:
+    if int(input_shape[-1]) * int(input_shape[-2]) <= SMALL_INPUT:
         return "fp32"
     if device.type == "cuda":
         # native only (compute capability 8+, or ROCm): torch's default also says yes where bf16 is emulated (a T4)
