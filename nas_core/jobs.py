@@ -313,7 +313,8 @@ class RetrainJob(BackgroundJob):
             epoch, last = self.epoch, dict(self.last)
         text = f"epoch {epoch} / {self.epochs}"
         if "val_accuracy" in last:
-            text += f" — val acc {last['val_accuracy']:.4f}"
+            seen = " (trained on)" if self.config.training.train_split == "train+val" else ""
+            text += f" — val acc {last['val_accuracy']:.4f}{seen}"
         return min(1.0, epoch / max(1, self.epochs)), text
 
 

@@ -73,6 +73,11 @@ def test_a_timed_search_refits_its_best_and_train_config_repeats_it_exactly(tmp_
                      "--device", "cpu", "--quiet"]) == 0
     again = json.loads(out.getvalue().strip().splitlines()[-1])
     assert again["test_accuracy"] == metrics["test_accuracy"] and again["params"] == metrics["params"]
+    # the refit trained on the validation split too: it counts in the training size, and no validation score is claimed
+    from nas_core.data import load_dataset
+
+    assert again["train_size"] == 300 + len(load_dataset("digits", seed=0).y_val)
+    assert again["val_accuracy"] is None and again["val_macro_f1"] is None
     assert again["epochs_trained"] == training["epochs"]
 
 

@@ -408,10 +408,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=args.epochs or cfg.training.epochs, desc="retrain", unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
+    seen = " (trained on)" if cfg.training.train_split == "train+val" else ""  # a refit's validation split is not held out
+
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         if bar is not None:
             bar.update(1)
-            bar.set_postfix_str(f"val {row['val_accuracy']:.4f}")
+            bar.set_postfix_str(f"val {row['val_accuracy']:.4f}{seen}")
 
     try:
         out = retrain(cfg, workspace=_workspace(args.workspace), epochs=args.epochs, dataset=args.dataset, data_dir=args.data_dir,

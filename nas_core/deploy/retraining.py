@@ -96,14 +96,20 @@ def retrain(
         measured = measure_model(model, data, dev)
     ws = Path(workspace)
     weights_path = save_weights(model, ws / "retrained" / f"{cfg.candidate_hash()}.safetensors")
-    metrics = measured["metrics"]
+    metrics = dict(measured["metrics"])
+    train_size = len(data.y_train)
+    if recipe.train_split == "train+val":  # the validation split was trained on: no held-out score to report
+        train_size += len(data.y_val)
+        metrics.update(val_accuracy=None, val_macro_f1=None)
+        notes.append("trained on the training and validation splits (training.train_split = train+val), so there is no "
+                     "held-out validation score; the test split stays unseen")
     return {
         **metrics,
         "params": count_params(model),
         "epochs_trained": len(history),
         "wall_s": wall,
         "dataset": data.name,
-        "train_size": len(data.y_train),
+        "train_size": train_size,
         "test_size": len(data.y_test),
         "init": init,
         "notes": notes,
