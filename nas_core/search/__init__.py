@@ -520,13 +520,12 @@ def _is_one_training(run: _Run, trial: Any) -> bool:
 def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     """The one-training plan (``schema.budget``) when the budget ending at ``end`` fits too few trials of the first
     known-good design, timed here on a slice of the data; ``None`` otherwise. Only a fresh study's own run decides it
-    (not a worker, nor a study with complete trials to compare)."""
+    (not a worker, nor a study with complete trials to compare). When the budget fits ``ONE_TRAINING_WIDER_EPOCHS``
+    epochs of the design's wider variant (``seeds.WIDER``, timed too), the wider one trains: it goes first in the queue."""
     from optuna.trial import TrialState
 
-    from nas_core.model.assembly import assemble
-    from nas_core.schema.budget import one_training_epochs, one_training_plan
-    from nas_core.search.seeds import replay
-    from nas_core.training.loop import set_seed, time_epoch
+    from nas_core.schema.budget import ONE_TRAINING_SLACK, ONE_TRAINING_WIDER_EPOCHS, one_training_epochs, one_training_plan
+    from nas_core.search.seeds import WIDER
     from nas_core.training.stops import StopRequested
 
     config = run.config
@@ -535,24 +534,50 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     if run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         return None
     design, values = run.designs.pending[0]
-    arch, recipe = run.space.build(replay(run.space, values), input_shape=run.dataset_ref.input_shape, num_classes=run.data.num_classes,
-                                   epochs=config.epochs)
-    set_seed(config.seed)
     try:
-        per_epoch = time_epoch(assemble(arch), run.data, recipe, device=run.device, seed=config.seed, should_stop=run.stop_event.is_set)
+        per_epoch = _time_design(run, values)
+        epochs = one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs)
+        if epochs is None:
+            return None
+        first = None
+        wider = next(((n, v) for n, v in run.designs.pending if n == WIDER.get(design)), None)
+        if wider is not None:
+            try:
+                wide_per_epoch = _time_design(run, wider[1])
+            except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+                log.warning("could not time %s (%s); %s trains", wider[0], _failure_reason(exc), design)
+                wide_per_epoch = math.inf
+            wide_epochs = int((end - time.perf_counter()) * ONE_TRAINING_SLACK / wide_per_epoch)
+            if wide_epochs >= ONE_TRAINING_WIDER_EPOCHS:
+                first = (design, per_epoch)
+                design, per_epoch, epochs = wider[0], wide_per_epoch, wide_epochs
+                run.designs.pending.remove(wider)
+                run.designs.pending.insert(0, wider)
     except StopRequested:  # the loop hears the stop next
         return None
     except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:  # what would fail the trial itself
         log.warning("could not time the first known-good design (%s); planning as usual", _failure_reason(exc))
         return None
-    epochs = one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs)
-    if epochs is None:
-        return None
     run.one_training = {"design": design, "epochs": epochs, "seconds_per_epoch": round(per_epoch, 3)}
+    if first is not None:
+        run.one_training["instead_of"] = {"design": first[0], "seconds_per_epoch": round(first[1], 3)}
     run.study.set_user_attr("one_training", run.one_training)
-    one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs)
+    one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs,
+                            first=first)
     run.notes.append(one.note)
     return one
+
+
+def _time_design(run: _Run, values: dict[str, Any]) -> float:
+    """Seconds an epoch of a known-good design takes here (``training.loop.time_epoch`` on a slice of the data)."""
+    from nas_core.model.assembly import assemble
+    from nas_core.search.seeds import replay
+    from nas_core.training.loop import set_seed, time_epoch
+
+    arch, recipe = run.space.build(replay(run.space, values), input_shape=run.dataset_ref.input_shape, num_classes=run.data.num_classes,
+                                   epochs=run.config.epochs)
+    set_seed(run.config.seed)
+    return float(time_epoch(assemble(arch), run.data, recipe, device=run.device, seed=run.config.seed, should_stop=run.stop_event.is_set))
 
 
 def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event) -> _Run | SearchResult:
