@@ -187,3 +187,48 @@ def test_a_timed_trial_that_cannot_finish_is_pruned_after_an_epoch_and_the_searc
     for t in study.trials:
         assert trial_record(t)["reason"].startswith("would not finish within --timeout"), trial_record(t)["reason"]
     assert result.reason == "no trials completed" and result.wall_s < 60 / FIT_MARGIN
+
+
+@pytest.mark.parametrize(("wide_s", "want"), [(5.0, "4-conv BN CNN, wide"), (10.0, "4-conv BN CNN")])
+def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wide_s: float, want: str) -> None:
+    """28x28 images: the planner times the 4-conv design and its wider variant; the wider one trains once when at least
+    ONE_TRAINING_WIDER_EPOCHS of it fit. The timings are given here and the bar lowered to 5 epochs (of ~40 s), so the
+    choice does not depend on this machine's speed and the training stays short."""
+    import numpy as np
+
+    from nas_core.schema import budget
+    from nas_core.training import loop
+
+    rng = np.random.default_rng(0)
+    y = np.arange(100) % 2
+    x = rng.integers(0, 60, (100, 28, 28), dtype=np.uint8)
+    x[y == 1, 8:20, 8:20] = 255  # a bright square: a learnable class
+    np.savez(tmp_path / "squares.npz", x=x, y=y)
+    timed: list[int] = []
+
+    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
+        params = sum(p.numel() for p in model.parameters())
+        timed.append(params)
+        return wide_s if params > 600_000 else 4.0  # the wide net has ~0.9M parameters, the 4-conv ~0.47M
+
+    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
+    timeout = 40  # fits 8 epochs of the 4-conv design at the 4 s given here; real ones take ~0.5 s
+    cfg = SearchConfig(dataset=str(tmp_path / "squares.npz"), trials=5, epochs=500, patience=2, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="wide", tracking=False, timeout=timeout)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="wide", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    one = study.user_attrs["one_training"]
+    assert len(timed) == 2 and timed[1] > timed[0]  # the first design, then its wider variant
+    assert one["design"] == want and [t.user_attrs.get("known_good") for t in study.trials] == [want]
+    assert result.best_config is not None, [(t.state.name, t.user_attrs.get("moca_record", {}).get("reason")) for t in study.trials]
+    best = json.loads(Path(result.best_config).read_text())
+    assert best["training"]["epochs"] == one["epochs"] == best["metrics"]["epochs_trained"]
+    convs = [b["params"]["out_channels"] for stage in best["architecture"]["stages"] for b in stage if b["kind"] == "conv"]
+    if want.endswith("wide"):
+        assert convs == [32, 64, 64, 128] and one["instead_of"] == {"design": "4-conv BN CNN", "seconds_per_epoch": 4.0}
+        assert 5 <= one["epochs"] <= int(timeout * budget.ONE_TRAINING_SLACK / wide_s)
+        assert "wider variant, 4-conv BN CNN, wide" in study.user_attrs["budget_plan"]["note"]
+    else:  # 10 s an epoch fits fewer than 5 epochs of it: the 4-conv net trains
+        assert convs == [32, 32, 64, 64] and "instead_of" not in one and one["epochs"] > 5

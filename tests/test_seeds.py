@@ -9,7 +9,7 @@ import optuna
 import pytest
 
 from nas_core.search import SearchConfig, run_search
-from nas_core.seeds import fits, known_good_designs
+from nas_core.seeds import WIDER, fits, known_good_designs
 from nas_core.space import get_space, load_space
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 4, 4)]
@@ -20,7 +20,8 @@ SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 4, 4)]
 def test_every_design_fits_its_preset_and_builds_for_the_input(kind: str, shape: tuple[int, int, int]) -> None:
     space = get_space(kind)
     designs = known_good_designs(kind, shape)
-    assert len(designs) == 2
+    # seed-cnn adds the 4-conv net's wider variant (the one training's scale-up) from 16x16 up
+    assert len(designs) == (3 if kind == "seed-cnn" and min(shape[1:]) >= 16 else 2)
     for name, values in designs:
         assert fits(space, values), name
         arch, recipe = space.build(values, input_shape=shape, num_classes=10, epochs=3)
@@ -36,6 +37,11 @@ def test_the_4_conv_bn_net_is_the_textbook_one() -> None:
     name, values = known_good_designs("seed-cnn", (1, 28, 28))[1]
     arch, _ = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
     assert name == "small ResNet" and all(stage[0].kind == "residual" for stage in arch.stages)
+    name, values = known_good_designs("seed-cnn", (1, 28, 28))[2]
+    arch, _ = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
+    assert name == WIDER["4-conv BN CNN"] == "4-conv BN CNN, wide"
+    assert arch.summary() == "conv-32 | conv-64 > maxpool | conv-64 | conv-128 > maxpool | head flatten>128>10"
+    assert [n for n, _ in known_good_designs("seed-cnn", (1, 8, 8))] == ["4-conv BN CNN", "small ResNet"]  # digits: as before
 
 
 def test_a_space_that_cannot_express_a_design_skips_it(tmp_path: Path) -> None:
