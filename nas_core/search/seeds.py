@@ -28,7 +28,7 @@ _RECIPE_ADAMW = {**_RECIPE, "optimizer": "adamw", "weight_decay": 5e-2, "schedul
 # A design's wider variant, which the one training (``search._plan_one_training``) takes instead when the budget fits
 # enough epochs of it (``schema.budget.ONE_TRAINING_WIDER_EPOCHS``): once the 4-conv net has its ~30 epochs, the rest of
 # an hour buys more by width than by epochs (Fashion-MNIST, one CPU thread: 31-54 epochs of it gave test 0.9411-0.9437;
-# 30 epochs of a 48-48-96-96 variant 0.9441, at ~1.8x the time an epoch).
+# 32-33 epochs of this variant 0.9439 and 0.9442, seeds 0 and 1: benchmarks/results/fashion_default_wide.md).
 WIDER = {"4-conv BN CNN": "4-conv BN CNN, wide"}
 
 
