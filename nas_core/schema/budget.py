@@ -30,7 +30,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "ONE_TRAINING_FIT", "ONE_TRAINING_GRACE", "ONE_TRAINING_WIDER_EPOCHS", "BudgetPlan", "plan_budget", "one_training_epochs", "one_training_plan"]
+__all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "ONE_TRAINING_FIT", "ONE_TRAINING_GRACE", "ONE_TRAINING_WIDER_EPOCHS", "BudgetPlan", "plan_budget", "one_training_epochs", "one_training_wider_epochs",
+           "one_training_plan"]
 
 FINAL_SHARE = 0.4  # of --timeout, for the final training of the best candidate (train fidelity)
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
@@ -127,7 +128,28 @@ def one_training_epochs(*, left_s: float, seconds_per_epoch: float, epochs: int)
     trial = epochs * seconds_per_epoch
     if ONE_TRAINING_FIT * trial <= left_s * (1 - FINAL_SHARE) and trial * REFIT_COST <= left_s * FINAL_SHARE:
         return None
-    return max(1, int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch))
+    return max(1, _fit(left_s, seconds_per_epoch))
+
+
+def one_training_wider_epochs(*, left_s: float, seconds_per_epoch: float) -> int | None:
+    """Epochs of the one training's wider design that ``left_s`` seconds fit, or ``None`` when they are fewer than
+    :data:`ONE_TRAINING_WIDER_EPOCHS` (the first design then trains).
+
+    Example:
+        >>> one_training_wider_epochs(left_s=3600, seconds_per_epoch=94)  # Fashion-MNIST, one CPU thread, bf16
+        32
+        >>> one_training_wider_epochs(left_s=3600, seconds_per_epoch=157) is None  # 19 epochs of 64-64-128-128
+        True
+    """
+    fit = _fit(left_s, seconds_per_epoch)
+    return fit if fit >= ONE_TRAINING_WIDER_EPOCHS else None
+
+
+def _fit(left_s: float, seconds_per_epoch: float) -> int:
+    """Epochs of ``seconds_per_epoch`` that ONE_TRAINING_SLACK of ``left_s`` holds (0 for an unknown or endless epoch)."""
+    if not (seconds_per_epoch > 0 and math.isfinite(seconds_per_epoch)):
+        return 0
+    return int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch)
 
 
 def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_epoch: float, search_epochs: int,

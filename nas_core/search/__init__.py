@@ -524,7 +524,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     epochs of the design's wider variant (``seeds.WIDER``, timed too), the wider one trains: it goes first in the queue."""
     from optuna.trial import TrialState
 
-    from nas_core.schema.budget import ONE_TRAINING_SLACK, ONE_TRAINING_WIDER_EPOCHS, one_training_epochs, one_training_plan
+    from nas_core.schema.budget import one_training_epochs, one_training_plan, one_training_wider_epochs
     from nas_core.search.seeds import WIDER
     from nas_core.training.stops import StopRequested
 
@@ -547,8 +547,8 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
             except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
                 log.warning("could not time %s (%s); %s trains", wider[0], _failure_reason(exc), design)
                 wide_per_epoch = math.inf
-            wide_epochs = int((end - time.perf_counter()) * ONE_TRAINING_SLACK / wide_per_epoch)
-            if wide_epochs >= ONE_TRAINING_WIDER_EPOCHS:
+            wide_epochs = one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wide_per_epoch)
+            if wide_epochs is not None:
                 first = (design, per_epoch)
                 design, per_epoch, epochs = wider[0], wide_per_epoch, wide_epochs
                 run.designs.pending.remove(wider)
