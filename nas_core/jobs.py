@@ -313,7 +313,7 @@ class RetrainJob(BackgroundJob):
             epoch, last = self.epoch, dict(self.last)
         text = f"epoch {epoch} / {self.epochs}"
         if "val_accuracy" in last:
-            seen = " (trained on)" if self.config.training.train_split == "train+val" else ""
+            seen = " (trained on)" if self.config.training.trains_on_val else ""
             text += f" — val acc {last['val_accuracy']:.4f}{seen}"
         return min(1.0, epoch / max(1, self.epochs)), text
 

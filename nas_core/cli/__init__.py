@@ -408,7 +408,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         bar = tqdm(total=args.epochs or cfg.training.epochs, desc="retrain", unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
-    seen = " (trained on)" if cfg.training.train_split == "train+val" else ""  # a refit's validation split is not held out
+    seen = " (trained on)" if cfg.training.trains_on_val else ""  # a refit's validation split is not held out
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         if bar is not None:

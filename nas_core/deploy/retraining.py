@@ -98,7 +98,7 @@ def retrain(
     weights_path = save_weights(model, ws / "retrained" / f"{cfg.candidate_hash()}.safetensors")
     metrics = dict(measured["metrics"])
     train_size = len(data.y_train)
-    if recipe.train_split == "train+val":  # the validation split was trained on: no held-out score to report
+    if recipe.trains_on_val:  # the validation split was trained on: no held-out score to report
         train_size += len(data.y_val)
         metrics.update(val_accuracy=None, val_macro_f1=None)
         notes.append("trained on the training and validation splits (training.train_split = train+val), so there is no "

@@ -239,6 +239,11 @@ class TrainingRecipe:
     train_split: str = "train"
     precision: str = "fp32"
 
+    @property
+    def trains_on_val(self) -> bool:
+        """Whether the validation split is trained on too (a refit): its validation score is then not a held-out one."""
+        return self.train_split == "train+val"
+
     def validate(self) -> TrainingRecipe:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"training.optimizer must be one of {', '.join(OPTIMIZERS)}, but got {self.optimizer!r}.")

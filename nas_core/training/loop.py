@@ -162,7 +162,7 @@ def train_model(
     xv = data.x_val if x_val is None else x_val
     yt, yv = data.y_train, data.y_val
     # A refit on train+val (the final training of a timed search) has no held-out split to choose an epoch by: it keeps the last.
-    refit = recipe.train_split == "train+val" and x_train is None
+    refit = recipe.trains_on_val and x_train is None
     if refit:
         xt, yt = torch.cat([data.x_train, data.x_val]), torch.cat([data.y_train, data.y_val])
     model.to(device)
