@@ -89,6 +89,17 @@ def test_crop_moves_each_image_by_its_own_offset_within_the_pad() -> None:
     assert torch.equal(out, again)
 
 
+def test_hflip_mirrors_about_half_the_images_each_on_its_own() -> None:
+    x = torch.zeros(400, 1, 8, 8)
+    x[:, :, 2, 1] = 1.0  # one lit pixel left of centre
+    out = recipes.augment(x, ("hflip",), torch.Generator().manual_seed(0))
+    mirrored = out[:, 0, 2, 6] == 1.0
+    kept = out[:, 0, 2, 1] == 1.0
+    assert torch.equal(mirrored, ~kept)  # each image either mirrored or untouched, nothing else
+    assert 0.4 < mirrored.float().mean() < 0.6  # per image, not one coin for the batch
+    assert torch.equal(out, recipes.augment(x, ("hflip",), torch.Generator().manual_seed(0)))
+
+
 def test_erase_zeroes_one_rectangle_in_about_half_the_images() -> None:
     x = torch.ones(400, 1, 16, 16)
     out = recipes.augment(x, ("erase",), torch.Generator().manual_seed(1))

@@ -38,7 +38,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 AUGMENTATIONS = ("none", "shift", "flip", "shift+flip", "crop", "crop+flip", "crop+erase", "crop+flip+erase")
 # What each value does is in nas_core.recipes (kept there with the torch code that implements it).
 SCHEDULES = ("cosine", "onecycle", "cosine-warmup")
-AUGMENT_OPS = ("shift", "flip", "crop", "erase")
+AUGMENT_OPS = ("shift", "flip", "crop", "hflip", "erase")
 TRAIN_SPLITS = ("train", "train+val")
 # Arithmetic of the training steps: ``fp32``; ``bf16`` (autocast: convolutions and matrix products in bfloat16, weights,
 # optimizer and evaluation in float32); ``auto``, bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU

@@ -36,7 +36,8 @@ __all__ = [
 # "onecycle" is the one-cycle policy per step (cosine warm-up from lr/25 to ``lr`` over ``warmup`` of the run, default
 # 0.3, then cosine down to lr/25e4); "cosine-warmup" is a linear warm-up over ``warmup`` of the steps, then per-step cosine to 0.
 # AUGMENT_OPS: "shift" rolls the whole batch by one random offset (legacy); "flip" mirrors the whole batch with p=0.5
-# (legacy); "crop" translates each image by its own offset, zero-filled (pad-and-random-crop); "erase" is random erasing.
+# (legacy); "crop" translates each image by its own offset, zero-filled (pad-and-random-crop); "hflip" mirrors each image
+# left-right with its own p=0.5; "erase" is random erasing.
 
 
 def make_scheduler(opt: torch.optim.Optimizer, *, schedule: str, epochs: int, steps_per_epoch: int, warmup: float) -> tuple[Any, bool]:
@@ -73,7 +74,7 @@ def _cos(start: float, end: float, progress: float) -> float:
 
 
 def augment(x: torch.Tensor, ops: tuple[str, ...], gen: torch.Generator) -> torch.Tensor:
-    """Apply the ops in a fixed order (shift, crop, flip, erase) to an image batch (N, C, H, W); other tensors pass through."""
+    """Apply the ops in a fixed order (shift, crop, flip, hflip, erase) to an image batch (N, C, H, W); other tensors pass through."""
     if x.dim() != 4 or not ops:
         return x
     if "shift" in ops and x.shape[-1] >= 8:
@@ -84,6 +85,9 @@ def augment(x: torch.Tensor, ops: tuple[str, ...], gen: torch.Generator) -> torc
         x = _random_translate(x, max(1, x.shape[-1] // 14), gen)
     if "flip" in ops and bool(torch.rand(1, generator=gen) < 0.5):
         x = torch.flip(x, dims=(3,))
+    if "hflip" in ops:
+        mirror = torch.rand(x.shape[0], generator=gen) < 0.5
+        x = torch.where(mirror.view(-1, 1, 1, 1), torch.flip(x, dims=(3,)), x)
     if "erase" in ops:
         x = _random_erase(x, gen)
     return x
