@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need on a fresh Debian machine (system packages + Python packages, the package itself
 # editable), then runs ruff, mypy and pytest.
-# Usage: bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -m slow
+# Usage: bash scripts/test.sh [pytest args...]      e.g. bash scripts/test.sh -m slow (with arguments: one plain pytest run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +44,10 @@ $PY -m pip install -q --no-deps --no-build-isolation -e .
 # Lint and type check first: a finding fails the run before the (long) tests start.
 $PY -m ruff check .
 $PY -m mypy
-$PY -m pytest "$@"
+if [ $# -gt 0 ]; then
+  exec $PY -m pytest "$@"
+fi
+# The default run: two test processes (pytest-xdist; a file's tests stay in one process, so its module fixtures start
+# once), then the `serial` tests alone, whose searches budget wall-clock seconds and would be paced by the other process.
+$PY -m pytest -n 2 --dist loadfile -m "not slow and not serial"
+$PY -m pytest -m "serial and not slow"

@@ -15,6 +15,10 @@ from nas_core.budget import FINAL_EPOCH_FACTOR, FINAL_SHARE, ONE_TRAINING_FIT, o
 from nas_core.final_training import MEASURE_S, SLACK, fit_epochs
 from nas_core.search import SearchConfig, run_search
 
+# searches with --timeout budgets of seconds and a planner that times epochs here: run alone (scripts/test.sh), not beside
+# another test process that changes the pace mid-run
+pytestmark = pytest.mark.serial
+
 
 def test_the_train_fidelity_keeps_the_end_of_the_timeout_for_the_final_training() -> None:
     plan = plan_budget(timeout=100, two_phase=False)
