@@ -28,7 +28,8 @@ _RECIPE_ADAMW = {**_RECIPE, "optimizer": "adamw", "weight_decay": 5e-2, "schedul
 # A design's wider variant, which the one training (``search._plan_one_training``) takes instead when the budget fits
 # enough epochs of it (``schema.budget.ONE_TRAINING_WIDER_EPOCHS``): once the 4-conv net has its ~30 epochs, the rest of
 # an hour buys more by width than by epochs (Fashion-MNIST, one CPU thread: 31-54 epochs of it gave test 0.9411-0.9437;
-# 32-33 epochs of this variant 0.9439 and 0.9442, seeds 0 and 1: benchmarks/results/fashion_default_wide.md).
+# 32-33 epochs of this variant 0.9439 and 0.9442, seeds 0 and 1: benchmarks/results/fashion_default_wide.md; with AdamW
+# 5e-2 0.9474 and 0.9448 in 27 and 31 epochs: fashion_default_decay.md).
 WIDER = {"4-conv BN CNN": "4-conv BN CNN, wide"}
 
 
