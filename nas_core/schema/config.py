@@ -260,7 +260,7 @@ class TrainingRecipe:
             parse_augmentation(self.augmentation)
         except ValueError:
             raise ConfigError(
-                f"training.augmentation must be one of {', '.join(AUGMENTATIONS)} (or another '+'-join of shift, flip, crop, erase), "
+                f"training.augmentation must be one of {', '.join(AUGMENTATIONS)} (or another '+'-join of {', '.join(AUGMENT_OPS)}), "
                 f"but got {self.augmentation!r}."
             ) from None
         if self.schedule not in SCHEDULES:
