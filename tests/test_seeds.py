@@ -38,9 +38,8 @@ def test_the_4_conv_bn_net_is_the_textbook_one() -> None:
     arch, _ = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
     assert name == "small ResNet" and all(stage[0].kind == "residual" for stage in arch.stages)
     name, values = known_good_designs("seed-cnn", (1, 28, 28))[2]
-    arch, _ = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
-    assert name == WIDER["4-conv BN CNN"] == "4-conv BN CNN, wide"
     arch, recipe = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
+    assert name == WIDER["4-conv BN CNN"] == "4-conv BN CNN, wide"
     assert arch.summary() == "conv-32 | conv-64 > maxpool | conv-64 | conv-128 > maxpool | head flatten>128>10"
     assert (recipe.optimizer, recipe.weight_decay) == ("adamw", 5e-2)  # decoupled decay: the wide net's one training
     assert [n for n, _ in known_good_designs("seed-cnn", (1, 8, 8))] == ["4-conv BN CNN", "small ResNet"]  # digits: as before
