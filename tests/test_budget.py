@@ -224,7 +224,7 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
     result = run_search(cfg)
     study = optuna.load_study(study_name="wide", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     one = study.user_attrs["one_training"]
-    assert len(timed) == 2 and timed[1] > timed[0]  # the first design, then its wider variant
+    assert len(timed) == 3 and timed[1] > timed[0] > timed[2]  # the first design, its wider variant, the small companion
     assert one["design"] == want and [t.user_attrs.get("known_good") for t in study.trials] == [want]
     assert result.best_config is not None, [(t.state.name, t.user_attrs.get("moca_record", {}).get("reason")) for t in study.trials]
     best = json.loads(Path(result.best_config).read_text())
@@ -236,3 +236,44 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
         assert "wider variant, 4-conv BN CNN, wide" in study.user_attrs["budget_plan"]["note"]
     else:  # 10 s an epoch fits fewer than 5 epochs of it: the 4-conv net trains
         assert convs == [32, 32, 64, 64] and "instead_of" not in one and one["epochs"] > 5
+
+
+def test_the_time_the_one_training_leaves_trains_the_small_companion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """28x28 images: after the one training, the time it left fits enough epochs of the small design (given timings, the
+    bar lowered to 3 epochs): it trains next with its epochs fitted to that time, a <= 100K-parameter point of the front;
+    then nothing else starts. The one training's own result is unchanged by it."""
+    import numpy as np
+
+    from nas_core.schema import budget
+    from nas_core.schema.record import trial_record
+    from nas_core.search.seeds import COMPANION
+    from nas_core.training import loop
+
+    rng = np.random.default_rng(0)
+    y = np.arange(100) % 2
+    x = rng.integers(0, 60, (100, 28, 28), dtype=np.uint8)
+    x[y == 1, 8:20, 8:20] = 255
+    np.savez(tmp_path / "squares.npz", x=x, y=y)
+
+    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
+        params = sum(p.numel() for p in model.parameters())
+        return 10.0 if params > 600_000 else 4.0 if params > 100_000 else 2.0  # wide (not fitting), 4-conv, small
+
+    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
+    monkeypatch.setattr(budget, "ONE_TRAINING_COMPANION_EPOCHS", 3)
+    timeout = 40  # 8 epochs of the 4-conv design at the 4 s given; real ones take ~0.5 s, so ~35 s are left
+    cfg = SearchConfig(dataset=str(tmp_path / "squares.npz"), trials=5, epochs=500, patience=2, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="pair", tracking=False, timeout=timeout)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="pair", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    one = study.user_attrs["one_training"]
+    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN", COMPANION]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+    companion = one["companion"]
+    assert companion["design"] == COMPANION and companion["seconds_per_epoch"] == 2.0
+    assert 3 <= companion["epochs"] <= int(timeout * budget.ONE_TRAINING_SLACK / 2.0)
+    main, small = (trial_record(t)["metrics"] for t in study.trials)
+    assert main["epochs_trained"] == one["epochs"] and small["epochs_trained"] == companion["epochs"]  # both schedules run out
+    assert small["params"] <= 100_000 < main["params"]
+    assert any("left time for" in w for w in result.warnings) and result.n_complete == 2

@@ -8,8 +8,9 @@ from pathlib import Path
 import optuna
 import pytest
 
+from nas_core.model.assembly import assemble
 from nas_core.search import SearchConfig, run_search
-from nas_core.seeds import WIDER, fits, known_good_designs
+from nas_core.seeds import COMPANION, WIDER, fits, known_good_designs
 from nas_core.space import get_space, load_space
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 4, 4)]
@@ -21,7 +22,7 @@ def test_every_design_fits_its_preset_and_builds_for_the_input(kind: str, shape:
     space = get_space(kind)
     designs = known_good_designs(kind, shape)
     # seed-cnn adds the 4-conv net's wider variant (the one training's scale-up) from 16x16 up
-    assert len(designs) == (3 if kind == "seed-cnn" and min(shape[1:]) >= 16 else 2)
+    assert len(designs) == (4 if kind == "seed-cnn" and min(shape[1:]) >= 16 else 2)
     for name, values in designs:
         assert fits(space, values), name
         arch, recipe = space.build(values, input_shape=shape, num_classes=10, epochs=3)
@@ -42,6 +43,14 @@ def test_the_4_conv_bn_net_is_the_textbook_one() -> None:
     assert name == WIDER["4-conv BN CNN"] == "4-conv BN CNN, wide"
     assert arch.summary() == "conv-32 | conv-64 > maxpool | conv-64 | conv-128 > maxpool | head flatten>128>10"
     assert (recipe.optimizer, recipe.weight_decay) == ("adamw", 5e-2)  # decoupled decay: the wide net's one training
+    name, values = known_good_designs("seed-cnn", (1, 28, 28))[3]
+    arch, recipe = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
+    assert name == COMPANION and arch.summary() == "conv-32 > maxpool | conv-64 > maxpool | conv-64 > maxpool | conv-64 > maxpool | head flatten>10"
+    assert sum(p.numel() for p in assemble(arch).parameters()) <= 100_000  # the one training's small companion
+    for shape in ((1, 28, 28), (3, 32, 32)):  # the one training's nets train with decoupled weight decay from 16x16 up
+        assert all(v["optimizer"] == "adamw" and v["weight_decay"] == 5e-2 for _, v in known_good_designs("seed-cnn", shape))
+    _, digits_bn4 = known_good_designs("seed-cnn", (1, 8, 8))[0]
+    assert (digits_bn4["optimizer"], digits_bn4["weight_decay"]) == ("adam", 0.0)  # digits: the measured recipe, as before
     assert [n for n, _ in known_good_designs("seed-cnn", (1, 8, 8))] == ["4-conv BN CNN", "small ResNet"]  # digits: as before
 
 

@@ -502,11 +502,13 @@ def _plan_and_run(run: _Run) -> SearchResult:
     hard_end = deadline
     if plan.final_s:  # the train fidelity keeps the end of --timeout for the final training of the best candidate
         deadline = start + float(plan.search_s or 0)
-    elif run.one_training:  # once the one training has completed, no other trial starts
+    elif run.one_training:  # once the one training (and its companion, if the time left fits it) ends, no other trial starts
         deadline = start
 
     def loop_end() -> float:  # until a trial completes there is nothing to refit: the trials may use the final share too
-        return deadline if run.counts["COMPLETE"] else hard_end
+        if not run.counts["COMPLETE"] or _companion_due(run, hard_end):
+            return hard_end
+        return deadline
 
     reason = _run_trials(run, loop_end)
     return _finish_run(run, reason=reason, start=start, plan=plan, finalizer=finalizer, final_deadline=final_deadline)
@@ -515,6 +517,35 @@ def _plan_and_run(run: _Run) -> SearchResult:
 def _is_one_training(run: _Run, trial: Any) -> bool:
     """Whether ``trial`` is the planned one training (the known-good design it trains, when the budget fits only it)."""
     return run.one_training is not None and trial.user_attrs.get("known_good") == run.one_training["design"]
+
+
+def _is_companion(run: _Run, trial: Any) -> bool:
+    """Whether ``trial`` is the one training's companion (the small design trained in the time it left)."""
+    companion = (run.one_training or {}).get("companion")
+    return companion is not None and trial.user_attrs.get("known_good") == companion["design"]
+
+
+def _companion_due(run: _Run, end: float) -> bool:
+    """Whether the loop should go on for the one training's companion: once the one training has completed, the first
+    call fits the companion's epochs to the time left before ``end`` (``schema.budget.one_training_companion_epochs``)
+    and says yes when they are enough; yes again while it trains; no once it has ended, or when nothing was planned."""
+    from nas_core.schema.budget import ONE_TRAINING_COMPANION_EPOCHS, one_training_companion_epochs
+
+    companion = (run.one_training or {}).get("companion")
+    if companion is None or companion.get("ended"):
+        return False
+    if companion.get("epochs") is None:
+        epochs = one_training_companion_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=float(companion["seconds_per_epoch"]))
+        if epochs is None:
+            companion["ended"] = True
+            run.notes.append(f"The one training left too little time for {ONE_TRAINING_COMPANION_EPOCHS} epochs of the small "
+                             f"design ({companion['design']}, ~{companion['seconds_per_epoch']:,.0f} s an epoch): not trained.")
+            return False
+        companion["epochs"] = epochs
+        run.study.set_user_attr("one_training", run.one_training)
+        run.notes.append(f"The one training left time for {epochs} epochs of the small design ({companion['design']}), "
+                         f"which trains next as a small point of the front.")
+    return True
 
 
 def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
@@ -553,6 +584,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
                 design, per_epoch, epochs = wider[0], wide_per_epoch, wide_epochs
                 run.designs.pending.remove(wider)
                 run.designs.pending.insert(0, wider)
+        companion = _time_companion(run)
     except StopRequested:  # the loop hears the stop next
         return None
     except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:  # what would fail the trial itself
@@ -561,11 +593,34 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     run.one_training = {"design": design, "epochs": epochs, "seconds_per_epoch": round(per_epoch, 3)}
     if first is not None:
         run.one_training["instead_of"] = {"design": first[0], "seconds_per_epoch": round(first[1], 3)}
+    if companion is not None:
+        run.one_training["companion"] = companion
     run.study.set_user_attr("one_training", run.one_training)
     one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs,
                             first=first)
     run.notes.append(one.note)
     return one
+
+
+def _time_companion(run: _Run) -> dict[str, Any] | None:
+    """{"design", "seconds_per_epoch"} of the one training's companion (``seeds.COMPANION``) when the study queues it,
+    timed here and moved to second in the queue (it trains right after the one training, if the time left fits it)."""
+    from nas_core.search.seeds import COMPANION
+    from nas_core.training.stops import StopRequested
+
+    found = next(((n, v) for n, v in run.designs.pending if n == COMPANION), None)
+    if found is None:
+        return None
+    try:
+        per_epoch = _time_design(run, found[1])
+    except StopRequested:
+        raise
+    except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
+        log.warning("could not time %s (%s); it is not trained after the one training", COMPANION, _failure_reason(exc))
+        return None
+    run.designs.pending.remove(found)
+    run.designs.pending.insert(1, found)
+    return {"design": COMPANION, "seconds_per_epoch": round(per_epoch, 3), "epochs": None}
 
 
 def _time_design(run: _Run, values: dict[str, Any]) -> float:
@@ -746,6 +801,10 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
                 assert run.one_training is not None  # _is_one_training checked it
                 epochs = int(run.one_training["epochs"])
                 recipe = replace(recipe, epochs=epochs, patience=epochs)
+            elif _is_companion(run, trial):
+                # its epochs fitted to the time the one training left (_companion_due); its schedule runs to the end too
+                epochs = int((run.one_training or {})["companion"].get("epochs") or recipe.epochs)
+                recipe = replace(recipe, epochs=epochs, patience=epochs)
             candidate = ModelConfig(dataset=run.dataset_ref, architecture=arch, training=recipe)
             chash = candidate.candidate_hash()
             record["candidate_hash"] = chash
@@ -776,6 +835,9 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
             log.exception("trial %s failed", trial.number)
     finally:
         beat.track(None)
+        companion = (run.one_training or {}).get("companion")
+        if companion is not None and companion.get("epochs") and not _is_one_training(run, trial):
+            companion["ended"] = True  # whatever ran after the one training was the companion's turn
     if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
         try:
             trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))
