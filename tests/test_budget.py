@@ -277,3 +277,4 @@ def test_the_time_the_one_training_leaves_trains_the_small_companion(tmp_path: P
     assert main["epochs_trained"] == one["epochs"] and small["epochs_trained"] == companion["epochs"]  # both schedules run out
     assert small["params"] <= 100_000 < main["params"]
     assert any("left time for" in w for w in result.warnings) and result.n_complete == 2
+    assert f"trains the small design {COMPANION}" in study.user_attrs["budget_plan"]["note"]  # the plan the pages show

@@ -597,7 +597,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         run.one_training["companion"] = companion
     run.study.set_user_attr("one_training", run.one_training)
     one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs,
-                            first=first)
+                            first=first, companion=(companion["design"], companion["seconds_per_epoch"]) if companion else None)
     run.notes.append(one.note)
     return one
 
