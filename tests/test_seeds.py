@@ -45,7 +45,7 @@ def test_the_4_conv_bn_net_is_the_textbook_one() -> None:
     assert (recipe.optimizer, recipe.weight_decay) == ("adamw", 5e-2)  # decoupled decay: the wide net's one training
     name, values = known_good_designs("seed-cnn", (1, 28, 28))[3]
     arch, recipe = get_space("seed-cnn").build(values, input_shape=(1, 28, 28), num_classes=10, epochs=1)
-    assert name == COMPANION and arch.summary() == "conv-32 > maxpool | conv-64 > maxpool | conv-64 > maxpool | conv-64 > maxpool | head flatten>10"
+    assert name == COMPANION and arch.summary() == "conv-32 | conv-32 > maxpool | conv-64 | conv-64 > maxpool | head flatten>10"
     assert sum(p.numel() for p in assemble(arch).parameters()) <= 100_000  # the one training's small companion
     for shape in ((1, 28, 28), (3, 32, 32)):  # the one training's nets train with decoupled weight decay from 16x16 up
         assert all(v["optimizer"] == "adamw" and v["weight_decay"] == 5e-2 for _, v in known_good_designs("seed-cnn", shape))

@@ -34,9 +34,10 @@ WIDER = {"4-conv BN CNN": "4-conv BN CNN, wide"}
 
 # The small design the one training trains after itself when the time it leaves fits enough epochs of it
 # (``schema.budget.ONE_TRAINING_COMPANION_EPOCHS``): a <= 100K-parameter point on the accuracy-cost front beside the one
-# large model. 32-64-64-64 with a max-pool after every conv and a linear classifier on the 64x2x2 grid: 95,146
-# parameters on 28x28, ~6M multiply-adds (a third of the 4-conv net's), an epoch ~55 s on one fp32 CPU thread, with the
-# designs' recipe and AdamW 5e-2 (Fashion-MNIST, 30 epochs: validation 0.93 at epoch 13).
+# large model. The 4-conv net without its FC 128 layer (which holds 401K of its 468K parameters): 96,554 parameters on
+# 28x28, the same convolutions. Fashion-MNIST, one fp32 CPU thread, AdamW 5e-2 and the designs' recipe, seed 0:
+# 12 epochs, test 0.9346 (val 0.9409). Measured against it, a cheaper one (32-64-64-64, a max-pool after every conv,
+# linear head, 95K, a third of the compute an epoch) reached only 0.9330 after 30 epochs, in about the same time.
 COMPANION = "small CNN (<= 100K)"
 
 
@@ -65,7 +66,7 @@ def known_good_designs(kind: str, input_shape: tuple[int, int, int]) -> list[tup
             # with decoupled weight decay (AdamW 5e-2), which it trains better with (see WIDER)
             designs.append((WIDER["4-conv BN CNN"], {**bn4, "conv_filters_1": 64, "conv_filters_2": 64, "conv_filters_3": 128,
                                                      "optimizer": "adamw", "weight_decay": 5e-2}))
-            small = {**bn4, "conv_filters_1": 64, "conv_filters_2": 64, "conv_filters_3": 64, "pool_every": 1, "n_fc": 1}
+            small = {**bn4, "n_fc": 1}
             small.pop("fc_units_1")
             designs.append((COMPANION, small))
         return designs
