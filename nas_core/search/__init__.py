@@ -839,8 +839,8 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
     finally:
         beat.track(None)
         companion = (run.one_training or {}).get("companion")
-        if companion is not None and companion.get("epochs") and not _is_one_training(run, trial):
-            companion["ended"] = True  # whatever ran after the one training was the companion's turn
+        if companion is not None and (_is_companion(run, trial) or (companion.get("epochs") and not _is_one_training(run, trial))):
+            companion["ended"] = True  # it has run (or whatever ran after the one training took its turn)
     if abort is not None:  # the machine, not the candidate: record what we can and stop with one message
         try:
             trial.set_user_attr(RECORD_KEY, record_attr({**record, "reason": str(abort)}))

@@ -60,12 +60,11 @@ def known_good_designs(kind: str, input_shape: tuple[int, int, int]) -> list[tup
                   "conv_block": "residual", "activation": "relu", "pooling": True, "pool_every": 1, "n_fc": 1, "fc_units_0": 128,
                   "dropout": 0.1, **_RECIPE_ADAMW}
         designs = [("4-conv BN CNN", bn4), ("small ResNet", resnet)]
-        if deep:  # decoupled weight decay for the one training's nets (see WIDER); digits (8x8) keeps the measured Adam recipe
+        if deep:
+            # decoupled weight decay (AdamW 5e-2) for the one training's nets (see WIDER); digits (8x8) keeps the measured Adam
             bn4.update(optimizer="adamw", weight_decay=5e-2)
-        if deep:  # the one training's scale-up (WIDER): twice the filters after the first conv, ~2x the compute an epoch,
-            # with decoupled weight decay (AdamW 5e-2), which it trains better with (see WIDER)
-            designs.append((WIDER["4-conv BN CNN"], {**bn4, "conv_filters_1": 64, "conv_filters_2": 64, "conv_filters_3": 128,
-                                                     "optimizer": "adamw", "weight_decay": 5e-2}))
+            # the one training's scale-up (WIDER): twice the filters after the first conv, ~2x the compute an epoch
+            designs.append((WIDER["4-conv BN CNN"], {**bn4, "conv_filters_1": 64, "conv_filters_2": 64, "conv_filters_3": 128}))
             small = {**bn4, "n_fc": 1}
             small.pop("fc_units_1")
             designs.append((COMPANION, small))
