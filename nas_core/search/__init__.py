@@ -556,7 +556,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     from optuna.trial import TrialState
 
     from nas_core.schema.budget import one_training_epochs, one_training_plan, one_training_wider_epochs
-    from nas_core.search.seeds import WIDER
+    from nas_core.search.seeds import COMPANION, WIDER
     from nas_core.training.stops import StopRequested
 
     config = run.config
@@ -571,20 +571,20 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         if epochs is None:
             return None
         first = None
-        wider = next(((n, v) for n, v in run.designs.pending if n == WIDER.get(design)), None)
-        if wider is not None:
-            try:
-                wide_per_epoch = _time_design(run, wider[1])
-            except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
-                log.warning("could not time %s (%s); %s trains", wider[0], _failure_reason(exc), design)
-                wide_per_epoch = math.inf
-            wide_epochs = one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wide_per_epoch)
-            if wide_epochs is not None:
-                first = (design, per_epoch)
-                design, per_epoch, epochs = wider[0], wide_per_epoch, wide_epochs
-                run.designs.pending.remove(wider)
-                run.designs.pending.insert(0, wider)
-        companion = _time_companion(run)
+        wider = _time_queued(run, WIDER.get(design), otherwise=f"{design} trains")
+        wide_epochs = one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1]) if wider else None
+        if wider is not None and wide_epochs is not None:
+            first = (design, per_epoch)
+            design, per_epoch, epochs = wider[0][0], wider[1], wide_epochs
+            run.designs.pending.remove(wider[0])
+            run.designs.pending.insert(0, wider[0])
+        # the companion goes second in the queue: it trains right after the one training, if the time left fits it
+        small = _time_queued(run, COMPANION, otherwise="it is not trained after the one training")
+        companion: dict[str, Any] | None = None
+        if small is not None:
+            run.designs.pending.remove(small[0])
+            run.designs.pending.insert(1, small[0])
+            companion = {"design": COMPANION, "seconds_per_epoch": round(small[1], 3), "epochs": None}
     except StopRequested:  # the loop hears the stop next
         return None
     except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:  # what would fail the trial itself
@@ -602,25 +602,17 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     return one
 
 
-def _time_companion(run: _Run) -> dict[str, Any] | None:
-    """{"design", "seconds_per_epoch"} of the one training's companion (``seeds.COMPANION``) when the study queues it,
-    timed here and moved to second in the queue (it trains right after the one training, if the time left fits it)."""
-    from nas_core.search.seeds import COMPANION
-    from nas_core.training.stops import StopRequested
-
-    found = next(((n, v) for n, v in run.designs.pending if n == COMPANION), None)
+def _time_queued(run: _Run, name: str | None, *, otherwise: str) -> tuple[tuple[str, dict[str, Any]], float] | None:
+    """The study's queued known-good design ``name`` (its queue entry) and the seconds an epoch of it takes here; ``None``
+    when it is not queued, or when it cannot be timed (logged, with ``otherwise``: what happens instead)."""
+    found = next(((n, v) for n, v in run.designs.pending if n == name), None)
     if found is None:
         return None
     try:
-        per_epoch = _time_design(run, found[1])
-    except StopRequested:
-        raise
+        return found, _time_design(run, found[1])
     except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:
-        log.warning("could not time %s (%s); it is not trained after the one training", COMPANION, _failure_reason(exc))
+        log.warning("could not time %s (%s); %s", name, _failure_reason(exc), otherwise)
         return None
-    run.designs.pending.remove(found)
-    run.designs.pending.insert(1, found)
-    return {"design": COMPANION, "seconds_per_epoch": round(per_epoch, 3), "epochs": None}
 
 
 def _time_design(run: _Run, values: dict[str, Any]) -> float:
