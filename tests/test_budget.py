@@ -130,6 +130,52 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     assert any(w.startswith("One training") for w in result.warnings)
 
 
+def test_a_one_training_the_machine_turns_too_slow_for_keeps_the_model_of_its_last_whole_epoch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one training's epochs are fitted to a timing; when the machine then runs slower (other work on its cores), the
+    deadline ends it with the model it has, recorded as cut, not an hour's training that yields nothing. Made slow on
+    purpose: an epoch timed at 0.05 s, each real one made >= 0.25 s by a listener that sleeps on every epoch's report."""
+    import time
+
+    from nas_core.events import EpochProgress
+    from nas_core.schema.record import trial_record
+    from nas_core.training import loop
+
+    monkeypatch.setattr(loop, "time_epoch", lambda *args, **kwargs: 0.05)
+    cfg = SearchConfig(dataset="digits", trials=5, epochs=500, patience=2, train_samples=300, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="slow", tracking=False, timeout=10)
+    result = run_search(cfg, emit=lambda event: time.sleep(0.25) if isinstance(event, EpochProgress) else None)
+    study = optuna.load_study(study_name="slow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    one = study.user_attrs["one_training"]
+    assert one["design"] == "4-conv BN CNN" and one["epochs"] >= 100  # ~170 planned at the given 0.05 s; ~40 fit at >= 0.25 s
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] and result.n_complete == 1
+    metrics = trial_record(study.trials[0])["metrics"]
+    assert 1 <= metrics["epochs_trained"] < one["epochs"] and metrics["test_accuracy"] > 0.5  # a trained model, not nothing
+    best = json.loads(Path(result.best_config).read_text())
+    assert best["provenance"]["cut_by_budget"]["after_epoch"] == metrics["epochs_trained"] == best["metrics"]["epochs_trained"]
+    assert best["provenance"]["cut_by_budget"]["of"] == one["epochs"] == best["training"]["epochs"]  # train --config: the whole schedule
+    assert any("was cut by the time budget" in w for w in result.warnings)
+
+
+def test_a_time_box_before_the_first_whole_epoch_is_a_stop() -> None:
+    """A time-boxed training keeps its last whole epoch; with none yet there is nothing to keep, and it stops as a Stop does."""
+    from nas_core.data import load_dataset
+    from nas_core.model.assembly import assemble
+    from nas_core.search.seeds import known_good_designs, replay
+    from nas_core.training.loop import train_model
+    from nas_core.training.stops import StopRequested
+
+    data = load_dataset("digits", seed=0, train_samples=300)
+    space = SearchConfig(dataset="digits").search_space()
+    arch, recipe = space.build(replay(space, known_good_designs("seed-cnn", (1, 8, 8))[0][1]), input_shape=(1, 8, 8), num_classes=10, epochs=3)
+    with pytest.raises(StopRequested, match="before a whole epoch"):
+        train_model(assemble(arch), data, recipe, device=torch.device("cpu"), time_up=lambda: True)
+    boxes: list[int] = []
+    history = train_model(assemble(arch), data, recipe, device=torch.device("cpu"),
+                          time_up=lambda: bool(boxes.append(1)) or len(boxes) > 7)  # 5 batches of 64 an epoch: cut in the second
+    assert [row["epoch"] for row in history] == [1]
+
+
 def test_the_epoch_timing_answers_a_stop_at_a_batch_boundary() -> None:
     """The one-training planner times the first design before the trials; a Stop pressed then is heard, not made to wait."""
     from nas_core.data import load_dataset

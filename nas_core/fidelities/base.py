@@ -36,6 +36,9 @@ class EvalContext:
     seed: int = 0
     on_epoch: EpochCallback | None = None
     should_stop: Callable[[], bool] = lambda: False
+    # a time-boxed training (the one training and its companion) ends when this turns true and keeps the model it has
+    # (``training.loop.train_model``); fidelities that do not train whole models may ignore it
+    time_up: Callable[[], bool] | None = None
     workspace: Any = None  # pathlib.Path for caches
     options: dict[str, Any] = field(default_factory=dict)
 

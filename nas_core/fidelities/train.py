@@ -15,7 +15,8 @@ def full_training(ctx: EvalContext) -> EvalResult:
     model = assemble(ctx.arch)
     start = time.perf_counter()
     history = train_model(
-        model, ctx.data, ctx.recipe, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch, should_stop=ctx.should_stop
+        model, ctx.data, ctx.recipe, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch, should_stop=ctx.should_stop,
+        time_up=ctx.time_up,
     )
     train_s = time.perf_counter() - start
     return finish(model, ctx, history, train_s)

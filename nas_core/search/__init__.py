@@ -888,13 +888,20 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
 
     started = time.perf_counter()
     planned = _is_one_training(run, trial)  # its epochs are fitted to the budget
-    grace = ONE_TRAINING_GRACE * float(config.timeout or 0) if planned else 0.0  # the only result: a cut one yields nothing
+    grace = ONE_TRAINING_GRACE * float(config.timeout or 0) if planned else 0.0  # the search's only result: it may overrun a little
+    # The one training and its companion are time-boxed, not stopped: their epochs were fitted to the time left from a
+    # timing, and when the machine turns slower than timed (other work on the cores) the deadline ends them with the model
+    # of their last whole epoch, instead of an hour's training yielding nothing.
+    boxed = planned or _is_companion(run, trial)
+
+    def time_up() -> bool:
+        return time.perf_counter() >= loop_end() + grace
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
         now = time.perf_counter()
         per_epoch, left = (now - started) / epoch, loop_end() - now
-        if not planned and epoch < total and per_epoch * (total - epoch) > FIT_MARGIN * left:
+        if not boxed and epoch < total and per_epoch * (total - epoch) > FIT_MARGIN * left:
             # it would be cut at the deadline anyway: the time goes to candidates that can finish
             raise optuna.TrialPruned(f"would not finish within --timeout ({per_epoch:.1f} s an epoch, {total - epoch} epochs to go, "
                                      f"{max(0.0, left):.0f} s left)")
@@ -907,11 +914,20 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
 
     ctx = EvalContext(
         arch=arch, recipe=recipe, data=data, device=run.device, seed=config.seed + trial.number,
-        on_epoch=on_epoch, should_stop=lambda: run.stop_event.is_set() or time.perf_counter() >= loop_end() + grace,
-        workspace=run.workspace, options=dict(config.fidelity_options),
+        on_epoch=on_epoch, should_stop=run.stop_event.is_set if boxed else lambda: run.stop_event.is_set() or time_up(),
+        time_up=time_up if boxed else None, workspace=run.workspace, options=dict(config.fidelity_options),
     )
     result = run.fidelity.evaluate(ctx)
     metrics = dict(result.metrics)
+    cut = None
+    if boxed and 0 < int(metrics.get("epochs_trained", recipe.epochs)) < recipe.epochs:  # no early stop: patience is its epochs
+        done = int(metrics["epochs_trained"])
+        cut = {"after_epoch": done, "of": recipe.epochs,
+               "why": "the time budget (--timeout) ended before the schedule did: this machine trained slower than it was timed",
+               "retrain": "train --config runs the whole schedule"}
+        run.notes.append(f"{'The one training' if planned else 'The small companion'} ({trial.user_attrs.get('known_good')}) was cut by the "
+                         f"time budget after {done} of its {recipe.epochs} epochs (the machine ran slower than timed, e.g. other work on "
+                         f"its cores); it keeps the model of epoch {done}. `train --config` on its config runs the whole schedule.")
     # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
     # the metrics keep their true names, so a score is never recorded as an accuracy.
     ranked_by = dict((result.extra or {}).get("ranked_by") or {})
@@ -922,7 +938,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
                        fidelity=config.fidelity, extra=result.extra,
                        provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
                                    "train_samples": config.train_samples, "val_samples": config.val_samples,
-                                   "space": run.space.name, "device": str(run.device),
+                                   "space": run.space.name, "device": str(run.device), **({"cut_by_budget": cut} if cut else {}),
                                    "precision": resolve_precision(candidate.training.precision, run.device, tuple(candidate.dataset.input_shape))})
     record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,
                   per_class_accuracy=result.per_class_accuracy, config=cfg.to_dict())

@@ -147,6 +147,7 @@ def train_model(
     x_train: torch.Tensor | None = None,
     x_val: torch.Tensor | None = None,
     val_predictions: list[torch.Tensor] | None = None,
+    time_up: Callable[[], bool] | None = None,
 ) -> list[dict[str, float]]:
     """Train with the recipe, early-stop on validation accuracy and restore the best weights.
 
@@ -155,6 +156,10 @@ def train_model(
     so a caller need not run the validation split again.
     Raises :class:`StopRequested` at a batch boundary when ``should_stop()`` turns true and
     :class:`Diverged` on a NaN loss.
+    ``time_up`` time-boxes the training: once it turns true at a batch boundary after at least one whole epoch, training
+    ends there as at the schedule's end (the epoch in progress is dropped; the best whole epoch's weights are kept, the
+    last one's for a refit), so a run its budget cuts still yields a model. Before the first whole epoch it raises
+    :class:`StopRequested`, like ``should_stop``.
     """
     epochs = epochs or recipe.epochs
     forward = forward or model
@@ -185,6 +190,7 @@ def train_model(
     best_acc, best_state, best_epoch, bad = -1.0, None, 0, 0
     best_pred = yv[:0]
     history: list[dict[str, float]] = []
+    cut = False
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
         model.train()
@@ -193,6 +199,11 @@ def train_model(
         for i in range(0, n, bs):
             if should_stop():
                 raise StopRequested(f"stopped by the user during epoch {epoch}")
+            if time_up is not None and time_up():
+                if not history:
+                    raise StopRequested(f"the time budget ended during epoch {epoch}, before a whole epoch")
+                cut = True
+                break
             idx = perm[i : i + bs]
             if len(idx) < 2 and n >= 2:
                 continue  # batch norm cannot train on a single sample
@@ -215,6 +226,8 @@ def train_model(
                 ema.update(model)
             total_loss += loss.item() * len(idx)
             seen += len(idx)
+        if cut:  # the weights of the epoch in progress are neither validated nor kept
+            break
         if not per_step:
             sched.step()
         if ema is not None:  # validate (and keep) the averaged weights; training continues from the raw ones
