@@ -125,8 +125,11 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     assert result.n_complete == 1 and "final_training" not in study.user_attrs
     best = json.loads(Path(result.best_config).read_text())
     assert best["training"]["epochs"] == one["epochs"] and best["training"]["train_split"] == "train"  # `train --config` repeats it
-    # no early stop (patience 2 asked for the search's trials): the schedule runs to its annealed end
-    assert best["training"]["patience"] == one["epochs"] and best["metrics"]["epochs_trained"] == one["epochs"]
+    # no early stop (patience 2 asked for the search's trials): the schedule runs to its annealed end, unless this machine
+    # turned slower than timed and the deadline cut it, which the config then says (on a quiet machine it is not cut)
+    assert best["training"]["patience"] == one["epochs"]
+    cut = best["provenance"].get("cut_by_budget")
+    assert best["metrics"]["epochs_trained"] == (cut["after_epoch"] if cut else one["epochs"]) and (cut is None or cut["of"] == one["epochs"])
     assert any(w.startswith("One training") for w in result.warnings)
 
 
