@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 __all__ = ["FINAL_SHARE", "FINETUNE_SHARE", "ONE_TRAINING_FIT", "ONE_TRAINING_GRACE", "ONE_TRAINING_WIDER_EPOCHS", "BudgetPlan", "plan_budget", "one_training_epochs", "one_training_wider_epochs",
-           "one_training_plan", "ONE_TRAINING_COMPANION_EPOCHS", "one_training_companion_epochs"]
+           "one_training_plan", "ONE_TRAINING_COMPANION_EPOCHS", "one_training_companion_epochs", "epochs_that_fit"]
 
 FINAL_SHARE = 0.4  # of --timeout, for the final training of the best candidate (train fidelity)
 FINETUNE_SHARE = 0.2  # of --timeout, kept for the second phase of a two-phase fidelity (cached, zero-cost)
@@ -131,7 +131,7 @@ def one_training_epochs(*, left_s: float, seconds_per_epoch: float, epochs: int)
     trial = epochs * seconds_per_epoch
     if ONE_TRAINING_FIT * trial <= left_s * (1 - FINAL_SHARE) and trial * REFIT_COST <= left_s * FINAL_SHARE:
         return None
-    return max(1, _fit(left_s, seconds_per_epoch))
+    return max(1, epochs_that_fit(left_s, seconds_per_epoch))
 
 
 def one_training_wider_epochs(*, left_s: float, seconds_per_epoch: float) -> int | None:
@@ -144,7 +144,7 @@ def one_training_wider_epochs(*, left_s: float, seconds_per_epoch: float) -> int
         >>> one_training_wider_epochs(left_s=3600, seconds_per_epoch=157) is None  # 19 epochs of 64-64-128-128
         True
     """
-    fit = _fit(left_s, seconds_per_epoch)
+    fit = epochs_that_fit(left_s, seconds_per_epoch)
     return fit if fit >= ONE_TRAINING_WIDER_EPOCHS else None
 
 
@@ -163,11 +163,11 @@ def one_training_companion_epochs(*, left_s: float, seconds_per_epoch: float) ->
         >>> one_training_companion_epochs(left_s=550, seconds_per_epoch=130) is None  # fp32: 3 epochs
         True
     """
-    fit = _fit(left_s, seconds_per_epoch)
+    fit = epochs_that_fit(left_s, seconds_per_epoch)
     return fit if fit >= ONE_TRAINING_COMPANION_EPOCHS else None
 
 
-def _fit(left_s: float, seconds_per_epoch: float) -> int:
+def epochs_that_fit(left_s: float, seconds_per_epoch: float) -> int:
     """Epochs of ``seconds_per_epoch`` that ONE_TRAINING_SLACK of ``left_s`` holds (0 for an unknown or endless epoch)."""
     if not (seconds_per_epoch > 0 and math.isfinite(seconds_per_epoch)):
         return 0
