@@ -37,7 +37,7 @@ class EvalContext:
     on_epoch: EpochCallback | None = None
     should_stop: Callable[[], bool] = lambda: False
     # a time-boxed training (the one training and its companion) ends when this turns true and keeps the model it has
-    # (``training.loop.train_model``); fidelities that do not train whole models may ignore it
+    # (``training.loop.train_model``); set only for a fidelity whose ``time_boxed`` says it honours it
     time_up: Callable[[], bool] | None = None
     workspace: Any = None  # pathlib.Path for caches
     options: dict[str, Any] = field(default_factory=dict)
@@ -100,6 +100,9 @@ class Fidelity(abc.ABC):
     page_options: ClassVar[tuple[FidelityOption, ...]] = ()
     # The page shows the module library next to the fidelity choice.
     uses_library: ClassVar[bool] = False
+    # ``evaluate`` honours ``EvalContext.time_up`` (ends its training there and keeps the model). A search time-boxes the
+    # one training and its companion only with such a fidelity; with any other, its deadline stops them, as every trial.
+    time_boxed: ClassVar[bool] = False
 
     def check(self, options: dict[str, Any]) -> None:  # noqa: B027 - optional hook: no option needs a check by default
         """Raise a ConfigError naming the first bad option value (called before a search starts)."""

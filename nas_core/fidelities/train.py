@@ -25,6 +25,7 @@ def full_training(ctx: EvalContext) -> EvalResult:
 @register_fidelity("train")
 class Train(Fidelity):
     summary = "full training with early stopping"
+    time_boxed = True
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         return full_training(ctx)

@@ -902,7 +902,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     # The one training and its companion are time-boxed, not stopped: their epochs were fitted to the time left from a
     # timing, and when the machine turns slower than timed (other work on the cores) the deadline ends them with the model
     # of their last whole epoch, instead of an hour's training yielding nothing.
-    boxed = planned or _is_companion(run, trial)
+    boxed = (planned or _is_companion(run, trial)) and run.fidelity.time_boxed
 
     def time_up() -> bool:
         return time.perf_counter() >= loop_end() + grace
