@@ -104,7 +104,7 @@ ONE_TRAINING_FIT = 2  # a search share that fits fewer trials of --epochs than t
 # validation (up to ~1.2x longer) and fill only 75 % of the time left (``search.final_training.SLACK``).
 REFIT_COST = 1.2 / 0.75
 # The one training may overrun --timeout by this share of it before it is cut: it is the search's only result, and a cut
-# run yields nothing (as the refit's grace, ``search.final_training.GRACE``, for the same reason).
+# one keeps only the model of its last whole epoch, before its schedule has annealed (``train_model(time_up=)``).
 ONE_TRAINING_GRACE = 0.1
 # The one training takes the first design's wider variant (``search.seeds.WIDER``) when the budget fits at least this
 # many epochs of it: the 4-conv net's test accuracy on Fashion-MNIST was flat from 31 to 54 epochs (0.9411-0.9437).
