@@ -316,7 +316,7 @@ def test_start_refuses_a_second_start_and_stop_keeps_the_study(tmp_path: Path) -
         at.run()
         at.button(key="stop").click().run()
         assert not runner.is_alive()
-        # how fast a stop is heard is a benchmark's figure (benchmarks/stop.py), not a timed assert: under load this page's
+        # how fast a stop is heard is a benchmark's figure (benchmarks/stop.py times the CLI's), not a timed assert: under load this page's
         # stop took 2.4 s here; what the page must do is end the search early and say how long it took
         assert any(f"Stopped **apptest** in {at.session_state['_stop_seconds']:.2f} s" in t for t in _texts(at.info))
         assert runner.snapshot().status == "stopped" and runner.snapshot().trials_done < 50
