@@ -567,9 +567,8 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     design, values = run.designs.pending[0]
     try:
         per_epoch = _time_design(run, values)
-        epochs = one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs)
-        if epochs is None:
-            return None
+        if one_training_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=per_epoch, epochs=config.epochs) is None:
+            return None  # the usual plan fits
         first = None
         # Each timing costs three slice epochs of its design, so a design is timed only when it could be chosen: the wider
         # variant costs at least the first design's epoch, and the companion at least COMPANION_MIN_SHARE of it. (Timing all
@@ -577,8 +576,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         left = end - time.perf_counter()
         wider = (_time_queued(run, WIDER.get(design), otherwise=f"{design} trains")
                  if one_training_wider_epochs(left_s=left, seconds_per_epoch=per_epoch) else None)
-        wide_epochs = one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1]) if wider else None
-        if wider is not None and wide_epochs is not None:
+        if wider is not None and one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1]):
             first = (design, per_epoch)
             design, per_epoch = wider[0][0], wider[1]
             run.designs.pending.remove(wider[0])
