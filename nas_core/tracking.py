@@ -14,14 +14,17 @@ Uses ``MlflowClient`` rather than the fluent API: the fluent API keeps an "activ
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,20 +44,17 @@ def _clean(params: dict[str, Any]) -> dict[str, str]:
     return {str(k)[:250]: str(v)[:6000] for k, v in params.items() if not any(s in str(k).lower() for s in SECRET_KEYS)}
 
 
-def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
-    """Create a new SQLite MLflow store whole or not at all.
+def template_dir() -> Path:
+    """Where this user's empty MLflow store templates live: ``MOCA_CACHE_DIR``, else ``$XDG_CACHE_HOME/moca-nas``, else
+    ``~/.cache/moca-nas``."""
+    if os.environ.get("MOCA_CACHE_DIR"):
+        return Path(os.environ["MOCA_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "moca-nas"
 
-    MLflow builds its schema in many migrations, not one transaction: a process killed in those seconds
-    (a second Ctrl-C, kill -9) left ``table ... already exists`` for every later run. So a new store is
-    built in a temporary file and linked into place only when complete; a concurrent creator's link wins.
-    """
-    if not uri.startswith("sqlite:///"):
-        return
-    final = Path(uri[len("sqlite:///"):])
-    if final.exists():
-        return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
+def _link_atomically(build: Callable[[Path], None], final: Path) -> None:
+    """Make ``final`` whole or not at all: ``build`` writes a temporary file beside it, which is then hard-linked into
+    place; if another process linked first, theirs is kept. Temporary files of dead processes are swept first."""
     from nas_core.workspace.owners import pid_alive
 
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -62,17 +62,87 @@ def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
     for stale in final.parent.glob(f".{final.name}.*.tmp*"):
         pid = stale.name[len(final.name) + 2 :].split(".")[0]
         if not pid.isdigit() or pid_alive(int(pid)) is False:
-            stale.unlink(missing_ok=True)  # left by a process killed while building its store
-    artifacts = (Path(workspace) / "mlartifacts").resolve()
-    store = SqlAlchemyStore(f"sqlite:///{tmp}", artifacts.as_uri())
-    store.engine.dispose()  # the last connection closes: SQLite checkpoints its WAL into the file
+            stale.unlink(missing_ok=True)  # left by a process killed while building its file
     try:
-        os.link(tmp, final)  # fails if another process linked its store first: then that one is used
-    except FileExistsError:
-        pass
+        build(tmp)
+        try:
+            os.link(tmp, final)  # fails if another process linked its file first: then that one is used
+        except FileExistsError:
+            pass
     finally:
         for leftover in final.parent.glob(f"{tmp.name}*"):
             leftover.unlink(missing_ok=True)
+
+
+def _build_store(path: Path, artifacts_uri: str) -> None:
+    """MLflow's own creation of an SQLite store at ``path``: all its schema migrations (~2.5 s), one by one."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore(f"sqlite:///{path}", artifacts_uri)
+    store.engine.dispose()  # the last connection closes: SQLite checkpoints its WAL into the file
+
+
+def _store_template() -> Path | None:
+    """An empty, fully migrated MLflow store for the installed MLflow, built once per user and copied for each new
+    workspace (a copy takes milliseconds, the migrations ~2.5 s of a search's start). None when the cache cannot be
+    written: the store is then built in place."""
+    import mlflow
+
+    template = template_dir() / f"mlflow-{mlflow.__version__}-empty.db"
+    if not template.exists():
+        try:
+            _link_atomically(lambda tmp: _build_store(tmp, TEMPLATE_ARTIFACTS), template)
+        except OSError as exc:
+            log.debug("no MLflow store template in %s: %s", template.parent, exc)
+            return None
+    return template
+
+
+TEMPLATE_ARTIFACTS = "file:///moca-template-artifacts"  # the template's default experiment points here until copied
+
+
+def _copy_template(template: Path, path: Path, artifacts_uri: str) -> None:
+    """``template`` copied to ``path``, its default experiment (MLflow's experiment 0) pointed at ``artifacts_uri`` and
+    dated now, as MLflow's own creation would have left it."""
+    import shutil
+    import sqlite3
+    import time
+
+    shutil.copyfile(template, path)
+    now = int(time.time() * 1000)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? || substr(artifact_location, ?), creation_time = ?, "
+                   "last_update_time = ? WHERE experiment_id = 0",
+                   (artifacts_uri, len(TEMPLATE_ARTIFACTS) + 1, now, now))
+
+
+def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
+    """Create a new SQLite MLflow store whole or not at all.
+
+    MLflow builds its schema in many migrations, not one transaction: a process killed in those seconds
+    (a second Ctrl-C, kill -9) left ``table ... already exists`` for every later run. So a new store is
+    built in a temporary file and linked into place only when complete; a concurrent creator's link wins.
+    The migrations run once per user and MLflow version (:func:`_store_template`); a new store is a copy.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    final = Path(uri[len("sqlite:///"):])
+    if final.exists():
+        return
+    artifacts = (Path(workspace) / "mlartifacts").resolve().as_uri()
+    template = _store_template()
+
+    def build(tmp: Path) -> None:
+        if template is not None:
+            try:
+                _copy_template(template, tmp, artifacts)
+                return
+            except (OSError, sqlite3.Error) as exc:  # a template damaged since: build this store in place
+                log.debug("MLflow store template %s not usable: %s", template, exc)
+                tmp.unlink(missing_ok=True)
+        _build_store(tmp, artifacts)
+
+    _link_atomically(build, final)
 
 
 class Tracker:
@@ -93,6 +163,7 @@ class Tracker:
         self.warning: str | None = None
         self._warned = False
         self._proc: subprocess.Popen[bytes] | None = None
+        self._start_sent = False
         self._send_lock = threading.Lock()
         self._cond = threading.Condition()
         self._started = not enabled  # the writer's answer to "start" has come (or there is nothing to start)
@@ -103,10 +174,11 @@ class Tracker:
 
     # --- the writer process ---------------------------------------------------------------------------
 
-    def start_async(self, params: dict[str, Any]) -> None:
-        """Start the writer and ask it to open (or, on resume, reopen) the study's parent run; returns at once.
-
-        A new MLflow store takes seconds to create (its schema migrations): the search answers a stop meanwhile."""
+    def launch(self) -> None:
+        """Start the writer process now; :meth:`start_async` gives it its work later. The writer imports MLflow (~3 s)
+        as it starts, so a search that launches it first has those seconds overlap its own set-up (torch, the data, the
+        study) instead of waiting for them before its first trial. Nothing is written until :meth:`start_async`; a
+        search that ends before then calls :meth:`close`."""
         if not self.enabled or self._proc is not None:
             return
         # the writer imports this very copy of the package (a source checkout run without installing included)
@@ -122,10 +194,22 @@ class Tracker:
         except OSError as exc:
             self._fail(f"MLflow tracking disabled (could not start its writer: {exc}); the search goes on.")
             self._started = True
-            self._report()
             return
         self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True, name="moca-mlflow-reader")
         self._reader.start()
+
+    def start_async(self, params: dict[str, Any]) -> None:
+        """Start the writer (unless :meth:`launch` has) and ask it to open (or, on resume, reopen) the study's parent run;
+        returns at once.
+
+        A new MLflow store takes seconds to create (its schema migrations): the search answers a stop meanwhile."""
+        if not self.enabled or self._start_sent:
+            return
+        self.launch()
+        if not self.enabled:  # the writer could not start
+            self._report()
+            return
+        self._start_sent = True
         self._send({"op": "start", "tracking_uri": self.tracking_uri, "workspace": str(self.workspace), "study_name": self.study_name,
                     "params": params})
 
@@ -424,6 +508,10 @@ def _writer_main() -> None:
     out = sys.stdout
     sys.stdout = sys.stderr  # nothing MLflow prints may corrupt the answers
     writer = _Writer(out)
+    try:  # while the search sets itself up (see Tracker.launch); a failure here is reported by the first message's handler
+        import mlflow.tracking  # noqa: F401
+    except Exception:  # noqa: BLE001, S110
+        pass
     for line in sys.stdin:
         try:
             msg = json.loads(line)

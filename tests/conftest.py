@@ -17,6 +17,9 @@ from typing import Any
 import pytest
 
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# The MLflow store template (nas_core.tracking._store_template) of this test process and the searches it starts: its own,
+# so a user's cached template never decides a test, and the tests build it the way a first run does.
+os.environ["MOCA_CACHE_DIR"] = tempfile.mkdtemp(prefix="moca-cache-")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ search, not the writer, decides when tracking ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -130,3 +131,92 @@ def test_kill_9_leaves_the_open_run_killed_and_the_writer_exits(tmp_path: Path) 
     _, parents, nested = mlflow_runs(tmp_path / "mlflow.db", STUDY)
     assert [r.info.status for r in nested] == ["KILLED"]  # not left RUNNING forever
     assert [p.info.status for p in parents] == ["RUNNING"]  # the study's next run reopens it
+
+
+# --- a new workspace's MLflow store: a copy of one built once ------------------------------------------------------------
+
+
+def _tables(db: Path) -> dict[str, object]:
+    """Each schema object of an SQLite file: its SQL's lines as a set (MLflow's own builds order a table's constraints
+    differently from one build to the next) and a table's rows."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return {name: (sorted(line.strip().rstrip(",").strip() for line in (sql or "").splitlines()),
+                       conn.execute(f"SELECT * FROM '{name}'").fetchall() if sql and sql.startswith("CREATE TABLE") else None)
+                for name, sql in conn.execute("SELECT name, sql FROM sqlite_master")}
+
+
+def test_a_new_store_is_the_template_copied_and_the_same_as_mlflows_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from nas_core import tracking
+
+    monkeypatch.setenv("MOCA_CACHE_DIR", str(tmp_path / "cache"))
+    built: list[Path] = []
+    real_build = tracking._build_store
+    monkeypatch.setattr(tracking, "_build_store", lambda path, uri: (built.append(path), real_build(path, uri)))
+    for name in ("a", "b"):
+        tracking._create_sqlite_store_atomically(tracking.default_tracking_uri(tmp_path / name), tmp_path / name)
+    assert len(built) == 1 and not built[0].exists()  # the migrations ran once, for the template
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [f"mlflow-{__import__('mlflow').__version__}-empty.db"]
+    assert not list(tmp_path.glob("*/.mlflow.db.*.tmp*"))
+    own = tmp_path / "own.db"
+    real_build(own, (tmp_path / "b" / "mlartifacts").resolve().as_uri())  # what MLflow itself makes for workspace b
+    copied, made = _tables(tmp_path / "b" / "mlflow.db"), _tables(own)
+    assert copied.keys() == made.keys()
+    assert {k: v for k, v in copied.items() if k != "experiments"} == {k: v for k, v in made.items() if k != "experiments"}
+    (row,), (own_row,) = copied["experiments"][1], made["experiments"][1]  # type: ignore[index]
+    assert row[:4] == own_row[:4] and row[2] == (tmp_path / "b" / "mlartifacts").resolve().as_uri() + "/0"
+    assert abs(row[4] - own_row[4]) < 600_000  # dated when copied, not when the template was built
+    client = MlflowClient(tracking_uri=tracking.default_tracking_uri(tmp_path / "b"))  # MLflow opens and writes it
+    run = client.create_run(client.create_experiment("x"))
+    client.log_metric(run.info.run_id, "m", 1.0)
+    assert client.get_run(run.info.run_id).data.metrics == {"m": 1.0}
+
+
+def test_an_unwritable_cache_or_a_damaged_template_builds_the_store_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    from nas_core import tracking
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    monkeypatch.setenv("MOCA_CACHE_DIR", str(blocked / "cache"))  # mkdir fails: NotADirectoryError
+    tracking._create_sqlite_store_atomically(tracking.default_tracking_uri(tmp_path / "a"), tmp_path / "a")
+    assert "experiments" in _tables(tmp_path / "a" / "mlflow.db")
+    monkeypatch.setenv("MOCA_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db").write_bytes(b"damaged" * 100)
+    tracking._create_sqlite_store_atomically(tracking.default_tracking_uri(tmp_path / "b"), tmp_path / "b")
+    assert _tables(tmp_path / "b" / "mlflow.db")["experiments"][1][0][0] == 0  # type: ignore[index]
+
+
+def _writers_of(pid: int) -> list[int]:
+    """Live MLflow writer processes whose parent is ``pid`` (read from /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            cmdline = (status.parent / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if fields.get("PPid", "").strip() == str(pid) and b"_writer_main" in cmdline and not fields.get("State", "").startswith("Z"):
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_a_search_whose_set_up_fails_after_the_writer_launched_leaves_no_writer_and_no_store(tmp_path: Path) -> None:
+    """The writer is launched before the data loads (its imports overlap the search's set-up): a search that fails in
+    set-up closes it, and nothing was written to MLflow."""
+    from nas_core.errors import NasCoreError
+    from nas_core.search import SearchConfig, run_search
+
+    with pytest.raises(NasCoreError, match="does not exist"):
+        run_search(SearchConfig(dataset=str(tmp_path / "no-such-data.npz"), trials=1, epochs=1, workspace=str(tmp_path / "ws"), study="s"))
+    deadline = time.monotonic() + 60
+    while _writers_of(os.getpid()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _writers_of(os.getpid()) == []
+    assert not (tmp_path / "ws" / "mlflow.db").exists()

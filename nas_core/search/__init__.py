@@ -643,18 +643,36 @@ def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, 
 
     Everything a user can get wrong is checked before the storage is opened, so bad input never touches recorded studies.
     """
+    from nas_core.tracking import Tracker
+
+    workspace = Path(config.workspace)
+    space = config.search_space()
+    tracker = Tracker(
+        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=config.study_name,
+        enabled=config.tracking,
+    )
+    tracker.launch()  # MLflow's imports in its writer overlap torch's and the set-up below; it writes nothing until start_async
+    try:
+        from nas_core.training.loop import resolve_device  # imports torch
+
+        return _set_up(config, emit=emit, stop_event=stop_event, workspace=workspace, space=space,
+                       device=resolve_device(config.device), tracker=tracker)
+    except BaseException:
+        tracker.close()
+        raise
+
+
+def _set_up(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event, workspace: Path,
+            space: Any, device: Any, tracker: Any) -> _Run | SearchResult:
+    """The rest of :func:`_open_run`, with MLflow's writer launched: it is started for the study, or closed on an early end."""
     import optuna
     from optuna.trial import TrialState
 
     from nas_core.data import load_dataset
     from nas_core.fidelities.base import FIDELITIES
     from nas_core.schema.config import DatasetRef
-    from nas_core.tracking import Tracker
-    from nas_core.training.loop import cpu_threads, resolve_device, warm_up_training
+    from nas_core.training.loop import cpu_threads, warm_up_training
 
-    workspace = Path(config.workspace)
-    space = config.search_space()
-    device = resolve_device(config.device)
     data = load_dataset(
         config.dataset,
         seed=config.seed,
@@ -671,6 +689,7 @@ def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, 
     if not config.finalize_only:
         warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
     if stop_event.is_set():
+        tracker.close()
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
     if out_dir.exists() and not out_dir.is_dir():
@@ -683,6 +702,7 @@ def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, 
         raise as_fatal(exc, where=str(workspace)) or WorkspaceError(f"cannot create {exc.filename} ({exc.strerror}); check --workspace.") from None
     study = open_study(config)
     if stop_event.is_set():
+        tracker.close()
         return _stopped_early(config, workspace)
     try:
         reclaimed = reclaim_dead_trials(study)
@@ -696,10 +716,6 @@ def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, 
         fingerprint=data.fingerprint, mean=tuple(getattr(data, "mean", ())), std=tuple(getattr(data, "std", ())),
     )
     study.set_user_attr("dataset", dataset_ref.to_dict())
-    tracker = Tracker(
-        tracking_uri=config.tracking_uri or workspace_tracking_uri(workspace), workspace=workspace, study_name=study.study_name,
-        enabled=config.tracking,
-    )
     tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
     _, mo_pruner = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(config.objectives))
     seen: dict[str, tuple[int, list[float]]] = {}
