@@ -3,6 +3,7 @@ PostgreSQL server on loopback for the scale-out tests."""
 
 from __future__ import annotations
 
+import atexit
 import glob
 import os
 import shutil
@@ -20,6 +21,7 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 # The MLflow store template (nas_core.tracking._store_template) of this test process and the searches it starts: its own,
 # so a user's cached template never decides a test, and the tests build it the way a first run does.
 os.environ["MOCA_CACHE_DIR"] = tempfile.mkdtemp(prefix="moca-cache-")
+atexit.register(shutil.rmtree, os.environ["MOCA_CACHE_DIR"], ignore_errors=True)
 
 
 @dataclass(frozen=True)
