@@ -2,12 +2,23 @@
 
 import logging
 import os
+import signal
 import sys
-from typing import NoReturn
+from typing import Any, NoReturn
+
+
+def _while_importing(signum: int, _frame: Any) -> None:
+    """A Ctrl-C or SIGTERM while the command line is still importing (a second or more on a busy machine): nothing has
+    been started or written yet, so leave at once with one line instead of a KeyboardInterrupt traceback."""
+    os.write(2, f"{signal.Signals(signum).name} while starting up: exiting; nothing was started\n".encode())
+    os._exit(128 + signum)
 
 
 def run() -> NoReturn:
     """Run the command line and leave without the interpreter's teardown."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:  # started ignoring it (nohup): keep it that way
+            signal.signal(sig, _while_importing)  # until the command installs its own handlers (cli._Signals)
     from nas_core.cli import main
 
     code = main()

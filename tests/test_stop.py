@@ -192,3 +192,32 @@ def test_reclaim_skips_live_and_foreign_owners_and_retries_once(tmp_path: Path) 
     retry.set_user_attr("owner", owners["dead"])
     assert reclaim_dead_trials(study) == [retry.number]
     assert not [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_while_the_command_line_imports_exits_with_one_line(tmp_path: Path, sig: signal.Signals) -> None:
+    """Before the command installs its handlers it is importing (a second or more on a busy machine, where a Ctrl-C used
+    to print a KeyboardInterrupt traceback): the signal ends it at once, with one line. Made deterministic by holding
+    the import of the CLI until the signal has been sent."""
+    mark = tmp_path / "importing"
+    code = (
+        "import sys, time, pathlib\n"
+        "class Hold:\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'nas_core.cli':\n"
+        f"            pathlib.Path({str(mark)!r}).write_text('now')\n"
+        "            time.sleep(60)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, Hold())\n"
+        "sys.argv = ['moca', 'search', '--dataset', 'digits', '--trials', '1']\n"
+        "from nas_core.__main__ import run\n"
+        "run()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    _wait_for(proc, mark.exists, "the command line is importing")
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + sig, err
+    assert err.splitlines() == [f"{sig.name} while starting up: exiting; nothing was started"]
+    assert not list(tmp_path.glob("*.db"))
