@@ -270,6 +270,8 @@ def _live_panel() -> None:
     pv = views.progress_values(snap)
     st.progress(pv["overall"], text=pv["overall_text"])
     st.progress(pv["epoch"], text=pv["epoch_text"])
+    if snap.plan_note and snap.active:  # the plan made at run time (the Budget plan above is the one made before it)
+        st.info(snap.plan_note, icon=":material/schedule:")
     if snap.error:
         st.error(snap.error)
     if snap.status == "finished":

@@ -45,6 +45,15 @@ class TrialFinished(Event):
 
 
 @dataclass(frozen=True)
+class PlanMade(Event):
+    """The budget's plan, decided at run time after timing the designs (the one training): a note for people and the
+    trials it runs (``None``: as many as ``--trials`` and ``--timeout`` allow)."""
+
+    note: str
+    trials: int | None = None
+
+
+@dataclass(frozen=True)
 class StudyFinished(Event):
     n_complete: int
     n_pruned: int

@@ -51,6 +51,7 @@ class RunnerSnapshot:
     best_config: str | None
     points: list[dict[str, Any]] = field(default_factory=list)
     recent: list[ev.Event] = field(default_factory=list)
+    plan_note: str = ""  # the plan decided at run time (the one training), once it is
 
     @property
     def active(self) -> bool:
@@ -170,6 +171,7 @@ class SearchRunner(BackgroundJob):
         self._current: dict[str, Any] = {}
         self._counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
         self._points: list[dict[str, Any]] = []
+        self._plan: ev.PlanMade | None = None
 
     @property
     def result(self) -> SearchResult | None:
@@ -199,6 +201,8 @@ class SearchRunner(BackgroundJob):
                 self._current = {"number": event.number, "params": event.params, "summary": event.summary, "epoch": 0, "epochs": self.config.epochs}
             elif isinstance(event, ev.EpochProgress):
                 self._current.update(epoch=event.epoch, epochs=event.epochs, last=event.metrics)
+            elif isinstance(event, ev.PlanMade):
+                self._plan = event
             elif isinstance(event, ev.TrialFinished):
                 self._counts[event.state] = self._counts.get(event.state, 0) + 1
                 self._points.append({"number": event.number, "state": event.state, **event.metrics})
@@ -222,7 +226,7 @@ class SearchRunner(BackgroundJob):
                 study=self.study,
                 status=self._status,
                 trials_done=done,
-                trials_total=self.config.trials,
+                trials_total=self._plan.trials if self._plan is not None and self._plan.trials else self.config.trials,
                 n_complete=self._counts["COMPLETE"],
                 n_pruned=self._counts["PRUNED"],
                 n_failed=self._counts["FAIL"],
@@ -237,6 +241,7 @@ class SearchRunner(BackgroundJob):
                 best_config=self._result.best_config if self._result else None,
                 points=list(self._points),
                 recent=list(self._events[-recent:]),
+                plan_note=self._plan.note if self._plan is not None else "",
             )
 
 

@@ -422,3 +422,25 @@ def test_resumed_study_live_panel_shows_earlier_trials(tmp_path: Path) -> None:
     assert any("earlier trials of this study are drawn with this run's" in c for c in _texts(at.caption)), _texts(at.caption)
     earlier = dashboard.study_points(tmp_path, "bench-0")
     assert len(earlier) == 5 and {p["number"] for p in earlier} == set(range(5))
+
+
+def test_the_live_panel_shows_the_plan_made_at_run_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one training is planned after the designs are timed: while it runs, the Search page says so (the Budget plan
+    above the form is the one made before the run) and counts its one trial, not --trials."""
+    from nas_core.search import SearchConfig
+    from nas_core.training import loop
+
+    monkeypatch.setattr(loop, "time_epoch", lambda *args, **kwargs: 0.05)  # the plan: one training the deadline ends
+    runner = get_registry().start(SearchConfig(dataset="digits", trials=5, epochs=500, patience=2, train_samples=300, seed=0,
+                                               device="cpu", workspace=str(tmp_path), study="planned", tracking=False, timeout=60))
+    try:
+        deadline = time.monotonic() + 60
+        while not runner.snapshot(recent=0).plan_note and runner.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert runner.snapshot(recent=0).plan_note.startswith("One training")
+        at = _app(tmp_path, "search")
+        assert runner.is_alive()
+        assert any(t.startswith("One training") for t in _texts(at.info)), _texts(at.info)
+        assert "0 / 1" in " ".join(str(m.value) for m in at.metric)
+    finally:
+        runner.stop(wait=30.0)

@@ -355,3 +355,35 @@ def test_the_designs_are_timed_after_mlflow_has_set_up(tmp_path: Path, monkeypat
                        workspace=str(tmp_path), study="mlflow-first", tracking=True, timeout=6)
     run_search(cfg)
     assert runs_seen and all(n >= 1 for n in runs_seen), runs_seen  # the study's parent run existed at every timing
+
+
+def test_the_plan_made_at_run_time_is_shown_as_it_is_made_and_the_bar_counts_its_trials(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The one training is decided after the designs are timed, so the Budget plan shown before the run (60 % trials,
+    40 % refit) is not what runs: `search` prints the plan made at run time before its trial starts, its bar counts the
+    plan's one trial instead of --trials, and the plan is not repeated as a warning at the end; the runner's snapshot,
+    which the Search page shows, carries it too."""
+    from nas_core.cli import main
+    from nas_core.jobs import SearchRunner
+    from nas_core.training import loop
+
+    monkeypatch.setattr(loop, "time_epoch", lambda *args, **kwargs: 0.05)  # ~100 epochs planned: the deadline cuts it
+    events = tmp_path / "events.jsonl"
+    argv = ["search", "--dataset", "digits", "--trials", "5", "--epochs", "500", "--patience", "2", "--train-samples", "300",
+            "--seed", "0", "--device", "cpu", "--workspace", str(tmp_path), "--study", "plan", "--no-tracking", "--timeout", "6",
+            "--events-jsonl", str(events)]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    kinds = [json.loads(line) for line in events.read_text().splitlines()]
+    made = [e for e in kinds if e["kind"] == "PlanMade"]
+    assert len(made) == 1 and made[0]["trials"] == 1 and made[0]["note"].startswith("One training")
+    assert kinds.index(made[0]) < next(i for i, e in enumerate(kinds) if e["kind"] == "TrialStarted")
+    assert err.count(f"plan: {made[0]['note']}") == 1 and "warning: One training" not in err
+    assert "1/1 [" in err and "/5 [" not in err  # the bar: the plan's one trial, not --trials 5
+
+    runner = SearchRunner(SearchConfig(dataset="digits", trials=5, epochs=500, patience=2, train_samples=300, seed=0, device="cpu",
+                                       workspace=str(tmp_path), study="plan-page", tracking=False, timeout=6))
+    runner.start()
+    assert runner.wait(120)
+    snap = runner.snapshot()
+    assert snap.status == "finished" and snap.trials_total == 1 and snap.plan_note.startswith("One training")

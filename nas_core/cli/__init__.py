@@ -284,17 +284,29 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
 
     runner = SearchRunner(config)
     bar: Any = None
+    plan: list[ev.PlanMade] = []  # the plan made at run time, shown as it is made rather than only at the end
 
     def show(event: ev.Event) -> None:
         nonlocal bar
         if args.quiet:
+            return
+        if isinstance(event, ev.PlanMade):
+            plan.append(event)
+            if bar is None:
+                print(f"plan: {event.note}", file=sys.stderr)
+            else:
+                bar.write(f"plan: {event.note}", file=sys.stderr)
+                if event.trials:
+                    bar.total = event.trials
+                    bar.refresh()
             return
         if bar is None:
             if not isinstance(event, ev.TrialStarted):
                 return  # the bar starts with the first trial, so an early error prints no empty bar
             from tqdm import tqdm
 
-            bar = tqdm(total=config.trials, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
+            total = plan[-1].trials if plan and plan[-1].trials else config.trials
+            bar = tqdm(total=total, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
         if isinstance(event, ev.EpochProgress):
             bar.set_postfix_str(f"trial {event.number} epoch {event.epoch}/{event.epochs} val {event.metrics.get('val_accuracy', 0):.3f}")
         elif isinstance(event, ev.TrialFinished):
@@ -344,7 +356,8 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
     if result is None:
         raise _Fail(f"the search of study {config.study_name!r} ended without a result; see the messages above")
     for w in result.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        if w not in {p.note for p in plan}:  # shown as the plan was made
+            print(f"warning: {w}", file=sys.stderr)
     print(f"{result.n_complete} complete, {result.n_pruned} pruned, {result.n_failed} failed in {result.wall_s:.1f} s "
           f"(stopped: {result.reason}); study {result.study!r} in {result.storage.split('://')[0]} storage", file=sys.stderr)
     if result.best_config is None:

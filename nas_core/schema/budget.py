@@ -174,6 +174,16 @@ def epochs_that_fit(left_s: float, seconds_per_epoch: float) -> int:
     return int(left_s * ONE_TRAINING_SLACK / seconds_per_epoch)
 
 
+def _seconds(s: float) -> str:
+    """Seconds as a note writes them: whole seconds, or two significant digits under ten (a digits epoch is ~0.3 s).
+
+    Example:
+        >>> _seconds(134.4), _seconds(0.334), _seconds(2.5)
+        ('134', '0.33', '2.5')
+    """
+    return f"{s:,.0f}" if s >= 10 else f"{s:.2g}"
+
+
 def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_epoch: float, search_epochs: int,
                       first: tuple[str, float] | None = None, companion: tuple[str, float] | None = None) -> BudgetPlan:
     """The plan of a one-training run (see the module docstring): all of ``timeout`` for one trial, nothing after it.
@@ -181,11 +191,11 @@ def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_e
     ``companion`` that of the small design the time left may train after it."""
     timed = first or (design, seconds_per_epoch)
     wider = (f" The budget fits {epochs} epochs (at least {ONE_TRAINING_WIDER_EPOCHS}) of its wider variant, {design} "
-             f"(~{seconds_per_epoch:,.0f} s an epoch), which trains instead.") if first else ""
+             f"(~{_seconds(seconds_per_epoch)} s an epoch), which trains instead.") if first else ""
     return BudgetPlan(float(timeout), float(timeout), 0.0, 0.0,
-                      f"One training: an epoch of the first known-good design ({timed[0]}) takes ~{timed[1]:,.0f} s here, so "
+                      f"One training: an epoch of the first known-good design ({timed[0]}) takes ~{_seconds(timed[1])} s here, so "
                       f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs and a refit.{wider} It trains once, "
                       f"for {epochs} epochs (~{epochs * seconds_per_epoch:,.0f} s), and is the result: no refit. "
-                      + (f"The time it leaves trains the small design {companion[0]} (~{companion[1]:,.0f} s an epoch) if it fits "
+                      + (f"The time it leaves trains the small design {companion[0]} (~{_seconds(companion[1])} s an epoch) if it fits "
                          f"{ONE_TRAINING_COMPANION_EPOCHS} epochs of it; no other trials. " if companion else "No other trials. ")
                       + "A longer --timeout (or a GPU) lets the search compare designs.")

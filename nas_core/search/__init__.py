@@ -607,6 +607,8 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs,
                             first=first, companion=(companion["design"], companion["seconds_per_epoch"]) if companion else None)
     run.notes.append(one.note)
+    # the CLI's bar and the Search page count the trials this plan runs (the companion's only if it fits later), not --trials
+    _emit(run.emit, ev.PlanMade(run.name, note=one.note, trials=2 if companion is not None else 1))
     return one
 
 

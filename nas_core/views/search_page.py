@@ -320,6 +320,8 @@ def event_line(event: ev.Event) -> str:
     elif kind == "StudyFinished":
         text = (f"study finished ({e.reason}): {e.n_complete} complete, {e.n_pruned} pruned, "
                 f"{e.n_failed} failed in {e.wall_s:.1f} s")
+    elif kind == "PlanMade":
+        text = f"plan: {e.note}"
     elif kind == "SearchError":
         text = f"error: {e.message}"
     else:
