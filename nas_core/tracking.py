@@ -105,7 +105,6 @@ def _copy_template(template: Path, path: Path, artifacts_uri: str) -> None:
     """``template`` copied to ``path``, its default experiment (MLflow's experiment 0) pointed at ``artifacts_uri`` and
     dated now, as MLflow's own creation would have left it."""
     import shutil
-    import sqlite3
     import time
 
     shutil.copyfile(template, path)
@@ -140,6 +139,7 @@ def _create_sqlite_store_atomically(uri: str, workspace: Path) -> None:
             except (OSError, sqlite3.Error) as exc:  # a template damaged since: build this store in place
                 log.debug("MLflow store template %s not usable: %s", template, exc)
                 tmp.unlink(missing_ok=True)
+                template.unlink(missing_ok=True)  # the next new store builds a sound one
         _build_store(tmp, artifacts)
 
     _link_atomically(build, final)

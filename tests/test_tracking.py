@@ -190,6 +190,8 @@ def test_an_unwritable_cache_or_a_damaged_template_builds_the_store_in_place(tmp
     (tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db").write_bytes(b"damaged" * 100)
     tracking._create_sqlite_store_atomically(tracking.default_tracking_uri(tmp_path / "b"), tmp_path / "b")
     assert _tables(tmp_path / "b" / "mlflow.db")["experiments"][1][0][0] == 0  # type: ignore[index]
+    tracking._create_sqlite_store_atomically(tracking.default_tracking_uri(tmp_path / "c"), tmp_path / "c")  # rebuilt, then copied
+    assert _tables(tmp_path / "cache" / f"mlflow-{mlflow.__version__}-empty.db").keys() == _tables(tmp_path / "c" / "mlflow.db").keys()
 
 
 def _writers_of(pid: int) -> list[int]:
