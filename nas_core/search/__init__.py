@@ -657,16 +657,19 @@ def _open_run(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, 
     try:
         from nas_core.training.loop import resolve_device  # imports torch
 
-        return _set_up(config, emit=emit, stop_event=stop_event, workspace=workspace, space=space,
-                       device=resolve_device(config.device), tracker=tracker)
+        run = _set_up(config, emit=emit, stop_event=stop_event, workspace=workspace, space=space,
+                      device=resolve_device(config.device), tracker=tracker)
     except BaseException:
         tracker.close()
         raise
+    if not isinstance(run, _Run):  # stopped during set-up: the writer was never started for the study
+        tracker.close()
+    return run
 
 
 def _set_up(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, stop_event: threading.Event, workspace: Path,
             space: Any, device: Any, tracker: Any) -> _Run | SearchResult:
-    """The rest of :func:`_open_run`, with MLflow's writer launched: it is started for the study, or closed on an early end."""
+    """The rest of :func:`_open_run`, with MLflow's writer launched; it starts the writer for the study once that is open."""
     import optuna
     from optuna.trial import TrialState
 
@@ -691,7 +694,6 @@ def _set_up(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, st
     if not config.finalize_only:
         warm_up_training()  # a worker's first trial would otherwise spend seconds in torch's imports, deaf to a stop
     if stop_event.is_set():
-        tracker.close()
         return _stopped_early(config, workspace)
     out_dir = study_dir(workspace, config.study_name)
     if out_dir.exists() and not out_dir.is_dir():
@@ -704,7 +706,6 @@ def _set_up(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, st
         raise as_fatal(exc, where=str(workspace)) or WorkspaceError(f"cannot create {exc.filename} ({exc.strerror}); check --workspace.") from None
     study = open_study(config)
     if stop_event.is_set():
-        tracker.close()
         return _stopped_early(config, workspace)
     try:
         reclaimed = reclaim_dead_trials(study)
