@@ -158,6 +158,36 @@ def test_a_one_training_the_machine_turns_too_slow_for_keeps_the_model_of_its_la
     assert best["provenance"]["cut_by_budget"]["after_epoch"] == metrics["epochs_trained"] == best["metrics"]["epochs_trained"]
     assert best["provenance"]["cut_by_budget"]["of"] == one["epochs"] == best["training"]["epochs"]  # train --config: the whole schedule
     assert any("was cut by the time budget" in w for w in result.warnings)
+    # it saw the slow-down coming and compressed its schedule to end annealed inside the box (train_model(time_left=)); only
+    # an epoch slower still than the margin allows can make the box cut its last one
+    history = trial_record(study.trials[0])["history"]
+    compressed_to = history[-1]["schedule_epochs"]
+    assert compressed_to in (metrics["epochs_trained"], metrics["epochs_trained"] + 1)
+    assert best["provenance"]["cut_by_budget"]["annealed"] == (compressed_to == metrics["epochs_trained"])
+
+
+def test_a_final_training_the_machine_turns_too_slow_for_ends_annealed_and_is_kept(tmp_path: Path) -> None:
+    """The final refit's epochs are fitted to its trial's pace; when the machine then runs slower, it used to run into its
+    cut and be thrown away (the trial stayed the result). Now it compresses its schedule to end annealed before the cut and
+    is kept, recorded as cut. Made slow on purpose: a listener sleeps 1 s on each of the refit's epochs (~0.05 s each)."""
+    import time
+
+    from nas_core.events import EpochProgress
+
+    cfg = SearchConfig(dataset="digits", trials=1, epochs=3, patience=3, train_samples=300, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="slow-final", tracking=False, timeout=15)
+    result = run_search(cfg, emit=lambda e: time.sleep(1.0) if isinstance(e, EpochProgress) and e.metrics.get("phase") == "final" else None)
+    study = optuna.load_study(study_name="slow-final", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    final = study.user_attrs["final_training"]
+    assert final["epochs"] == 15, final  # FINAL_EPOCH_FACTOR x --epochs fit at the trial's pace: 15 s at the slowed one
+    assert final["kept"], final
+    cut = final["cut_by_budget"]
+    assert 2 < cut["after_epoch"] < cut["of"] == 15
+    best = json.loads(Path(result.best_config).read_text())
+    assert best["provenance"]["cut_by_budget"] == cut and best["training"]["epochs"] == 15  # train --config: the whole schedule
+    assert best["metrics"]["epochs_trained"] == cut["after_epoch"] and best["metrics"]["test_accuracy"] > 0.5
+    assert any(w.startswith("The final training") and "compressed to end annealed" in w for w in result.warnings)
+    assert "compressed to end annealed" in (tmp_path / "slow-final" / "summary.md").read_text()
 
 
 def test_a_time_box_before_the_first_whole_epoch_is_a_stop() -> None:
@@ -217,13 +247,15 @@ def test_the_epoch_timing_is_not_thrown_by_one_slow_epoch() -> None:
     def busy_second_epoch() -> bool:  # should_stop is asked before every batch: calls 6-10 are the second epoch's
         calls.append(1)
         if 6 <= len(calls) <= 10:
-            time.sleep(0.2)
+            time.sleep(0.5)
         return False
 
     quiet = time_epoch(assemble(arch), data, recipe, device=torch.device("cpu"))
     burst = time_epoch(assemble(arch), data, recipe, device=torch.device("cpu"), should_stop=busy_second_epoch)
     assert len(calls) == 15  # three epochs were timed
-    assert burst < quiet + 0.5  # the second epoch was 1 s slower; the estimate did not take it
+    # the second epoch was 2.5 s slower; the estimate did not take it (the margin is for the load on a shared machine:
+    # 0.5 s failed once with both cores busy and a third process on them)
+    assert burst < quiet + 1.0
 
 
 def test_a_timed_trial_that_cannot_finish_is_pruned_after_an_epoch_and_the_search_goes_on(tmp_path: Path) -> None:

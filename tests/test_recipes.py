@@ -77,6 +77,35 @@ def test_warm_up_schedules_peak_at_the_recipe_lr_after_the_warm_up_and_anneal_to
     assert lrs[-1] < 0.1 * 0.01  # annealed
 
 
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine-warmup"])
+def test_a_compressed_schedule_runs_its_rest_faster_without_a_jump_and_ends_annealed(schedule: str) -> None:
+    """A time box that will end a training early compresses the rest of its schedule (``compress_schedule``): the steps
+    taken keep their rates, the next one continues from there, and the new last step is at the schedule's end."""
+    opt = _opt()
+    sched, _ = recipes.make_scheduler(opt, schedule=schedule, epochs=10, steps_per_epoch=10, warmup=0.2)
+    plain = _lrs(schedule, epochs=10, steps=10, warmup=0.2)
+    lrs = []
+    for step in range(100):
+        if step == 40:
+            assert recipes.compress_schedule(sched, steps_left=20)  # 60 planned steps left, 20 will fit
+        if step == 50:
+            assert recipes.compress_schedule(sched, steps_left=25)  # more steps than the compressed rest: never later than that
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:41] == pytest.approx(plain[:41])  # what was trained is untouched, and the next step continues from there
+    assert abs(lrs[41] - lrs[40]) < 0.1 * 0.05  # no jump
+    # the 60th step trains where the plain schedule's 98th does (3 of its steps a step): annealed at step 60, not 100
+    assert lrs[59] < 0.1 * 0.01 and lrs[59] == pytest.approx(plain[97])
+    assert all(a >= b - 1e-12 for a, b in zip(lrs[40:60], lrs[41:60]))  # annealing all the way
+
+
+def test_a_per_epoch_schedule_is_not_compressed() -> None:
+    opt = _opt()
+    sched, per_step = recipes.make_scheduler(opt, schedule="cosine", epochs=4, steps_per_epoch=10, warmup=0.0)
+    assert not per_step and not recipes.compress_schedule(sched, steps_left=1)
+
+
 def test_crop_moves_each_image_by_its_own_offset_within_the_pad() -> None:
     x = torch.zeros(64, 1, 8, 8)
     x[:, :, 3, 3] = 1.0  # one lit pixel per image
@@ -233,3 +262,49 @@ def test_label_smoothing_reaches_the_loss() -> None:
         hist = train_model(assemble(arch), data, TrainingRecipe(epochs=1, label_smoothing=smoothing), device=torch.device("cpu"), seed=0)
         losses.append(hist[0]["train_loss"])
     assert losses[0] != losses[1]
+
+
+def test_a_training_its_time_box_will_cut_compresses_its_schedule_and_ends_annealed_inside_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``train_model(time_left=)``: on a clock where each epoch takes one second and the box holds six, a 12-epoch one-cycle
+    run does not train to the box's edge mid-schedule: from its third epoch (the first two paced it) it compresses the rest
+    into the epochs that fit with the margin, ends there annealed, and says so in its rows and to ``on_epoch``."""
+    from types import SimpleNamespace
+
+    from nas_core.data import load_dataset
+    from nas_core.model.assembly import assemble
+    from nas_core.search import SearchConfig
+    from nas_core.search.seeds import known_good_designs, replay
+    from nas_core.training import loop
+
+    data = load_dataset("digits", seed=0, train_samples=300)
+    space = SearchConfig(dataset="digits").search_space()
+    arch, recipe = space.build(replay(space, known_good_designs("seed-cnn", (1, 8, 8))[0][1]), input_shape=(1, 8, 8), num_classes=10,
+                               epochs=12)
+    assert recipe.schedule == "onecycle"
+    recipe = replace(recipe, patience=12)
+    made: list = []
+    make = recipes.make_scheduler
+    monkeypatch.setattr(recipes, "make_scheduler", lambda *a, **k: made.append(make(*a, **k)) or made[-1])
+    clock = [0.0]
+    monkeypatch.setattr(loop, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    totals: list[int] = []
+
+    def on_epoch(epoch: int, total: int, row: dict) -> None:
+        totals.append(total)
+        clock[0] += 1.0
+
+    def run(**box: object) -> list[dict]:
+        clock[0] = 0.0
+        totals.clear()
+        return loop.train_model(assemble(arch), data, recipe, device=torch.device("cpu"), on_epoch=on_epoch,
+                                time_up=lambda: clock[0] >= 6, **box)  # type: ignore[arg-type]
+
+    cut = run()  # before: trained to the box, cut at the start of epoch 7, mid-schedule
+    assert len(cut) == 6 and "schedule_epochs" not in cut[-1]
+    assert made[-1][0].get_last_lr()[0] > 0.5 * recipe.lr
+    annealed = run(time_left=lambda: 6 - clock[0])
+    fit = 2 + int((6 - 2) / loop.ANNEAL_MARGIN)  # decided before epoch 3: the 4 s left fit 3 epochs at 1.15 s
+    assert [r["epoch"] for r in annealed] == list(range(1, fit + 1)) and fit < 6
+    assert [r.get("schedule_epochs") for r in annealed] == [None, None] + [fit] * (fit - 2)
+    assert totals == [12, 12] + [fit] * (fit - 2)
+    assert made[-1][0].get_last_lr()[0] < 1e-4 * recipe.lr  # the schedule ran to its end

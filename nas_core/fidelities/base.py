@@ -39,6 +39,9 @@ class EvalContext:
     # a time-boxed training (the one training and its companion) ends when this turns true and keeps the model it has
     # (``training.loop.train_model``); set only for a fidelity whose ``time_boxed`` says it honours it
     time_up: Callable[[], bool] | None = None
+    # seconds until that time box, set with ``time_up``: a training may compress its schedule to end annealed inside it
+    # (``train_model(time_left=)``) instead of being cut mid-schedule
+    time_left: Callable[[], float] | None = None
     workspace: Any = None  # pathlib.Path for caches
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -100,7 +103,8 @@ class Fidelity(abc.ABC):
     page_options: ClassVar[tuple[FidelityOption, ...]] = ()
     # The page shows the module library next to the fidelity choice.
     uses_library: ClassVar[bool] = False
-    # ``evaluate`` honours ``EvalContext.time_up`` (ends its training there and keeps the model). A search time-boxes the
+    # ``evaluate`` honours ``EvalContext.time_up`` (ends its training there and keeps the model; ``time_left`` lets it end
+    # annealed before). A search time-boxes the
     # one training and its companion only with such a fidelity; with any other, its deadline stops them, as every trial.
     time_boxed: ClassVar[bool] = False
 

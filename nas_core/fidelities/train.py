@@ -16,7 +16,7 @@ def full_training(ctx: EvalContext) -> EvalResult:
     start = time.perf_counter()
     history = train_model(
         model, ctx.data, ctx.recipe, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch, should_stop=ctx.should_stop,
-        time_up=ctx.time_up,
+        time_up=ctx.time_up, time_left=ctx.time_left,
     )
     train_s = time.perf_counter() - start
     return finish(model, ctx, history, train_s)

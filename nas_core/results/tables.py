@@ -293,7 +293,14 @@ def _budget_markdown(study: Any) -> list[str]:
     if record:
         lines += ["## Final training", ""]
         m = record.get("metrics") or {}
-        if record.get("kept"):
+        cut = record.get("cut_by_budget")
+        if record.get("kept") and cut:
+            lines.append(f"Trial {record['trial']} refit on train + validation for {cut['after_epoch']} of its planned {record['epochs']} "
+                         f"epochs (its trial: {record['search_epochs']}) in {record.get('seconds', 0):.1f} s: this machine trained slower "
+                         "than the trial measured, so the schedule was compressed to end annealed within --timeout. Test "
+                         f"{m.get('test_accuracy', 0):.4f} (the trial: {m.get('search_test_accuracy', 0):.4f}; validation "
+                         f"{m.get('val_accuracy', 0):.4f} is the trial's). `train --config best_config.json` runs all {record['epochs']} epochs.")
+        elif record.get("kept"):
             lines.append(f"Trial {record['trial']} refit on train + validation for {record['epochs']} epochs (its trial: "
                          f"{record['search_epochs']}) in {record.get('seconds', 0):.1f} s: test {m.get('test_accuracy', 0):.4f} "
                          f"(the trial: {m.get('search_test_accuracy', 0):.4f}; validation {m.get('val_accuracy', 0):.4f} is the trial's, "

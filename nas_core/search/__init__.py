@@ -921,8 +921,11 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     # of their last whole epoch, instead of an hour's training yielding nothing.
     boxed = (planned or _is_companion(run, trial)) and run.fidelity.time_boxed
 
+    def time_left() -> float:
+        return loop_end() + grace - time.perf_counter()
+
     def time_up() -> bool:
-        return time.perf_counter() >= loop_end() + grace
+        return time_left() <= 0
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics=dict(row)))
@@ -942,19 +945,24 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     ctx = EvalContext(
         arch=arch, recipe=recipe, data=data, device=run.device, seed=config.seed + trial.number,
         on_epoch=on_epoch, should_stop=run.stop_event.is_set if boxed else lambda: run.stop_event.is_set() or time_up(),
-        time_up=time_up if boxed else None, workspace=run.workspace, options=dict(config.fidelity_options),
+        time_up=time_up if boxed else None, time_left=time_left if boxed else None, workspace=run.workspace,
+        options=dict(config.fidelity_options),
     )
     result = run.fidelity.evaluate(ctx)
     metrics = dict(result.metrics)
     cut = None
     if boxed and 0 < int(metrics.get("epochs_trained", recipe.epochs)) < recipe.epochs:  # no early stop: patience is its epochs
         done = int(metrics["epochs_trained"])
-        cut = {"after_epoch": done, "of": recipe.epochs,
+        # the training compressed its schedule to end, annealed, at the last epoch it trained (``train_model(time_left=)``)
+        annealed = bool(result.history) and result.history[-1].get("schedule_epochs") == done
+        cut = {"after_epoch": done, "of": recipe.epochs, "annealed": annealed,
                "why": "the time budget (--timeout) ended before the schedule did: this machine trained slower than it was timed",
                "retrain": "train --config runs the whole schedule"}
+        kept = (f"its schedule was compressed to end annealed at epoch {done}" if annealed
+                else f"it keeps the model of epoch {done}")
         run.notes.append(f"{'The one training' if planned else 'The small companion'} ({trial.user_attrs.get('known_good')}) was cut by the "
                          f"time budget after {done} of its {recipe.epochs} epochs (the machine ran slower than timed, e.g. other work on "
-                         f"its cores); it keeps the model of epoch {done}. `train --config` on its config runs the whole schedule.")
+                         f"its cores); {kept}. `train --config` on its config runs the whole schedule.")
     # A proxy fidelity ranks by its own score in an objective's place (zero-cost: proxy_score for accuracy);
     # the metrics keep their true names, so a score is never recorded as an accuracy.
     ranked_by = dict((result.extra or {}).get("ranked_by") or {})
@@ -1003,8 +1011,13 @@ def _finish_run(run: _Run, *, reason: str, start: float, plan: Any, finalizer: A
     if plan.final_s and final_turn and not stop_event.is_set():
         from nas_core.search.final_training import train_final
 
-        train_final(study=study, config=config, data=run.data, device=run.device, workspace=run.workspace, emit=run.emit,
-                    stop_event=stop_event, deadline=start + float(config.timeout or 0))
+        refit = train_final(study=study, config=config, data=run.data, device=run.device, workspace=run.workspace, emit=run.emit,
+                            stop_event=stop_event, deadline=start + float(config.timeout or 0))
+        if refit and refit.get("kept") and refit.get("cut_by_budget"):
+            cut = refit["cut_by_budget"]
+            run.notes.append(f"The final training (trial {refit['trial']} refit on train + validation) was cut by the time budget after "
+                             f"{cut['after_epoch']} of its {cut['of']} epochs (the machine ran slower than the trial measured); its "
+                             "schedule was compressed to end annealed. `train --config` on best_config.json runs the whole schedule.")
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=run.workspace)
     run.tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},

@@ -91,8 +91,11 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     model = assemble(cfg.architecture)
     t0 = time.perf_counter()
     try:
+        # a machine slower than the trial's timing compresses the schedule to end annealed before the cut (and the
+        # measuring after it), instead of the cut throwing the refit away
         rows = train_model(model, data, recipe, device=device, seed=seed, on_epoch=on_epoch,
-                           should_stop=lambda: user_stop() or time.perf_counter() > cut_at)
+                           should_stop=lambda: user_stop() or time.perf_counter() > cut_at,
+                           time_left=lambda: cut_at - MEASURE_S - time.perf_counter())
     except (StopRequested, Diverged) as exc:
         why = "stopped by the user" if user_stop() else str(exc) if isinstance(exc, Diverged) else "ran past --timeout"
         record.update(kept=False, reason=f"final training ended early ({why}); the best trial stays the result")
@@ -109,6 +112,11 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     record.update(seconds=wall, kept=True, metrics={k: v for k, v in final.items() if isinstance(v, (int, float))})
     prov = {k: v for k, v in cfg.provenance.items() if k not in ("created", "packages", "machine")}
     prov["final_training"] = {"from_trial": best.number, "epochs": epochs, "seconds": round(wall, 2)}
+    if len(rows) < epochs:  # compressed to end annealed within the time left (no early stop: patience is its epochs)
+        prov["cut_by_budget"] = {"after_epoch": len(rows), "of": epochs, "annealed": rows[-1].get("schedule_epochs") == len(rows),
+                                 "why": "the time budget (--timeout) ended before the schedule did: this machine trained slower "
+                                        "than the trial measured", "retrain": "train --config runs the whole schedule"}
+        record["cut_by_budget"] = prov["cut_by_budget"]
     candidate = replace(cfg, training=recipe, metrics={}, provenance={})
     out = trial_config(candidate, metrics=final, latency=measured["latency"], study=study.study_name, trial=best.number, seed=seed,
                        fidelity=str(cfg.provenance.get("fidelity", config.fidelity)), provenance=prov)

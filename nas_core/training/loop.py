@@ -76,6 +76,9 @@ def set_seed(seed: int) -> None:
 
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
+# A time-boxed training compresses its schedule once the epochs left, at this many times the pace of the last one, would
+# not fit the time left (the margin keeps the last epoch inside the box when the pace wavers).
+ANNEAL_MARGIN = 1.15
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -148,6 +151,7 @@ def train_model(
     x_val: torch.Tensor | None = None,
     val_predictions: list[torch.Tensor] | None = None,
     time_up: Callable[[], bool] | None = None,
+    time_left: Callable[[], float] | None = None,
 ) -> list[dict[str, float]]:
     """Train with the recipe, early-stop on validation accuracy and restore the best weights.
 
@@ -160,6 +164,11 @@ def train_model(
     ends there as at the schedule's end (the epoch in progress is dropped; the best whole epoch's weights are kept, the
     last one's for a refit), so a run its budget cuts still yields a model. Before the first whole epoch it raises
     :class:`StopRequested`, like ``should_stop``.
+    ``time_left`` (seconds until that time box) lets a per-step schedule end annealed within it: before each epoch, when the
+    epochs still planned would not fit at the pace of the last one (``ANNEAL_MARGIN``), the rest of the schedule is
+    compressed into the epochs that do (:func:`recipes.compress_schedule`) and training ends there; when not one more
+    fits, it ends at once. From then on rows carry ``schedule_epochs`` (the epochs the schedule now has), and ``on_epoch``
+    is told that total.
     """
     epochs = epochs or recipe.epochs
     forward = forward or model
@@ -191,11 +200,25 @@ def train_model(
     best_pred = yv[:0]
     history: list[dict[str, float]] = []
     cut = False
+    end = epochs  # the last epoch of the schedule: earlier once a time box compresses it
+    steps, lap, laps = 0, time.perf_counter(), []
     for epoch in range(1, epochs + 1):
         t0 = time.perf_counter()
+        if epoch > 2:  # an epoch as the caller lives it (its callbacks included); the first, which warms up, is not counted
+            laps.append(t0 - lap)
+        lap = t0
+        if time_left is not None and per_step and laps:
+            # the pace: the median of the last three epochs, so one burst of other work does not shorten the schedule
+            fit = int(max(0.0, time_left()) / (max(1e-9, float(np.median(laps[-3:]))) * ANNEAL_MARGIN))
+            if fit <= end - epoch:  # the epochs still planned do not fit: end annealed within the time box
+                end = epoch - 1 + fit
+                if fit:
+                    recipes.compress_schedule(sched, steps_left=fit * max(1, steps))
+        if epoch > end:
+            break
         model.train()
         perm = torch.randperm(n, generator=gen)
-        total_loss, seen = 0.0, 0
+        total_loss, seen, steps = 0.0, 0, 0
         for i in range(0, n, bs):
             if should_stop():
                 raise StopRequested(f"stopped by the user during epoch {epoch}")
@@ -226,6 +249,7 @@ def train_model(
                 ema.update(model)
             total_loss += loss.item() * len(idx)
             seen += len(idx)
+            steps += 1
         if cut:  # the weights of the epoch in progress are neither validated nor kept
             break
         if not per_step:
@@ -244,6 +268,8 @@ def train_model(
         pred = torch.cat(preds) if preds else yv[:0]
         val_acc = int((pred == yv).sum()) / max(1, len(xv))
         row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
+        if end < epochs:
+            row["schedule_epochs"] = end
         history.append(row)
         # A per-step schedule anneals to the last step: among equally accurate epochs the later one is kept. (The
         # per-epoch cosine of older configs keeps the first, as it always did.)
@@ -256,7 +282,7 @@ def train_model(
         if ema is not None:
             model.load_state_dict(raw)
         if on_epoch is not None:
-            on_epoch(epoch, epochs, row)  # may raise optuna.TrialPruned through the search's callback
+            on_epoch(epoch, end, row)  # may raise optuna.TrialPruned through the search's callback
         if bad >= recipe.patience:
             break
     if channels_last:  # what leaves the loop is in torch's usual layout (safetensors, ONNX and the latency probe expect it)

@@ -26,6 +26,7 @@ __all__ = [
     "AUGMENT_OPS",
     "parse_augmentation",
     "make_scheduler",
+    "compress_schedule",
     "augment",
     "ModelEma",
     "resolve_precision",
@@ -40,33 +41,73 @@ __all__ = [
 # left-right with its own p=0.5; "erase" is random erasing.
 
 
+class _Timeline:
+    """Where in its schedule an optimizer step is: the step itself, until :func:`compress_schedule` makes the rest of the
+    schedule pass faster (piecewise linear, so the learning rate never jumps)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.at_step, self.at_position, self.rate = 0, 0.0, 1.0
+
+    def __call__(self, step: int) -> float:
+        return self.at_position + (step - self.at_step) * self.rate if step > self.at_step else float(step)
+
+    def compress(self, step: int, steps_left: int) -> None:
+        position = self(step)
+        self.at_step, self.at_position = step, position
+        self.rate = max(self.rate, (self.total - position) / max(1, steps_left))
+
+
 def make_scheduler(opt: torch.optim.Optimizer, *, schedule: str, epochs: int, steps_per_epoch: int, warmup: float) -> tuple[Any, bool]:
-    """(scheduler, steps per batch?) for the recipe's schedule; the caller steps it per batch or per epoch."""
+    """(scheduler, steps per batch?) for the recipe's schedule; the caller steps it per batch or per epoch.
+
+    A per-step schedule can be made to end sooner with :func:`compress_schedule`.
+    """
     epochs = max(1, epochs)
     if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs), False
     total = max(1, epochs * max(1, steps_per_epoch))
+    timeline = _Timeline(total)
     if schedule == "onecycle":
         # OneCycleLR's shape (cosine from lr/25 up to lr, then cosine down to lr/25e4), written out so that runs of a few
         # steps work too (torch's own divides by zero when the warm-up rounds to no step)
         warm = max(1, round(total * (warmup if 0 < warmup < 1 else 0.3)))
 
         def factor(step: int) -> float:
-            if step < warm:
-                return _cos(1 / 25, 1.0, step / warm)
-            return _cos(1.0, 1 / 25e4, min(1.0, (step - warm) / max(1, total - warm)))
+            at = timeline(step)
+            if at < warm:
+                return _cos(1 / 25, 1.0, at / warm)
+            return _cos(1.0, 1 / 25e4, min(1.0, (at - warm) / max(1, total - warm)))
 
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
-    if schedule == "cosine-warmup":
+    elif schedule == "cosine-warmup":
         warm = max(1, round(total * warmup)) if warmup > 0 else 0
 
         def factor(step: int) -> float:
-            if step < warm:
-                return (step + 1) / warm
-            return _cos(1.0, 0.0, min(1.0, (step - warm) / max(1, total - warm)))
+            at = timeline(step)
+            if at < warm:
+                return (at + 1) / warm
+            return _cos(1.0, 0.0, min(1.0, (at - warm) / max(1, total - warm)))
 
-        return torch.optim.lr_scheduler.LambdaLR(opt, factor), True
-    raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, but got {schedule!r}")
+    else:
+        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, but got {schedule!r}")
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched.moca_timeline = timeline  # type: ignore[attr-defined]  # read by compress_schedule
+    return sched, True
+
+
+def compress_schedule(sched: Any, *, steps_left: int) -> bool:
+    """Make a per-step schedule reach its end in ``steps_left`` more steps (never later than planned); False when it cannot.
+
+    A training that its time budget will end early (the machine runs slower than it was timed) then still ends
+    annealed, at the schedule's small last learning rate, instead of being cut mid-schedule at a high one. The steps
+    taken so far keep their learning rates; the rest of the schedule's shape is run through faster.
+    """
+    timeline = getattr(sched, "moca_timeline", None)
+    if timeline is None:
+        return False
+    # the learning rate of the step to come is the same on both timelines (they meet at the current step)
+    timeline.compress(int(sched.last_epoch), steps_left)
+    return True
 
 
 def _cos(start: float, end: float, progress: float) -> float:
