@@ -303,7 +303,7 @@ def test_a_training_its_time_box_will_cut_compresses_its_schedule_and_ends_annea
     assert len(cut) == 6 and "schedule_epochs" not in cut[-1]
     assert made[-1][0].get_last_lr()[0] > 0.5 * recipe.lr
     annealed = run(time_left=lambda: 6 - clock[0])
-    fit = 2 + int((6 - 2) / loop.ANNEAL_MARGIN)  # decided before epoch 3: the 4 s left fit 3 epochs at 1.15 s
+    fit = 2 + int((6 - 2) / 1.0 - loop.ANNEAL_SPARE)  # decided before epoch 3: the 4 s left fit 3 epochs and a spare
     assert [r["epoch"] for r in annealed] == list(range(1, fit + 1)) and fit < 6
     assert [r.get("schedule_epochs") for r in annealed] == [None, None] + [fit] * (fit - 2)
     assert totals == [12, 12] + [fit] * (fit - 2)

@@ -76,9 +76,10 @@ def set_seed(seed: int) -> None:
 
 
 EpochCallback = Callable[[int, int, dict[str, float]], None]
-# A time-boxed training compresses its schedule once the epochs left, at this many times the pace of the last one, would
-# not fit the time left (the margin keeps the last epoch inside the box when the pace wavers).
-ANNEAL_MARGIN = 1.15
+# A time-boxed training compresses its schedule once the epochs left, at the pace of the last ones, and this share of one
+# more would not fit the time left: the spare keeps the last epoch inside the box when the pace wavers (each epoch checks
+# again, so only the last one's wavering is not caught).
+ANNEAL_SPARE = 0.15
 
 
 # --- training ---------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def train_model(
     last one's for a refit), so a run its budget cuts still yields a model. Before the first whole epoch it raises
     :class:`StopRequested`, like ``should_stop``.
     ``time_left`` (seconds until that time box) lets a per-step schedule end annealed within it: before each epoch, when the
-    epochs still planned would not fit at the pace of the last one (``ANNEAL_MARGIN``), the rest of the schedule is
+    epochs still planned would not fit at the pace of the last ones (with ``ANNEAL_SPARE``), the rest of the schedule is
     compressed into the epochs that do (:func:`recipes.compress_schedule`) and training ends there; when not one more
     fits, it ends at once. From then on rows carry ``schedule_epochs`` (the epochs the schedule now has), and ``on_epoch``
     is told that total.
@@ -209,7 +210,7 @@ def train_model(
         lap = t0
         if time_left is not None and per_step and laps:
             # the pace: the median of the last three epochs, so one burst of other work does not shorten the schedule
-            fit = int(max(0.0, time_left()) / (max(1e-9, float(np.median(laps[-3:]))) * ANNEAL_MARGIN))
+            fit = max(0, int(time_left() / max(1e-9, float(np.median(laps[-3:]))) - ANNEAL_SPARE))
             if fit <= end - epoch:  # the epochs still planned do not fit: end annealed within the time box
                 end = epoch - 1 + fit
                 if fit:
