@@ -280,8 +280,9 @@ def test_a_training_its_time_box_will_cut_compresses_its_schedule_and_ends_annea
     space = SearchConfig(dataset="digits").search_space()
     arch, recipe = space.build(replay(space, known_good_designs("seed-cnn", (1, 8, 8))[0][1]), input_shape=(1, 8, 8), num_classes=10,
                                epochs=12)
-    assert recipe.schedule == "onecycle"
-    recipe = replace(recipe, patience=12)
+    assert recipe.schedule == "onecycle" and recipe.ema_decay > 0
+    averaged = replace(recipe, patience=12)
+    recipe = replace(averaged, ema_decay=0.0)  # compressed only without weight averaging (see ANNEAL_SPARE's note)
     made: list = []
     make = recipes.make_scheduler
     monkeypatch.setattr(recipes, "make_scheduler", lambda *a, **k: made.append(make(*a, **k)) or made[-1])
@@ -293,11 +294,14 @@ def test_a_training_its_time_box_will_cut_compresses_its_schedule_and_ends_annea
         totals.append(total)
         clock[0] += 1.0
 
-    def run(**box: object) -> list[dict]:
+    batches: list[int] = []
+
+    def run(recipe: TrainingRecipe = recipe, **box: object) -> list[dict]:
         clock[0] = 0.0
         totals.clear()
+        batches.clear()
         return loop.train_model(assemble(arch), data, recipe, device=torch.device("cpu"), on_epoch=on_epoch,
-                                time_up=lambda: clock[0] >= 6, **box)  # type: ignore[arg-type]
+                                should_stop=lambda: bool(batches.append(1)), time_up=lambda: clock[0] >= 6, **box)  # type: ignore[arg-type]
 
     cut = run()  # before: trained to the box, cut at the start of epoch 7, mid-schedule
     assert len(cut) == 6 and "schedule_epochs" not in cut[-1]
@@ -308,3 +312,10 @@ def test_a_training_its_time_box_will_cut_compresses_its_schedule_and_ends_annea
     assert [r.get("schedule_epochs") for r in annealed] == [None, None] + [fit] * (fit - 2)
     assert totals == [12, 12] + [fit] * (fit - 2)
     assert made[-1][0].get_last_lr()[0] < 1e-4 * recipe.lr  # the schedule ran to its end
+    # with an EMA of the weights the schedule is not compressed; the run ends when not one more epoch fits, at the box's
+    # edge, without starting a seventh epoch that the box would cut and drop (5 batches an epoch)
+    cut = run(averaged)
+    assert len(cut) == 6 and len(batches) == 6 * 5 + 1  # the box is seen at the seventh epoch's first batch
+    ended = run(averaged, time_left=lambda: 6 - clock[0])
+    assert len(ended) == 6 and len(batches) == 6 * 5 and not any("schedule_epochs" in r for r in ended)
+    assert totals == [12] * 6

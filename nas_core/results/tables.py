@@ -297,7 +297,8 @@ def _budget_markdown(study: Any) -> list[str]:
         if record.get("kept") and cut:
             lines.append(f"Trial {record['trial']} refit on train + validation for {cut['after_epoch']} of its planned {record['epochs']} "
                          f"epochs (its trial: {record['search_epochs']}) in {record.get('seconds', 0):.1f} s: this machine trained slower "
-                         "than the trial measured, so the schedule was compressed to end annealed within --timeout. Test "
+                         "than the trial measured, and the time budget ended it"
+                         f"{' (its schedule compressed to end annealed)' if cut.get('annealed') else ' with its last whole epoch'}. Test "
                          f"{m.get('test_accuracy', 0):.4f} (the trial: {m.get('search_test_accuracy', 0):.4f}; validation "
                          f"{m.get('val_accuracy', 0):.4f} is the trial's). `train --config best_config.json` runs all {record['epochs']} epochs.")
         elif record.get("kept"):

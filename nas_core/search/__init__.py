@@ -1016,8 +1016,9 @@ def _finish_run(run: _Run, *, reason: str, start: float, plan: Any, finalizer: A
         if refit and refit.get("kept") and refit.get("cut_by_budget"):
             cut = refit["cut_by_budget"]
             run.notes.append(f"The final training (trial {refit['trial']} refit on train + validation) was cut by the time budget after "
-                             f"{cut['after_epoch']} of its {cut['of']} epochs (the machine ran slower than the trial measured); its "
-                             "schedule was compressed to end annealed. `train --config` on best_config.json runs the whole schedule.")
+                             f"{cut['after_epoch']} of its {cut['of']} epochs (the machine ran slower than the trial measured); "
+                             f"{'its schedule was compressed to end annealed' if cut.get('annealed') else 'it keeps its last whole epoch'}. "
+                             "`train --config` on best_config.json runs the whole schedule.")
     wall = time.perf_counter() - start
     best = write_study_outputs(study, workspace=run.workspace)
     run.tracker.finish({"n_complete": counts["COMPLETE"], "n_pruned": counts["PRUNED"], "n_failed": counts["FAIL"], "wall_s": wall},

@@ -91,13 +91,12 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     model = assemble(cfg.architecture)
     t0 = time.perf_counter()
     try:
-        # a machine slower than the trial's timing compresses the schedule to end annealed before the cut (and the
-        # measuring after it), instead of the cut throwing the refit away
-        rows = train_model(model, data, recipe, device=device, seed=seed, on_epoch=on_epoch,
-                           should_stop=lambda: user_stop() or time.perf_counter() > cut_at,
-                           time_left=lambda: cut_at - MEASURE_S - time.perf_counter())
+        # time-boxed at the cut: on a machine slower than the trial measured, the refit ends with its last whole epoch
+        # (annealed first when its recipe allows, ``train_model(time_left=)``) and is kept, where the cut threw it away
+        rows = train_model(model, data, recipe, device=device, seed=seed, on_epoch=on_epoch, should_stop=user_stop,
+                           time_up=lambda: time.perf_counter() > cut_at, time_left=lambda: cut_at - time.perf_counter())
     except (StopRequested, Diverged) as exc:
-        why = "stopped by the user" if user_stop() else str(exc) if isinstance(exc, Diverged) else "ran past --timeout"
+        why = "stopped by the user" if user_stop() else str(exc) if isinstance(exc, Diverged) else "ran past --timeout before a whole epoch"
         record.update(kept=False, reason=f"final training ended early ({why}); the best trial stays the result")
         study.set_user_attr("final_training", record)
         return record
@@ -112,7 +111,7 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     record.update(seconds=wall, kept=True, metrics={k: v for k, v in final.items() if isinstance(v, (int, float))})
     prov = {k: v for k, v in cfg.provenance.items() if k not in ("created", "packages", "machine")}
     prov["final_training"] = {"from_trial": best.number, "epochs": epochs, "seconds": round(wall, 2)}
-    if len(rows) < epochs:  # compressed to end annealed within the time left (no early stop: patience is its epochs)
+    if len(rows) < epochs:  # the time box ended it (no early stop: patience is its epochs)
         prov["cut_by_budget"] = {"after_epoch": len(rows), "of": epochs, "annealed": rows[-1].get("schedule_epochs") == len(rows),
                                  "why": "the time budget (--timeout) ended before the schedule did: this machine trained slower "
                                         "than the trial measured", "retrain": "train --config runs the whole schedule"}
