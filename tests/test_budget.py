@@ -166,14 +166,16 @@ def test_a_one_training_the_machine_turns_too_slow_for_keeps_the_model_of_its_la
 def test_a_final_training_the_machine_turns_too_slow_for_is_kept_with_its_last_whole_epoch(tmp_path: Path) -> None:
     """The final refit's epochs are fitted to its trial's pace; when the machine then runs slower, it used to run into its
     cut and be thrown away (the trial stayed the result). Now the cut is its time box: it ends with its last whole epoch
-    and is kept, recorded as cut. Made slow on purpose: a listener sleeps 1 s on each of the refit's epochs (~0.05 s each)."""
+    and is kept, recorded as cut. Made slow on purpose: a listener sleeps 1.5 s on each of the refit's epochs (~0.05 s
+    each), so its 15 epochs need 22.5 s, more than the cut allows even when the search left it all 15 s (15 s + a quarter).
+    (With 1 s a quiet machine fitted all 15 inside the cut.)"""
     import time
 
     from nas_core.events import EpochProgress
 
     cfg = SearchConfig(dataset="digits", trials=1, epochs=3, patience=3, train_samples=300, seed=0, device="cpu",
                        workspace=str(tmp_path), study="slow-final", tracking=False, timeout=15)
-    result = run_search(cfg, emit=lambda e: time.sleep(1.0) if isinstance(e, EpochProgress) and e.metrics.get("phase") == "final" else None)
+    result = run_search(cfg, emit=lambda e: time.sleep(1.5) if isinstance(e, EpochProgress) and e.metrics.get("phase") == "final" else None)
     study = optuna.load_study(study_name="slow-final", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     final = study.user_attrs["final_training"]
     assert final["epochs"] == 15, final  # FINAL_EPOCH_FACTOR x --epochs fit at the trial's pace: 15 s at the slowed one
