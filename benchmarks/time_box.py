@@ -23,6 +23,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent
@@ -48,26 +49,24 @@ def run(dataset: str, seed: int, args: argparse.Namespace, arm: str) -> dict[str
                              "train_split": "train+val" if args.refit else "train",
                              **({} if args.ema is None else {"ema_decay": args.ema})})
     clock = [0.0]  # whole epochs done: the fake machine's time, one unit an epoch
-    real = time.perf_counter
-    loop.ANNEAL_SPARE, saved_spare = 0.0, loop.ANNEAL_SPARE
-    loop.COMPRESS_WITH_EMA, saved_with_ema = True, loop.COMPRESS_WITH_EMA  # the annealed arm compresses whatever the recipe
-    loop.time.perf_counter = lambda: clock[0]  # type: ignore[assignment]  # the loop's laps read the fake clock
+    saved = loop.time, loop.ANNEAL_SPARE, loop.COMPRESS_WITH_EMA
+    loop.ANNEAL_SPARE, loop.COMPRESS_WITH_EMA = 0.0, True  # the annealed arm compresses whatever the recipe
+    loop.time = SimpleNamespace(perf_counter=lambda: clock[0])  # type: ignore[assignment]  # the loop's laps read the fake clock
+    box: dict[str, Any] = {"time_up": lambda: clock[0] >= args.fits}
+    if arm == "annealed":
+        box["time_left"] = lambda: args.fits - clock[0]
+    t = time.perf_counter()
     try:
         loop.set_seed(seed)
         model = assemble(arch)
-        t = real()
-        box: dict[str, Any] = ({"time_up": lambda: clock[0] >= args.fits} if arm == "cut"
-                               else {"time_up": lambda: clock[0] >= args.fits, "time_left": lambda: args.fits - clock[0]})
         hist = loop.train_model(model, data, recipe, device=torch.device("cpu"), seed=seed,
                                 on_epoch=lambda *_: clock.__setitem__(0, clock[0] + 1), **box)
     finally:
-        loop.time.perf_counter = real  # type: ignore[assignment]
-        loop.ANNEAL_SPARE = saved_spare
-        loop.COMPRESS_WITH_EMA = saved_with_ema
+        loop.time, loop.ANNEAL_SPARE, loop.COMPRESS_WITH_EMA = saved  # type: ignore[assignment]
     pred = predict(model, data.x_test, torch.device("cpu"))
     acc = float((pred == data.y_test.numpy()).mean())
     return {"seed": seed, "arm": arm, "design": name, "epochs_trained": len(hist), "test_accuracy": acc,
-            "test_errors": int((pred != data.y_test.numpy()).sum()), "n_test": len(data.y_test), "seconds": real() - t,
+            "test_errors": int((pred != data.y_test.numpy()).sum()), "n_test": len(data.y_test), "seconds": time.perf_counter() - t,
             "schedule_epochs": hist[-1].get("schedule_epochs") if hist else None}
 
 

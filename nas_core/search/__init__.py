@@ -952,13 +952,12 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     metrics = dict(result.metrics)
     cut = None
     if boxed and 0 < int(metrics.get("epochs_trained", recipe.epochs)) < recipe.epochs:  # no early stop: patience is its epochs
+        from nas_core.training.loop import budget_cut
+
         done = int(metrics["epochs_trained"])
-        # the training compressed its schedule to end, annealed, at the last epoch it trained (``train_model(time_left=)``)
-        annealed = bool(result.history) and result.history[-1].get("schedule_epochs") == done
-        cut = {"after_epoch": done, "of": recipe.epochs, "annealed": annealed,
-               "why": "the time budget (--timeout) ended before the schedule did: this machine trained slower than it was timed",
-               "retrain": "train --config runs the whole schedule"}
-        kept = (f"its schedule was compressed to end annealed at epoch {done}" if annealed
+        cut = budget_cut(result.history, done=done, planned=recipe.epochs,
+                         why="the time budget (--timeout) ended before the schedule did: this machine trained slower than it was timed")
+        kept = (f"its schedule was compressed to end annealed at epoch {done}" if cut["annealed"]
                 else f"it keeps the model of epoch {done}")
         run.notes.append(f"{'The one training' if planned else 'The small companion'} ({trial.user_attrs.get('known_good')}) was cut by the "
                          f"time budget after {done} of its {recipe.epochs} epochs (the machine ran slower than timed, e.g. other work on "

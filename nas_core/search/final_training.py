@@ -53,7 +53,7 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     from nas_core.results.pareto import pick_points
     from nas_core.results.tables import pareto_rows
     from nas_core.schema.config import ModelConfig
-    from nas_core.training.loop import set_seed, train_model
+    from nas_core.training.loop import budget_cut, set_seed, train_model
     from nas_core.training.measure import measure_model
     from nas_core.training.stops import Diverged, StopRequested
     from nas_core.workspace import study_dir
@@ -112,10 +112,9 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     prov = {k: v for k, v in cfg.provenance.items() if k not in ("created", "packages", "machine")}
     prov["final_training"] = {"from_trial": best.number, "epochs": epochs, "seconds": round(wall, 2)}
     if len(rows) < epochs:  # the time box ended it (no early stop: patience is its epochs)
-        prov["cut_by_budget"] = {"after_epoch": len(rows), "of": epochs, "annealed": rows[-1].get("schedule_epochs") == len(rows),
-                                 "why": "the time budget (--timeout) ended before the schedule did: this machine trained slower "
-                                        "than the trial measured", "retrain": "train --config runs the whole schedule"}
-        record["cut_by_budget"] = prov["cut_by_budget"]
+        prov["cut_by_budget"] = record["cut_by_budget"] = budget_cut(
+            rows, done=len(rows), planned=epochs,
+            why="the time budget (--timeout) ended before the schedule did: this machine trained slower than the trial measured")
     candidate = replace(cfg, training=recipe, metrics={}, provenance={})
     out = trial_config(candidate, metrics=final, latency=measured["latency"], study=study.study_name, trial=best.number, seed=seed,
                        fidelity=str(cfg.provenance.get("fidelity", config.fidelity)), provenance=prov)

@@ -88,6 +88,13 @@ ANNEAL_SPARE = 0.15
 COMPRESS_WITH_EMA = False  # what that measurement decided (benchmarks/time_box.py sets it to measure again)
 
 
+def budget_cut(history: list[dict[str, float]], *, done: int, planned: int, why: str) -> dict[str, Any]:
+    """The ``cut_by_budget`` provenance of a time-boxed training that ended after ``done`` of its ``planned`` epochs;
+    ``annealed`` when its schedule was compressed to end at that epoch (``schedule_epochs`` in its last row)."""
+    return {"after_epoch": done, "of": planned, "annealed": bool(history) and history[-1].get("schedule_epochs") == done,
+            "why": why, "retrain": "train --config runs the whole schedule"}
+
+
 # --- training ---------------------------------------------------------------------------------
 
 
