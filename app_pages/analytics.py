@@ -101,6 +101,20 @@ try:
     st.caption("How the default space's cheap signals rank 60 trained candidates against #params and FLOPs: "
                "`benchmarks/results/ranking.md`.")
 
+    screened = views.screening_frame(study)
+    if screened is not None:
+        st.subheader("Screening")
+        out = int((screened["outcome"] == "screened out").sum())
+        c1, c2, c3 = st.columns(3)
+        c1.metric("Screened", len(screened))
+        c2.metric("Trained in full", len(screened) - out)
+        c3.metric("Screened out", out)
+        st.caption("Each candidate first trained one epoch with its schedule compressed into it; the mean rank of that accuracy "
+                   "and its FLOPs decided which went on to a full training (the top third; the known-good designs always). "
+                   "`--fidelity-option screen=off` trains every candidate in full.")
+        st.plotly_chart(views.screening_figure(screened), key="an_screen")
+        st.dataframe(screened, hide_index=True, key="an_screen_table")
+
     st.subheader("Budget split")
     split = views.budget_split(study)
     if split is None:

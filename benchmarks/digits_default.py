@@ -6,7 +6,7 @@ and the outputs), then reads the test accuracy of the ``best_config.json`` it pr
 120 s for every seed. Every seed is reported, misses included, with the machine's load average, since the benchmark
 machine is shared. ``--retrain`` also runs ``train --config`` on each best config and checks that it repeats the result.
 
-    python benchmarks/digits_default.py [--seeds 0,1,2,3,4] [--timeout 90] [--retrain]
+    python benchmarks/digits_default.py [--seeds 0,1,2,3,4] [--timeout 90] [--retrain] [--extra "--fidelity-option screen=off"]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def run_seed(seed: int, args: Any) -> dict[str, Any]:
     ws = Path(args.workspace) / f"seed{seed}"
     shutil.rmtree(ws, ignore_errors=True)
     cmd = [sys.executable, "-m", "nas_core", "search", "--dataset", "digits", "--trials", str(args.trials), "--timeout", str(args.timeout),
-           "--seed", str(seed), "--workspace", str(ws), "--quiet"]
+           "--seed", str(seed), "--workspace", str(ws), "--quiet", *args.extra.split()]
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT.parent, capture_output=True, text=True)
@@ -111,6 +111,7 @@ def main() -> int:
     ap.add_argument("--workspace", default=str(ROOT / "work" / "digits_default"))
     ap.add_argument("--out", default=str(ROOT / "results"), help="folder for digits_default.json/.md")
     ap.add_argument("--name", default="digits_default", help="result file stem")
+    ap.add_argument("--extra", default="", help="more search flags, e.g. '--fidelity-option screen=off' (the arm without screening)")
     args = ap.parse_args()
     rows = []
     for seed in (int(s) for s in args.seeds.split(",") if s.strip()):

@@ -1,7 +1,8 @@
 """How well a study's own ranking signal orders the accuracy that matters, with a bootstrap interval.
 
 A search ranks its candidates by something cheaper than the truth: the cached fidelity by a proxy
-score (checked against the finalists' fine-tuned accuracy), the train fidelity by validation accuracy
+score (checked against the finalists' fine-tuned accuracy), the train fidelity's screen by one epoch's accuracy and the
+FLOPs (checked against the promoted candidates' validation accuracy after their full training) and by validation accuracy
 after a short, early-stopped run (checked against the same networks' test accuracy), and a pruned search
 by the first epochs (checked against where the finished trials ended). Each check is a Kendall tau over
 the trials that carry both numbers, with a 95 % percentile interval from resampling those trials, because
@@ -113,6 +114,21 @@ def ranking_quality(trials: Sequence[Any]) -> list[RankingCheck]:
             "proxy score" if proxy_key == "proxy_score" else "proxy accuracy (cached fidelity)", "final accuracy (fine-tuned)",
             [(t.number, _metric(t, proxy_key), _metric(t, "final_accuracy")) for t in complete],
             "What the trials were ranked by, against the accuracy the finalists reached when trained end to end."))
+    screened = []
+    for t in complete:
+        screen = trial_record(t).get("screen") or {}
+        if isinstance(screen, dict) and "val_accuracy" in screen and "flops" in screen and not screen.get("duplicate_of"):
+            screened.append((t.number, float(screen["val_accuracy"]), float(screen["flops"]), _metric(t, "val_accuracy")))
+    if len(screened) >= MIN_TRIALS:
+        from nas_core.search.screening import mean_rank
+
+        scores = mean_rank([r[1] for r in screened], [r[2] for r in screened])
+        checks.append(_check(
+            "screen score (1-epoch accuracy + FLOPs)", "validation accuracy after the full training",
+            [(r[0], score, r[3]) for r, score in zip(screened, scores)],
+            "What the search screened the candidates by (the mean rank of one compressed-schedule epoch's accuracy and the "
+            "FLOPs), against where the candidates it trained in full ended. Only promoted candidates have both, so the "
+            "range is narrower than the pool's."))
     checks.append(_check(
         "validation accuracy", "test accuracy",
         [(t.number, _metric(t, "val_accuracy"), _metric(t, "test_accuracy")) for t in complete],

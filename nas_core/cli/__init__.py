@@ -308,7 +308,9 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
             total = plan[-1].trials if plan and plan[-1].trials else config.trials
             bar = tqdm(total=total, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
         if isinstance(event, ev.EpochProgress):
-            bar.set_postfix_str(f"trial {event.number} epoch {event.epoch}/{event.epochs} val {event.metrics.get('val_accuracy', 0):.3f}")
+            phase = event.metrics.get("phase")
+            bar.set_postfix_str(f"trial {event.number}{f' ({phase})' if isinstance(phase, str) else ''} epoch {event.epoch}/{event.epochs} "
+                                f"val {event.metrics.get('val_accuracy', 0):.3f}")
         elif isinstance(event, ev.TrialFinished):
             bar.update(1)
             if event.state == "COMPLETE":

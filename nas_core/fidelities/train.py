@@ -1,11 +1,14 @@
-"""The ``train`` fidelity: train from scratch with early stopping on validation, then measure everything."""
+"""The ``train`` fidelity: train from scratch with early stopping on validation, then measure everything; the search
+screens each candidate first (``search.screening``) unless its option ``screen`` is off."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
-from nas_core.fidelities.base import EvalContext, EvalResult, Fidelity, finish, register_fidelity
+from nas_core.fidelities.base import EvalContext, EvalResult, Fidelity, FidelityOption, finish, register_fidelity
 from nas_core.model.assembly import assemble
+from nas_core.search.screening import SCREEN_CHOICES, check_screen_option
 from nas_core.training.loop import set_seed, train_model
 
 
@@ -22,10 +25,23 @@ def full_training(ctx: EvalContext) -> EvalResult:
     return finish(model, ctx, history, train_s)
 
 
+SCREEN_OPTION = FidelityOption(
+    "screen", "Screen candidates first", "on", choices=SCREEN_CHOICES,
+    help="Each sampled candidate first trains one epoch with its schedule compressed into it; only those whose mean rank of "
+         "that accuracy and their FLOPs is in the top third of the candidates screened so far train in full "
+         "(the known-good designs always do). off: every candidate trains in full.")
+
+
 @register_fidelity("train")
 class Train(Fidelity):
-    summary = "full training with early stopping"
+    summary = "full training with early stopping, after a one-epoch screen"
     time_boxed = True
+    screens = True
+    options = ("screen",)
+    page_options = (SCREEN_OPTION,)
+
+    def check(self, options: dict[str, Any]) -> None:
+        check_screen_option(options)
 
     def evaluate(self, ctx: EvalContext) -> EvalResult:
         return full_training(ctx)

@@ -281,6 +281,29 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
     return "\n".join(lines)
 
 
+def _screening_markdown(study: Any) -> list[str]:
+    """How many candidates the screen saw and promoted (``search.screening``), and how well it ranked, for summary.md."""
+    from nas_core.search.screening import screen_pool
+
+    pool = screen_pool(study.get_trials(deepcopy=False))
+    if not pool:
+        return []
+    promoted = sum(1 for r in pool if r.get("promoted"))
+    lines = ["## Screening", "",
+             f"{len(pool)} candidate(s) trained one epoch with their schedule compressed into it before anything else; {promoted} "
+             f"(the known-good designs and the best by the mean rank of that accuracy and their FLOPs) went on to their full training, "
+             f"{len(pool) - promoted} were screened out (pruned, with the reason). `--fidelity-option screen=off` trains every "
+             "candidate in full."]
+    from nas_core.ranking import ranking_quality
+
+    for check in ranking_quality(with_records(study.get_trials(deepcopy=False))):
+        if check.signal.startswith("screen"):
+            lo, hi = check.ci95
+            lines.append(f"Over the {check.n} trained in full, the screen score ranks their final validation accuracy at Kendall tau "
+                         f"{check.kendall:.2f} (95 % {lo:.2f} to {hi:.2f}): {check.verdict}.")
+    return [*lines, ""]
+
+
 def _budget_markdown(study: Any) -> list[str]:
     """The budget plan and what the final training did, for summary.md."""
     from nas_core.schema.budget import BudgetPlan
@@ -309,6 +332,7 @@ def _budget_markdown(study: Any) -> list[str]:
         else:
             lines.append(f"Trial {record.get('trial')}: not kept — {record.get('reason', '')}.")
         lines.append("")
+    lines += _screening_markdown(study)
     known = study.user_attrs.get("known_good")
     if known:
         lines += ["## Known-good designs", "", "The study started from: " + ", ".join(known) + " (`nas_core.seeds`).", ""]

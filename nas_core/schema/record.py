@@ -8,8 +8,9 @@ process sets when it reclaims a dead worker's trial).
 
 Two attributes stay outside the record on purpose, written when the trial starts, because other processes
 read them while it runs: ``owner`` (which process holds it: crash reclaim) and ``summary`` (what it is: the
-dashboard's live table). The multi-objective pruner's rung values (``mo_rung_N``, ``mo_costs``) are likewise
-read by the other trials during the search.
+dashboard's live table). The multi-objective pruner's rung values (``mo_rung_N``, ``mo_costs``) and the screen row
+(``moca_screen``, ``search.screening``; the record keeps a copy as ``screen``) are likewise read by the other trials
+during the search.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "RECORD_VERSION", "record
 RECORD_KEY = "moca_record"
 RECORD_VERSION = 1
 RECORD_FIELDS = ("candidate_hash", "duplicate_of", "metrics", "history", "latency", "confusion", "per_class_accuracy", "config",
-                 "fidelity_extra", "mlflow_run_id", "reason")
+                 "fidelity_extra", "mlflow_run_id", "reason", "screen")
 LIVE_KEYS = ("owner", "summary")
 
 

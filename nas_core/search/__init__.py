@@ -26,6 +26,7 @@ from nas_core.schema.budget import FINETUNE_SHARE, plan_budget
 from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported (old path)
 from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
 from nas_core.search.mo_pruning import MOSuccessiveHalving
+from nas_core.search.screening import SCREEN_ATTR, SCREEN_SEED_OFFSET, decide, screen_candidate, screen_pool, screening_enabled
 from nas_core.search.seeds import KnownGoodQueue
 from nas_core.workspace import check_study_name, default_workspace, study_dir
 from nas_core.workspace.config import workspace_storage, workspace_tracking_uri
@@ -412,6 +413,11 @@ class _TrialWrites:
     def sampling(self, trial_id: int) -> Any:
         return self._storage.sampling(trial_id) if self._storage is not None else contextlib.nullcontext()
 
+    def flush(self, trial_id: int) -> None:
+        """Write the held trial's pending attributes now (a value other trials read while it runs)."""
+        if self._storage is not None:
+            self._storage.flush(trial_id)
+
 
 def _emit(emit: Callable[[ev.Event], None] | None, event: ev.Event) -> None:
     if emit is not None:
@@ -467,6 +473,8 @@ class _Run:
     seen: dict[str, tuple[int, list[float]]]  # candidate hash -> (first trial, its values): identical candidates are not retrained
     counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
     one_training: dict[str, Any] | None = None  # {"design", "epochs", "seconds_per_epoch"} when the budget fits one training
+    screening: bool = False  # sampled candidates are screened before their full training (search.screening)
+    quickest: float = math.inf  # seconds of this run's quickest complete trial: a new trial starts only if the time left fits it
 
     @property
     def name(self) -> str:
@@ -721,16 +729,17 @@ def _set_up(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, st
     study.set_user_attr("dataset", dataset_ref.to_dict())
     tracker.start_async({**config.to_dict(), "space": space.name, "device": str(device)})
     _, mo_pruner = make_pruners(config.pruner, epochs=config.epochs, n_objectives=len(config.objectives))
+    fidelity = FIDELITIES.get(config.fidelity)
     seen: dict[str, tuple[int, list[float]]] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         h = trial_record(t).get("candidate_hash")
         if h and t.values is not None:
             seen.setdefault(h, (t.number, list(t.values)))
     return _Run(config=config, emit=emit, stop_event=stop_event, workspace=workspace, out_dir=out_dir, space=space, device=device,
-                data=data, study=study, dataset_ref=dataset_ref, tracker=tracker, fidelity=FIDELITIES.get(config.fidelity),
+                data=data, study=study, dataset_ref=dataset_ref, tracker=tracker, fidelity=fidelity,
                 objectives=[OBJECTIVES[o] for o in config.objectives], mo_pruner=mo_pruner, designs=designs,
                 notes=reclaim_note(reclaimed), owner={**owner_record(), "device": device_label(device)},  # the workers view shows it
-                seen=seen)
+                seen=seen, screening=fidelity.screens and screening_enabled(config.fidelity_options) and not config.finalize_only)
 
 
 def _run_trials(run: _Run, loop_end: Callable[[], float]) -> str:
@@ -757,6 +766,11 @@ def _run_trials(run: _Run, loop_end: Callable[[], float]) -> str:
             if config.trials is not None and n_run >= config.trials:
                 return "budget"
             if time.perf_counter() >= loop_end():
+                return "timeout"
+            if run.one_training is None and math.isfinite(run.quickest) and time.perf_counter() + run.quickest > loop_end():
+                # Not even the quickest trial of this run fits the time left: what a trial would start here is cut or
+                # pruned (digits, the README command: 12 trials screened and pruned in its last 3 s), and the final training
+                # uses the time better. (The one training's companion is planned on its own timing.)
                 return "timeout"
             if time.monotonic() - last_reclaim > RECLAIM_EVERY_S:  # a fellow worker on this machine may have died mid-trial
                 last_reclaim = time.monotonic()
@@ -835,7 +849,7 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
         if chash in run.seen:
             values, metrics, why = _reuse_result(run, trial, chash, record)
         else:
-            values, metrics = _evaluate(run, trial, sampled, candidate, record, loop_end)
+            values, metrics = _evaluate(run, trial, sampled, candidate, record, loop_end, writes=writes)
         trial.set_user_attr(RECORD_KEY, record_attr(record))
         _tell(study, trial, values)
         state = "COMPLETE"
@@ -869,7 +883,7 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
         raise abort
     if state != "COMPLETE":
         record["reason"] = why
-        run_id = run.tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics={}, state=state, config=None,
+        run_id = run.tracker.log_trial(number=trial.number, params=dict(trial.params), history=[], metrics=screen_metrics(record), state=state, config=None,
                                        tags={"reason": why[:500]}, wait=not run.stop_event.is_set())
         if run_id:
             record["mlflow_run_id"] = run_id
@@ -879,6 +893,8 @@ def _run_trial(run: _Run, trial: Any, *, writes: _TrialWrites, beat: _Heartbeat,
         except _GridExhausted:
             grid_done = True
     run.counts[state] += 1
+    if state == "COMPLETE" and not grid_done and "duplicate_of" not in record:
+        run.quickest = min(run.quickest, time.perf_counter() - t0)
     _emit(emit, ev.TrialFinished(name, number=trial.number, state=state, values=tuple(values) if values else None, reason=why,
                                  metrics=metrics, duration_s=time.perf_counter() - t0))
     return grid_done
@@ -895,9 +911,10 @@ def _reuse_result(run: _Run, trial: Any, chash: str, record: dict[str, Any]) -> 
 
 
 def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, record: dict[str, Any],
-              loop_end: Callable[[], float]) -> tuple[list[float], dict[str, Any]]:
+              loop_end: Callable[[], float], *, writes: _TrialWrites | None = None) -> tuple[list[float], dict[str, Any]]:
     """Evaluate a sampled candidate with the run's fidelity and log it to MLflow; returns its objective values and metrics
-    (``record`` gets the rest of what the trial records).
+    (``record`` gets the rest of what the trial records). With screening, the candidate is screened first
+    (:func:`_screen`) and a candidate screened out ends here, pruned.
 
     Pruning (Optuna's for one accuracy objective, multi-objective successive halving otherwise) is checked at each epoch.
     """
@@ -913,8 +930,10 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
 
     from nas_core.schema.budget import ONE_TRAINING_GRACE
 
-    started = time.perf_counter()
     planned = _is_one_training(run, trial)  # its epochs are fitted to the budget
+    if run.screening and not planned and not _is_companion(run, trial):  # the one training and its companion are not compared
+        _screen(run, trial, candidate, record, loop_end, writes=writes)
+    started = time.perf_counter()  # after the screen: the fit guard's pace is the full training's
     grace = ONE_TRAINING_GRACE * float(config.timeout or 0) if planned else 0.0  # the search's only result: it may overrun a little
     # The one training and its companion are time-boxed, not stopped: their epochs were fitted to the time left from a
     # timing, and when the machine turns slower than timed (other work on the cores) the deadline ends them with the model
@@ -980,11 +999,67 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
         record["fidelity_extra"] = json.loads(json.dumps(result.extra, default=str))
     if config.save_weights and result.state_dict is not None:
         _save_weights(run.out_dir / "weights" / f"trial_{trial.number}.safetensors", result.state_dict)
-    run_id = run.tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics=metrics,
+    run_id = run.tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics={**metrics, **screen_metrics(record)},
                                    state="COMPLETE", config=cfg.to_dict(), tags={"arch": arch.summary()[:500]})
     if run_id:
         record["mlflow_run_id"] = run_id
     return values, metrics
+
+
+def _screen(run: _Run, trial: Any, candidate: Any, record: dict[str, Any], loop_end: Callable[[], float], *,
+            writes: _TrialWrites | None) -> None:
+    """Screen the trial's candidate (``search.screening``): record its screen row where other trials and workers rank
+    against it, and raise ``optuna.TrialPruned`` when it is not promoted to its full training. A known-good design is
+    screened (the pool's references) and always promoted; a candidate identical to one screened out is not screened again."""
+    import optuna
+
+    from nas_core.training.stops import StopRequested
+
+    config, chash = run.config, record.get("candidate_hash")
+    others = [r for r in screen_pool(run.study.get_trials(deepcopy=False)) if r["number"] != trial.number]
+    known_good = trial.user_attrs.get("known_good")
+    twin = next((r for r in others if chash and r.get("candidate_hash") == chash and not r.get("promoted", True)), None)
+    if twin is not None and not known_good:
+        record["screen"] = {**{k: v for k, v in twin.items() if k != "number"}, "duplicate_of": twin["number"]}
+        raise optuna.TrialPruned(f"identical to trial {twin['number']}, which was screened out")
+    # The fit guard of a full training, applied to the screen: a candidate whose one screen epoch already takes more than
+    # its share of the time left (its full training is ~epochs more of them) could not finish once promoted, so the
+    # screen ends there. (Digits, the README command: a sampled 1-epoch screen ran 45 s of a 54 s search share.)
+    start, left = time.perf_counter(), loop_end() - time.perf_counter()
+    limit = math.inf if known_good or not math.isfinite(left) else FIT_MARGIN * left / (1 + int(candidate.training.epochs))
+
+    def too_slow() -> bool:
+        return time.perf_counter() - start > limit
+
+    try:
+        row = screen_candidate(candidate.architecture, candidate.training, run.data, device=run.device,
+                               seed=config.seed + trial.number + SCREEN_SEED_OFFSET,
+                               should_stop=lambda: run.stop_event.is_set() or time.perf_counter() >= loop_end() or too_slow())
+    except StopRequested:
+        if run.stop_event.is_set() or time.perf_counter() >= loop_end() or not too_slow():
+            raise
+        raise optuna.TrialPruned(f"would not finish within --timeout: its screen epoch passed {limit:.1f} s, and its full training "
+                                 f"is {candidate.training.epochs} epochs more ({max(0.0, left):.0f} s were left)") from None
+    row["candidate_hash"] = chash
+    cost = any(o.metric != "val_accuracy" for o in run.objectives)
+    decision = decide([*others, {**row, "number": trial.number}], me=trial.number, cost_objective=cost)
+    promoted = decision.promoted or bool(known_good)
+    reason = f"known-good design ({known_good}): trains in full" if known_good else decision.reason
+    row.update(promoted=promoted, position=decision.position, pool=decision.pool, keep=decision.keep, reason=reason)
+    trial.set_user_attr(SCREEN_ATTR, row)
+    if writes is not None:
+        writes.flush(trial._trial_id)  # other workers rank against it from now, not only once this trial ends
+    record["screen"] = dict(row)
+    _emit(run.emit, ev.EpochProgress(run.name, number=trial.number, epoch=1, epochs=1,
+                                     metrics={"val_accuracy": row["val_accuracy"], "phase": "screen"}))
+    if not promoted:
+        raise optuna.TrialPruned(reason)
+
+
+def screen_metrics(record: dict[str, Any]) -> dict[str, float]:
+    """The screen's numbers as MLflow metrics (none for a trial that was not screened)."""
+    row = record.get("screen") or {}
+    return {f"screen_{k}": float(row[k]) for k in ("val_accuracy", "flops", "seconds", "position") if isinstance(row.get(k), (int, float))}
 
 
 def _finish_run(run: _Run, *, reason: str, start: float, plan: Any, finalizer: Any, final_deadline: float) -> SearchResult:

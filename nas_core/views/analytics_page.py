@@ -24,7 +24,7 @@ from nas_core.views.studies import _MEMO, _MEMO_LOCK, METRIC_DIRECTIONS, METRIC_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["objective_scatter", "scatter_3d", "study_scatter", "study_scatter_3d", "top_trials_frame", "block_usage", "block_usage_figure", "epoch_curves_figure", "compare_studies", "ProxyCorrelation", "proxy_correlation", "ranking_quality", "ranking_figure", "budget_split"]
+__all__ = ["objective_scatter", "scatter_3d", "study_scatter", "study_scatter_3d", "top_trials_frame", "block_usage", "block_usage_figure", "epoch_curves_figure", "compare_studies", "ProxyCorrelation", "proxy_correlation", "ranking_quality", "ranking_figure", "budget_split", "screening_frame", "screening_figure"]
 
 
 # --- Analytics page ------------------------------------------------------------------------------
@@ -273,6 +273,36 @@ def ranking_quality(study: Any) -> list[Any]:
     from nas_core.ranking import ranking_quality as checks
 
     return checks(_trials(study))
+
+
+@_per_state
+def screening_frame(study: Any) -> pd.DataFrame | None:
+    """One row per screened trial (``search.screening``): its screen accuracy, MFLOPs, place in the pool, whether it went
+    on to its full training and where that ended; None when the study screened nothing (``screen=off``, other fidelities)."""
+    rows = []
+    for t in _trials(study):
+        screen = t.user_attrs.get("screen") or t.user_attrs.get("moca_screen")
+        if not isinstance(screen, dict) or "val_accuracy" not in screen:
+            continue
+        final = (t.user_attrs.get("metrics") or {}).get("val_accuracy")
+        rows.append({"trial": t.number, "screen val acc": float(screen["val_accuracy"]), "MFLOPs": float(screen.get("flops", 0)) / 1e6,
+                     "place": f"{screen.get('position', '?')} of {screen.get('pool', '?')}",
+                     "outcome": ("known-good" if t.user_attrs.get("known_good") else "trained in full" if screen.get("promoted")
+                                 else "screened out"),
+                     "final val acc": float(final) if final is not None and t.state.name == "COMPLETE" else None,
+                     "screen s": float(screen.get("seconds", 0.0))})
+    return pd.DataFrame(rows) if rows else None
+
+
+def screening_figure(frame: pd.DataFrame) -> Any:
+    """Screen accuracy against MFLOPs, coloured by what became of each candidate (the two numbers the screen ranks by)."""
+    import plotly.express as px
+
+    fig = px.scatter(frame, x="MFLOPs", y="screen val acc", color="outcome", log_x=True, hover_data=["trial", "place", "final val acc"],
+                     color_discrete_map={"known-good": "#2ca02c", "trained in full": "#1f77b4", "screened out": "#aaaaaa"})
+    fig.update_layout(title=f"Screen: one compressed-schedule epoch vs FLOPs (n = {len(frame)})", height=380,
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
+    return fig
 
 
 def ranking_figure(check: Any) -> Any:
