@@ -54,8 +54,10 @@ def test_analytics_shows_ranking_quality_and_budget_split(tmp_path: Path) -> Non
 
     from nas_core.search import SearchConfig, run_search
 
+    # screen off: this check needs five complete trials, and a screened search prunes some of six (test_screening.py
+    # shows the page's Screening section)
     result = run_search(SearchConfig(dataset="digits", trials=6, epochs=3, patience=5, train_samples=300, timeout=300,
-                                     workspace=str(tmp_path), study="ranked", seed=0))
+                                     workspace=str(tmp_path), study="ranked", seed=0, fidelity_options={"screen": "off"}))
     assert result.n_complete >= 5, result
     root = Path(__file__).resolve().parent.parent
     at = AppTest.from_file(str(root / "app.py"), default_timeout=120)

@@ -128,3 +128,18 @@ def test_the_analytics_view_shows_what_became_of_each_screened_candidate(screene
             assert outcome[t.number] == want
     assert frame.loc[frame["outcome"] == "screened out", "final val acc"].isna().all()
     assert views.screening_figure(frame).data  # one trace per outcome
+
+
+def test_the_analytics_page_has_a_screening_section(screened) -> None:  # type: ignore[no-untyped-def]
+    from streamlit.testing.v1 import AppTest
+
+    config, _, study = screened
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
+    at.session_state["workspace"] = config.workspace
+    at.run()
+    at.switch_page("app_pages/analytics.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "Screening" in [h.value for h in at.subheader]
+    metrics = {m.label: m.value for m in at.metric}
+    n_out = len([t for t in study.get_trials() if t.state == TrialState.PRUNED and SCREEN_ATTR in t.user_attrs])
+    assert metrics["Screened"] == "9" and metrics["Screened out"] == str(n_out)

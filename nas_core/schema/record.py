@@ -21,13 +21,14 @@ from typing import Any
 
 from nas_core.errors import ConfigError
 
-__all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "RECORD_VERSION", "record_attr", "trial_record", "with_record", "with_records"]
+__all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "SCREEN_KEY", "RECORD_VERSION", "record_attr", "trial_record", "with_record", "with_records"]
 
 RECORD_KEY = "moca_record"
 RECORD_VERSION = 1
 RECORD_FIELDS = ("candidate_hash", "duplicate_of", "metrics", "history", "latency", "confusion", "per_class_accuracy", "config",
                  "fidelity_extra", "mlflow_run_id", "reason", "screen")
-LIVE_KEYS = ("owner", "summary")
+SCREEN_KEY = "moca_screen"  # the screen row (search.screening), written when the screen ends
+LIVE_KEYS = ("owner", "summary", SCREEN_KEY)
 
 
 def record_attr(fields: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,9 @@ from typing import Any
 __all__ = ["SCREEN_ATTR", "SCREEN_EPOCHS", "SCREEN_KEEP", "SCREEN_STARTUP", "SCREEN_SEED_OFFSET", "SCREEN_CHOICES", "Decision",
            "mean_rank", "decide", "screen_recipe", "screen_candidate", "screen_pool", "screening_enabled", "check_screen_option"]
 
-SCREEN_ATTR = "moca_screen"  # the trial's screen row, a live attribute: other trials (and workers) rank against it
+from nas_core.schema.record import SCREEN_KEY
+
+SCREEN_ATTR = SCREEN_KEY  # the trial's screen row, a live attribute: other trials (and workers) rank against it
 SCREEN_EPOCHS = 1
 SCREEN_KEEP = 1 / 3  # of the pool, by score, trains in full (successive halving's usual eta = 3)
 SCREEN_STARTUP = 3  # a pool smaller than this (the candidate included) promotes everyone: there is nothing to rank against
