@@ -103,8 +103,8 @@ def evaluate_candidate(cand: dict[str, Any], args: argparse.Namespace) -> dict[s
     from nas_core.assemble import assemble
     from nas_core.evaluate import predict, set_seed, train_model
     from nas_core.proxies import PROXIES, score
-    from nas_core.search.screening import SCREEN_SEED_OFFSET, screen_candidate
     from nas_core.space import get_space
+    from nas_core.training.screening import SCREEN_SEED_OFFSET, screen_candidate
 
     data = _data(args)
     cpu = torch.device("cpu")
@@ -131,7 +131,7 @@ def evaluate_candidate(cand: dict[str, Any], args: argparse.Namespace) -> dict[s
     row["truth_s"] = time.perf_counter() - t
     row["truth_history"] = hist
 
-    # 1-epoch: what the search's screen runs (search.screening.screen_candidate): an independent seed, the recipe's
+    # 1-epoch: what the search's screen runs (training.screening.screen_candidate): an independent seed, the recipe's
     # schedule compressed to one epoch. (Before the screen existed this was inlined here; same seed, same calls.)
     t = time.perf_counter()
     try:
@@ -311,7 +311,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, dest: Path) -> 
            f"`A+B` is the mean rank of signal A and the free count B, no weights fitted. The {len(COMBINED) * len(FREE)} of them were "
            "added after the first report of this sample, all at once: with that many tries one clearing the bar here is "
            "weaker evidence than its interval says, and only an independent sample (`--seed 7`, a new ground truth) "
-           "confirms it. The default search screens with `1-epoch+flops` (`nas_core/search/screening.py`, on unless "
+           "confirms it. The default search screens with `1-epoch+flops` (`nas_core/training/screening.py`, on unless "
            "`--fidelity-option screen=off`): each candidate's `1-epoch` is the screen's own run (`screen_candidate`, the "
            "same seed and calls as this benchmark's first report), and only the top third of the study's screened "
            "candidates by that mean rank train in full (on a CPU, the Fashion-MNIST hour is one training, which is "

@@ -120,7 +120,7 @@ def ranking_quality(trials: Sequence[Any]) -> list[RankingCheck]:
         if isinstance(screen, dict) and "val_accuracy" in screen and "flops" in screen and not screen.get("duplicate_of"):
             screened.append((t.number, float(screen["val_accuracy"]), float(screen["flops"]), _metric(t, "val_accuracy")))
     if len(screened) >= MIN_TRIALS:
-        from nas_core.search.screening import mean_rank
+        from nas_core.training.screening import mean_rank
 
         scores = mean_rank([r[1] for r in screened], [r[2] for r in screened])
         checks.append(_check(

@@ -193,7 +193,8 @@ def test_analytics_page(tiny_study: Any) -> None:
     at = _app(tiny_study.workspace, "analytics")
     heads = _texts(at.subheader)
     assert heads == ["Accuracy vs cost", "Top 5 side by side", "Block usage in good vs bad trials", "Accuracy vs epochs",
-                     "Compare two studies", "Proxy score vs final accuracy", "Ranking quality of this study's fidelity", "Budget split"]
+                     "Compare two studies", "Proxy score vs final accuracy", "Ranking quality of this study's fidelity", "Screening",
+                     "Budget split"]
     top = at.dataframe[0].value
     assert list(top.columns)[0].startswith("trial ") and "val_accuracy" in top.index
     infos = " ".join(_texts(at.info))

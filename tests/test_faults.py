@@ -99,7 +99,9 @@ def test_mlflow_store_deleted_and_artifacts_unwritable_mid_run_only_warn(tmp_pat
                     target.write_text("not a folder")
 
     with pytest.warns(RuntimeWarning, match="MLflow tracking disabled"):
-        result = run_search(SearchConfig(trials=3, workspace=str(tmp_path), study="f", **TINY), emit=sabotage)
+        # screen off: all three trials train and log to the broken MLflow (the screen would prune some)
+        result = run_search(SearchConfig(trials=3, workspace=str(tmp_path), study="f", fidelity_options={"screen": "off"}, **TINY),
+                            emit=sabotage)
     assert result.n_complete == 3 and result.best_config
     assert any("MLflow" in w for w in result.warnings)
     assert [t.state for t in _trials(tmp_path)] == [TrialState.COMPLETE] * 3

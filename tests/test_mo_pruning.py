@@ -80,6 +80,8 @@ def test_search_with_asha_prunes_a_multi_objective_study(tmp_path) -> None:  # t
     assert result.n_complete + result.n_pruned == 8 and result.n_complete >= 1
     study = open_study(cfg, create=False)
     for t in study.trials:
+        if trial_record(t).get("reason", "").startswith("screened out"):  # the screen (training.screening) ran before any rung
+            continue
         assert "mo_rung_1" in t.user_attrs
         if t.state == optuna.trial.TrialState.PRUNED:
             assert "ASHA" in trial_record(t)["reason"]

@@ -28,8 +28,15 @@ def test_two_workers_share_one_study(postgres_url: str, tmp_path: Path) -> None:
         assert w.returncode == 0, err
         assert out.strip().splitlines()[-1].endswith("best_config.json")
     study = optuna.load_study(study_name="shared", storage=postgres_url)
-    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
     assert len({t.number for t in study.trials}) == 4
+    # each trial was screened (training.screening) and then trained in full or screened out, nothing else
+    from nas_core.schema.record import SCREEN_KEY, trial_record
+
+    for t in study.trials:
+        assert t.state.name == "COMPLETE" or trial_record(t)["reason"].startswith("screened out"), (t.state, trial_record(t).get("reason"))
+    assert any(t.state.name == "COMPLETE" for t in study.trials)
+    # the screen ranks against the other worker's candidates too (each worker ran two, so a pool of 3+ holds both)
+    assert max(t.user_attrs[SCREEN_KEY]["pool"] for t in study.trials) >= 3
 
 
 def _trials(url: str, study: str) -> list:

@@ -1,4 +1,4 @@
-"""The screen before each full training (nas_core.search.screening): its rule, and a real search that uses it."""
+"""The screen before each full training (nas_core.training.screening): its rule, and a real search that uses it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from nas_core.ranking import ranking_quality
 from nas_core.schema.record import trial_record
 from nas_core.search import SearchConfig, run_search
-from nas_core.search.screening import SCREEN_ATTR, SCREEN_STARTUP, decide, mean_rank, screen_recipe
+from nas_core.training.screening import SCREEN_ATTR, SCREEN_STARTUP, decide, mean_rank, screen_recipe
 
 TINY = dict(dataset="digits", epochs=3, patience=3, train_samples=300, val_samples=150, seed=0, device="cpu")
 

@@ -92,7 +92,10 @@ def test_same_study_name_resumes(tiny_study) -> None:  # type: ignore[no-untyped
 
     result = run_search(replace(config, trials=2))
     study = optuna.load_study(study_name="tiny", storage=config.storage_url())
-    assert result.n_complete == 2 and len(study.trials) == 5
+    assert len(study.trials) == 5 and result.n_complete + result.n_pruned == 2
+    for t in study.trials[3:]:  # the resumed run's two: each screened against the first run's three, then trained or screened out
+        assert t.state == TrialState.COMPLETE or trial_record(t)["reason"].startswith("screened out")
+        assert trial_record(t)["screen"]["pool"] >= 4
     with pytest.raises(ConfigError, match="exists with objectives"):
         run_search(replace(config, trials=1, objectives=("accuracy", "params")))
     assert len(optuna.load_study(study_name="tiny", storage=config.storage_url()).trials) == 5

@@ -64,8 +64,10 @@ def test_a_space_that_cannot_express_a_design_skips_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("known_good", [True, False])
 def test_a_new_study_starts_with_the_designs_then_samples(tmp_path: Path, known_good: bool) -> None:
+    # screen off: every trial trains, so the third one is a full sampled trial (the screen has its own tests)
     result = run_search(SearchConfig(dataset="digits", trials=3, epochs=1, patience=1, train_samples=200, val_samples=100, seed=0,
-                                     device="cpu", workspace=str(tmp_path), study="kg", tracking=False, known_good=known_good))
+                                     device="cpu", workspace=str(tmp_path), study="kg", tracking=False, known_good=known_good,
+                                     fidelity_options={"screen": "off"}))
     assert result.n_complete == 3
     study = optuna.load_study(study_name="kg", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     marks = [t.user_attrs.get("known_good") for t in study.trials]

@@ -107,9 +107,9 @@ class Fidelity(abc.ABC):
     # annealed before). A search time-boxes the
     # one training and its companion only with such a fidelity; with any other, its deadline stops them, as every trial.
     time_boxed: ClassVar[bool] = False
-    # The search screens each candidate before this fidelity evaluates it (``search.screening``: one compressed-schedule
+    # The search screens each candidate before this fidelity evaluates it (``training.screening``: one compressed-schedule
     # epoch ranked with FLOPs) and evaluates only the promising ones; for a fidelity whose evaluation is a full training.
-    # Such a fidelity accepts the option ``screen`` (on/off) and checks it (:func:`search.screening.check_screen_option`).
+    # Such a fidelity accepts the option ``screen`` (on/off) and checks it (:func:`training.screening.check_screen_option`).
     screens: ClassVar[bool] = False
 
     def check(self, options: dict[str, Any]) -> None:  # noqa: B027 - optional hook: no option needs a check by default

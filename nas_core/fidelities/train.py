@@ -1,5 +1,5 @@
 """The ``train`` fidelity: train from scratch with early stopping on validation, then measure everything; the search
-screens each candidate first (``search.screening``) unless its option ``screen`` is off."""
+screens each candidate first (``training.screening``) unless its option ``screen`` is off."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 from nas_core.fidelities.base import EvalContext, EvalResult, Fidelity, FidelityOption, finish, register_fidelity
 from nas_core.model.assembly import assemble
-from nas_core.search.screening import SCREEN_CHOICES, check_screen_option
 from nas_core.training.loop import set_seed, train_model
+from nas_core.training.screening import SCREEN_CHOICES, check_screen_option
 
 
 def full_training(ctx: EvalContext) -> EvalResult:

@@ -282,8 +282,8 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
 
 
 def _screening_markdown(study: Any) -> list[str]:
-    """How many candidates the screen saw and promoted (``search.screening``), and how well it ranked, for summary.md."""
-    from nas_core.search.screening import screen_pool
+    """How many candidates the screen saw and promoted (``training.screening``), and how well it ranked, for summary.md."""
+    from nas_core.training.screening import screen_pool
 
     pool = screen_pool(study.get_trials(deepcopy=False))
     if not pool:

@@ -9,7 +9,7 @@ process sets when it reclaims a dead worker's trial).
 Two attributes stay outside the record on purpose, written when the trial starts, because other processes
 read them while it runs: ``owner`` (which process holds it: crash reclaim) and ``summary`` (what it is: the
 dashboard's live table). The multi-objective pruner's rung values (``mo_rung_N``, ``mo_costs``) and the screen row
-(``moca_screen``, ``search.screening``; the record keeps a copy as ``screen``) are likewise read by the other trials
+(``moca_screen``, ``training.screening``; the record keeps a copy as ``screen``) are likewise read by the other trials
 during the search.
 """
 
@@ -27,7 +27,7 @@ RECORD_KEY = "moca_record"
 RECORD_VERSION = 1
 RECORD_FIELDS = ("candidate_hash", "duplicate_of", "metrics", "history", "latency", "confusion", "per_class_accuracy", "config",
                  "fidelity_extra", "mlflow_run_id", "reason", "screen")
-SCREEN_KEY = "moca_screen"  # the screen row (search.screening), written when the screen ends
+SCREEN_KEY = "moca_screen"  # the screen row (training.screening), written when the screen ends
 LIVE_KEYS = ("owner", "summary", SCREEN_KEY)
 
 

@@ -26,8 +26,8 @@ from nas_core.schema.budget import FINETUNE_SHARE, plan_budget
 from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-exported (old path)
 from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
 from nas_core.search.mo_pruning import MOSuccessiveHalving
-from nas_core.search.screening import SCREEN_ATTR, SCREEN_SEED_OFFSET, decide, screen_candidate, screen_pool, screening_enabled
 from nas_core.search.seeds import KnownGoodQueue
+from nas_core.training.screening import SCREEN_ATTR, SCREEN_SEED_OFFSET, decide, screen_candidate, screen_pool, screening_enabled
 from nas_core.workspace import check_study_name, default_workspace, study_dir
 from nas_core.workspace.config import workspace_storage, workspace_tracking_uri
 from nas_core.workspace.faults import as_fatal
@@ -473,7 +473,7 @@ class _Run:
     seen: dict[str, tuple[int, list[float]]]  # candidate hash -> (first trial, its values): identical candidates are not retrained
     counts: dict[str, int] = field(default_factory=lambda: {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0})
     one_training: dict[str, Any] | None = None  # {"design", "epochs", "seconds_per_epoch"} when the budget fits one training
-    screening: bool = False  # sampled candidates are screened before their full training (search.screening)
+    screening: bool = False  # sampled candidates are screened before their full training (training.screening)
     quickest: float = math.inf  # seconds of this run's quickest complete trial: a new trial starts only if the time left fits it
 
     @property
@@ -1008,7 +1008,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
 
 def _screen(run: _Run, trial: Any, candidate: Any, record: dict[str, Any], loop_end: Callable[[], float], *,
             writes: _TrialWrites | None) -> None:
-    """Screen the trial's candidate (``search.screening``): record its screen row where other trials and workers rank
+    """Screen the trial's candidate (``training.screening``): record its screen row where other trials and workers rank
     against it, and raise ``optuna.TrialPruned`` when it is not promoted to its full training. A known-good design is
     screened (the pool's references) and always promoted; a candidate identical to one screened out is not screened again."""
     import optuna

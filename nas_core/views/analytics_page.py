@@ -277,7 +277,7 @@ def ranking_quality(study: Any) -> list[Any]:
 
 @_per_state
 def screening_frame(study: Any) -> pd.DataFrame | None:
-    """One row per screened trial (``search.screening``): its screen accuracy, MFLOPs, place in the pool, whether it went
+    """One row per screened trial (``training.screening``): its screen accuracy, MFLOPs, place in the pool, whether it went
     on to its full training and where that ended; None when the study screened nothing (``screen=off``, other fidelities)."""
     rows = []
     for t in _trials(study):
