@@ -27,7 +27,6 @@ from nas_core.schema.objectives import OBJECTIVES, Objective  # noqa: F401 - re-
 from nas_core.schema.record import RECORD_KEY, record_attr, trial_record
 from nas_core.search.mo_pruning import MOSuccessiveHalving
 from nas_core.search.seeds import KnownGoodQueue
-from nas_core.training.screening import SCREEN_ATTR, SCREEN_SEED_OFFSET, decide, screen_candidate, screen_pool, screening_enabled
 from nas_core.workspace import check_study_name, default_workspace, study_dir
 from nas_core.workspace.config import workspace_storage, workspace_tracking_uri
 from nas_core.workspace.faults import as_fatal
@@ -685,6 +684,7 @@ def _set_up(config: SearchConfig, *, emit: Callable[[ev.Event], None] | None, st
     from nas_core.fidelities.base import FIDELITIES
     from nas_core.schema.config import DatasetRef
     from nas_core.training.loop import cpu_threads, warm_up_training
+    from nas_core.training.screening import screening_enabled
 
     data = load_dataset(
         config.dataset,
@@ -1013,6 +1013,7 @@ def _screen(run: _Run, trial: Any, candidate: Any, record: dict[str, Any], loop_
     screened (the pool's references) and always promoted; a candidate identical to one screened out is not screened again."""
     import optuna
 
+    from nas_core.training.screening import SCREEN_ATTR, SCREEN_SEED_OFFSET, decide, screen_candidate, screen_pool
     from nas_core.training.stops import StopRequested
 
     config, chash = run.config, record.get("candidate_hash")
