@@ -41,6 +41,8 @@ def test_a_pool_too_small_to_rank_promotes_everyone() -> None:
     assert all(decide(pool, me=r["number"], cost_objective=False).promoted for r in pool)
     worst = _pool([(0.9, 5e6), (0.8, 6e6), (0.1, 1e6)])  # at SCREEN_STARTUP it ranks
     assert not decide(worst, me=2, cost_objective=False).promoted
+    nan = _pool([(0.9, 5e6), (0.8, 6e6), (0.7, 7e6), (math.nan, 1e6)])  # no number to rank by: it trains, and says why
+    assert decide(nan, me=3, cost_objective=False).promoted and "no finite" in decide(nan, me=3, cost_objective=False).reason
 
 
 def test_the_screen_recipe_is_the_candidates_own_compressed_into_one_epoch() -> None:

@@ -100,7 +100,9 @@ def decide(pool: Sequence[dict[str, Any]], *, me: int, cost_objective: bool) -> 
     screen accuracy and fewer FLOPs (a cheap candidate the front may want).
     """
     rows = [r for r in pool if math.isfinite(float(r["val_accuracy"])) and math.isfinite(float(r["flops"]))]
-    index = next(i for i, r in enumerate(rows) if r["number"] == me)
+    index = next((i for i, r in enumerate(rows) if r["number"] == me), None)
+    if index is None:  # its own numbers are not finite: nothing to rank it by, and a full training says more
+        return Decision(True, 0, len(rows), 0, math.nan, "its screen gave no finite accuracy or FLOPs to rank")
     scores = mean_rank([float(r["val_accuracy"]) for r in rows], [float(r["flops"]) for r in rows])
     mine = rows[index]
     position = 1 + sum(s > scores[index] for s in scores)
