@@ -345,7 +345,7 @@ def test_search_page_sets_the_fidelity_options(tmp_path: Path) -> None:
     import json
 
     at = _app(tmp_path)
-    assert not [s for s in at.selectbox if s.key in ("cached_train", "zc_proxy")]  # train has no options
+    assert not [s for s in at.selectbox if s.key in ("cached_train", "zc_proxy")]  # train's one option is its screen (test_screening)
     at.selectbox(key="fidelity").set_value("cached").run()
     assert at.selectbox(key="cached_train").value == "suffix" and at.number_input(key="finetune_top_k").value == 2
     at.selectbox(key="fidelity").set_value("zero-cost").run()
