@@ -93,7 +93,7 @@ def test_screened_out_trials_log_their_screen_to_mlflow_and_summary_says_how_man
     assert pruned and all(0 <= r.data.metrics["screen_val_accuracy"] <= 1 and r.data.metrics["screen_flops"] > 0 for r in pruned)
     summary = (Path(config.workspace) / "screened" / "summary.md").read_text()
     n_out = len([t for t in study.get_trials() if t.state == TrialState.PRUNED])
-    assert "## Screening" in summary and f"{n_out} were screened out" in summary
+    assert "## Screening" in summary and f"and {n_out} screened out" in summary
 
 
 def test_screen_off_trains_every_candidate_in_full(tmp_path: Path) -> None:

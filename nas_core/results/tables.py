@@ -292,7 +292,7 @@ def _screening_markdown(study: Any) -> list[str]:
     lines = ["## Screening", "",
              f"{len(pool)} candidate(s) trained one epoch with their schedule compressed into it before anything else; {promoted} "
              f"(the known-good designs and the best by the mean rank of that accuracy and their FLOPs) went on to their full training, "
-             f"{len(pool) - promoted} were screened out (pruned, with the reason). `--fidelity-option screen=off` trains every "
+             f"and {len(pool) - promoted} screened out (pruned, with the reason). `--fidelity-option screen=off` trains every "
              "candidate in full."]
     from nas_core.ranking import ranking_quality
 
