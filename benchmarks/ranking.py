@@ -219,7 +219,8 @@ def _ranker_predictions(rows: list[dict[str, Any]], features: list[str], truth: 
 
 def analyse(rows: list[dict[str, Any]], *, boot: int, seed: int) -> dict[str, Any]:
     import numpy as np
-    from scipy.stats import rankdata
+
+    from nas_core.training.screening import mean_rank
 
     rows = sorted(rows, key=lambda r: r["index"])
     truth = np.array([r["truth"] for r in rows])
@@ -233,13 +234,13 @@ def analyse(rows: list[dict[str, Any]], *, boot: int, seed: int) -> dict[str, An
     for name in signals:
         if name not in FREE:
             cost[name] = sum(float(r[f"{name}_s"]) for r in rows)
-    signals["rank-mean"] = (rankdata(signals["rung-1"]) + rankdata(signals["tse-rung-1"])) / 2
+    signals["rank-mean"] = np.asarray(mean_rank(signals["rung-1"], signals["tse-rung-1"]))
     cost["rank-mean"] = cost["rung-1"]
     # Combinations with no fitted weight: the mean rank of a trained signal and a free count (capacity). Added after the
     # first report, all eight at once, so one of them clearing the bar is weaker evidence than its interval says.
     for trained in COMBINED:
         for base in FREE:
-            signals[f"{trained}+{base}"] = (rankdata(signals[trained]) + rankdata(signals[base])) / 2
+            signals[f"{trained}+{base}"] = np.asarray(mean_rank(signals[trained], signals[base]))  # the search's screen score
             cost[f"{trained}+{base}"] = cost[trained]
     feats = [*FREE, *proxies, "rung-1", "tse-rung-1"]
     signals["ranker"] = _ranker_predictions(rows, feats, truth, seed)

@@ -285,7 +285,8 @@ def _screening_markdown(study: Any) -> list[str]:
     """How many candidates the screen saw and promoted (``training.screening``), and how well it ranked, for summary.md."""
     from nas_core.training.screening import screen_pool
 
-    pool = screen_pool(study.get_trials(deepcopy=False))
+    trials = study.get_trials(deepcopy=False)
+    pool = screen_pool(trials)
     if not pool:
         return []
     promoted = sum(1 for r in pool if r.get("promoted"))
@@ -296,7 +297,7 @@ def _screening_markdown(study: Any) -> list[str]:
              "candidate in full."]
     from nas_core.ranking import ranking_quality
 
-    for check in ranking_quality(with_records(study.get_trials(deepcopy=False))):
+    for check in ranking_quality(with_records(trials)):
         if check.signal.startswith("screen"):
             lo, hi = check.ci95
             lines.append(f"Over the {check.n} trained in full, the screen score ranks their final validation accuracy at Kendall tau "

@@ -108,14 +108,12 @@ def decide(pool: Sequence[dict[str, Any]], *, me: int, cost_objective: bool) -> 
     position = 1 + sum(s > scores[index] for s in scores)
     n, keep = len(rows), max(1, math.ceil(SCREEN_KEEP * len(rows)))
     acc, flops = float(mine["val_accuracy"]), float(mine["flops"])
-    dominated_by = [int(r["number"]) for r in rows
-                    if float(r["val_accuracy"]) >= acc and float(r["flops"]) <= flops
-                    and (float(r["val_accuracy"]) > acc or float(r["flops"]) < flops)]
     if n < SCREEN_STARTUP:
         return Decision(True, position, n, keep, scores[index], f"screened {position} of {n}: too few screened yet to rank")
     if position <= keep:
         return Decision(True, position, n, keep, scores[index], f"screened {position} of {n} (the top {keep} train in full)")
-    if cost_objective and not dominated_by:
+    if cost_objective and not any(float(r["val_accuracy"]) >= acc and float(r["flops"]) <= flops
+                                  and (float(r["val_accuracy"]) > acc or float(r["flops"]) < flops) for r in rows):
         return Decision(True, position, n, keep, scores[index],
                         f"screened {position} of {n}, but no other candidate screens higher with fewer FLOPs (a cost trade-off)")
     return Decision(False, position, n, keep, scores[index],

@@ -18,6 +18,7 @@ import pandas as pd
 
 from nas_core.jobs import RetrainJob, get_retrain, start_retrain  # noqa: F401 - the pages call them here
 from nas_core.schema.config import Architecture
+from nas_core.schema.record import SCREEN_KEY
 from nas_core.views.plots import _front_mask, _log_axis, _scatter_with_front
 from nas_core.views.results_page import trials_frame
 from nas_core.views.studies import _MEMO, _MEMO_LOCK, METRIC_DIRECTIONS, METRIC_LABELS, _complete, _per_state, _trials, load_study, study_state
@@ -281,7 +282,7 @@ def screening_frame(study: Any) -> pd.DataFrame | None:
     on to its full training and where that ended; None when the study screened nothing (``screen=off``, other fidelities)."""
     rows = []
     for t in _trials(study):
-        screen = t.user_attrs.get("screen") or t.user_attrs.get("moca_screen")
+        screen = t.user_attrs.get("screen") or t.user_attrs.get(SCREEN_KEY)
         if not isinstance(screen, dict) or "val_accuracy" not in screen:
             continue
         final = (t.user_attrs.get("metrics") or {}).get("val_accuracy")
