@@ -89,3 +89,17 @@ def mlflow_runs(db: Path, study: str) -> tuple[Any, list[Any], list[Any]]:
     parents = [r for r in runs if r.data.tags.get("moca_role") == "study"]
     nested = [r for r in runs if r.data.tags.get("moca_role") == "trial"]
     return client, parents, nested
+
+
+def start_search_from_page(at: Any, workspace: Path, *, trials: int, epochs: int, train_samples: int, timeout: float = 300) -> Any:
+    """Set the Search page's run size (an AppTest of app.py), press Start and wait for the search it starts; its runner."""
+    from nas_core.jobs import get_registry
+
+    at.number_input(key="trials").set_value(trials)
+    at.number_input(key="epochs").set_value(epochs)
+    at.number_input(key="train_samples").set_value(train_samples).run()
+    at.button(key="start").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    runner = get_registry().latest(workspace)
+    assert runner is not None and runner.wait(timeout=timeout)
+    return runner

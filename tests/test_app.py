@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import start_search_from_page
 from streamlit.testing.v1 import AppTest
 
 from nas_core import dashboard
@@ -352,13 +353,7 @@ def test_search_page_sets_the_fidelity_options(tmp_path: Path) -> None:
     at.selectbox(key="space_preset").set_value("modular").run()
     at.selectbox(key="zc_proxy").set_value("synflow")
     at.number_input(key="finetune_top_k").set_value(1)
-    at.number_input(key="trials").set_value(2)
-    at.number_input(key="epochs").set_value(1)
-    at.number_input(key="train_samples").set_value(200).run()
-    at.button(key="start").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    runner = get_registry().latest(tmp_path)
-    assert runner is not None and runner.wait(timeout=300)
+    runner = start_search_from_page(at, tmp_path, trials=2, epochs=1, train_samples=200)
     assert runner.config.fidelity == "zero-cost" and runner.config.fidelity_options == {"proxy": "synflow", "finetune_top_k": 1}
     best = json.loads(Path(runner.result.best_config).read_text())
     assert best["metrics"]["proxy"] == "synflow" and best["metrics"]["final_test_accuracy"] is not None

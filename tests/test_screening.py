@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import mlflow_runs
+from conftest import mlflow_runs, start_search_from_page
 from optuna.trial import TrialState
 
 from nas_core.ranking import ranking_quality
@@ -151,7 +151,6 @@ def test_the_search_page_turns_the_screen_off(tmp_path: Path) -> None:
     """The train fidelity's option is a select box on the Search page (on by default); off reaches the search it starts."""
     from streamlit.testing.v1 import AppTest
 
-    from nas_core.jobs import get_registry
     from nas_core.views.studies import load_study
 
     at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
@@ -159,13 +158,7 @@ def test_the_search_page_turns_the_screen_off(tmp_path: Path) -> None:
     at.run()
     assert at.selectbox(key="screen").value == "on"
     at.selectbox(key="screen").set_value("off")
-    at.number_input(key="trials").set_value(3)
-    at.number_input(key="epochs").set_value(1)
-    at.number_input(key="train_samples").set_value(200).run()
-    at.button(key="start").click().run()
-    assert not at.exception and not at.error, [e.value for e in at.error]
-    runner = get_registry().latest(tmp_path)
-    assert runner is not None and runner.wait(timeout=300)
+    runner = start_search_from_page(at, tmp_path, trials=3, epochs=1, train_samples=200)
     assert runner.config.fidelity == "train" and runner.config.fidelity_options == {"screen": "off"}
     study = load_study(tmp_path, runner.config.study_name)
     assert len(study.trials) == 3 and not any(SCREEN_ATTR in t.user_attrs for t in study.trials)
