@@ -113,6 +113,17 @@ def test_workers_need_a_shared_storage_and_get_the_config_as_flags(tmp_path: Pat
     assert args.train_samples == 100 and args.no_known_good
 
 
+def test_each_worker_gets_one_of_the_gpus_this_process_sees() -> None:
+    """``search --workers`` hands GPUs round robin from the parent's own CUDA_VISIBLE_DEVICES, not from the machine's list."""
+    from nas_core.search.workers import worker_gpu
+
+    assert [worker_gpu(i, 2, None) for i in range(3)] == ["0", "1", "0"]
+    assert [worker_gpu(i, 2, "4,5") for i in range(3)] == ["4", "5", "4"]  # not the physical GPUs 0 and 1
+    mig = "MIG-1f2e,MIG-9a8b"
+    assert [worker_gpu(i, 2, mig) for i in range(2)] == ["MIG-1f2e", "MIG-9a8b"]
+    assert worker_gpu(1, 2, "") == "1"
+
+
 def test_an_unreachable_recorded_server_is_one_error_naming_the_setting(tmp_path: Path) -> None:
     pytest.importorskip("psycopg2")
     import socket

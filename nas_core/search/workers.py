@@ -18,7 +18,7 @@ from typing import Any
 
 from nas_core.errors import ConfigError
 
-__all__ = ["check_workers", "child_argv", "config_argv", "open_study_run", "run_workers", "run_fleet"]
+__all__ = ["check_workers", "child_argv", "config_argv", "open_study_run", "run_workers", "run_fleet", "worker_gpu"]
 
 
 def check_workers(n: int, storage_url: str) -> None:
@@ -70,6 +70,18 @@ def _gpus() -> int:
         return 0
 
 
+def worker_gpu(index: int, gpus: int, visible: str | None) -> str:
+    """The ``CUDA_VISIBLE_DEVICES`` of worker ``index``: one of the GPUs this process sees, round robin.
+
+    ``torch.cuda.device_count()`` counts only the GPUs in the parent's own ``CUDA_VISIBLE_DEVICES`` (ids, UUIDs or MIG
+    names), while a child reads its value against the machine's list: a parent limited to "4,5" hands its workers "4" and
+    "5", not the physical GPUs 0 and 1.
+    """
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    ids = ids[:gpus] if len(ids) >= gpus else [str(k) for k in range(gpus)]
+    return ids[index % len(ids)]
+
+
 def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool = False) -> tuple[int, list[str]]:
     """Run ``n`` workers to the end (or until ``stop`` is set); returns (failed workers, their last error lines)."""
     import optuna
@@ -91,7 +103,7 @@ def run_workers(config: Any, n: int, argv: list[str], *, stop: Any, quiet: bool 
         logs.append(log)
         env = dict(env_base)
         if gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
+            env["CUDA_VISIBLE_DEVICES"] = worker_gpu(i, gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
         procs.append(subprocess.Popen(child_argv(argv, index=i, study=config.study_name, trials=shares[i]), env=env,
                                       stdout=subprocess.DEVNULL, stderr=log, text=True))
     bar = None
