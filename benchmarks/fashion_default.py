@@ -167,15 +167,16 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
     (dest / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str))
     if d.get("best_config"):
         shutil.copy(d["best_config"], dest / f"{stem}_best_config.json")
-    how = (f"the default arm of this run against `reference` and `plain` from `{Path(args.reuse_baselines).name}` (same budget and "
-           "seed; the change measured does not touch them)" if args.reuse_baselines else "one run")
+    how, lanes = "one run", "two lanes in parallel on 2 cores (default | reference then plain)"
+    if args.reuse_baselines:
+        how = (f"the default arm of this run against `reference` and `plain` from `{Path(args.reuse_baselines).name}` (same budget and "
+               "seed; the change measured does not touch them)")
+        lanes = ("the default arm from an earlier --arm default run (see its log for what ran beside it)" if args.default_result else
+                 f"the default arm run here with no other arm beside it ({args.threads} thread(s) on the {os.cpu_count()}-core machine), "
+                 "the baselines as they ran in the earlier run")
     md = [f"# Fashion-MNIST: the default path vs the baselines a user would pick, equal budget, {how}", "",
-          f"Budget {args.budget_s:.0f} s per search arm, {args.threads} torch thread(s) per arm, "
-          + (f"the default arm run here with no other arm beside it ({args.threads} thread(s) on the {os.cpu_count()}-core machine), the "
-             "baselines as they ran in the earlier run" if args.reuse_baselines and not args.default_result else
-             "the default arm from an earlier --arm default run (see its log for what ran beside it)" if args.reuse_baselines else
-             "two lanes in parallel on 2 cores (default | reference then plain)")
-          + f", seed {args.seed}. Official 10k test set. `benchmarks/fashion_default.py`.", "",
+          f"Budget {args.budget_s:.0f} s per search arm, {args.threads} torch thread(s) per arm, {lanes}, seed {args.seed}. "
+          "Official 10k test set. `benchmarks/fashion_default.py`.", "",
           "| arm | " + " | ".join(f"held at {m} s" for m in marks) + " | final | params | wall |", "|---|" + "---:|" * (len(marks) + 3)]
     for name, arm in arms.items():
         f = arm.get("final") or {}
