@@ -64,11 +64,13 @@ def test_a_space_that_cannot_express_a_design_skips_it(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("known_good", [True, False])
 def test_a_new_study_starts_with_the_designs_then_samples(tmp_path: Path, known_good: bool) -> None:
-    # screen off: every trial trains, so the third one is a full sampled trial (the screen has its own tests)
-    result = run_search(SearchConfig(dataset="digits", trials=3, epochs=1, patience=1, train_samples=200, val_samples=100, seed=0,
+    # screen off: every trial trains, so the third one is a full sampled trial (the screen has its own tests). Without the
+    # designs one trial shows it: a design would be the first (sampled seed-cnn candidates take ~10 s each here)
+    n = 3 if known_good else 1
+    result = run_search(SearchConfig(dataset="digits", trials=n, epochs=1, patience=1, train_samples=200, val_samples=100, seed=0,
                                      device="cpu", workspace=str(tmp_path), study="kg", tracking=False, known_good=known_good,
                                      fidelity_options={"screen": "off"}))
-    assert result.n_complete == 3
+    assert result.n_complete == n
     study = optuna.load_study(study_name="kg", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     marks = [t.user_attrs.get("known_good") for t in study.trials]
     if known_good:
@@ -78,7 +80,8 @@ def test_a_new_study_starts_with_the_designs_then_samples(tmp_path: Path, known_
         summary = (tmp_path / "kg" / "summary.md").read_text()
         assert "4-conv BN CNN, small ResNet" in summary
     else:
-        assert marks == [None, None, None] and not study.user_attrs.get("known_good")
+        assert marks == [None] and not study.user_attrs.get("known_good")
+        return
     # resuming does not enqueue them again
     run_search(SearchConfig(dataset="digits", trials=1, epochs=1, patience=1, train_samples=200, val_samples=100, seed=0,
                             device="cpu", workspace=str(tmp_path), study="kg", tracking=False, known_good=known_good))
