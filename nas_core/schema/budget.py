@@ -111,7 +111,8 @@ ONE_TRAINING_GRACE = 0.1
 # 22 epochs of it gave 0.9378-0.9408; 27-33 of the wide net gave 0.9439-0.9474. 25 sat on the edge of a 2-core AVX2 CPU
 # in float32 (~103-122 s an epoch of the wide net, against a limit of ~122): one slice timing ~20 % slow there turned
 # the choice to the 4-conv net (0.9425 where the wide net gave 0.9463; benchmarks/results/fashion_default_2threads*.json).
-# At 22 the wide net is still trained for about as many epochs as the 4-conv net has when it starts to saturate.
+# 22 is a judgment from those figures, not a measurement: 22-24 epochs of the wide net against ~36 of the 4-conv net
+# have not been run side by side.
 ONE_TRAINING_WIDER_EPOCHS = 22
 ONE_TRAINING_SLACK = 0.85  # of the time left that its epochs may fill: the per-epoch time was taken on a slice, and the
 # trial still measures its model at the end
