@@ -79,7 +79,9 @@ def test_out_of_memory_on_one_candidate_fails_that_trial_only(tmp_path: Path, mo
         return real(ctx)
 
     monkeypatch.setitem(FIDELITIES._entries, "train", greedy)
-    result = run_search(SearchConfig(trials=4, workspace=str(tmp_path), study="f", tracking=False, **TINY))
+    # a narrow space: the fourth trial is sampled, and the full space's largest candidates took ~24 s of CI to train
+    narrow = {"base": "seed-cnn", "params": {"n_conv": {"high": 2}, "conv_filters": {"choices": [8, 16]}, "n_fc": {"high": 1}}}
+    result = run_search(SearchConfig(trials=4, workspace=str(tmp_path), study="f", tracking=False, space_data=narrow, **TINY))
     states = [t.state for t in _trials(tmp_path)]
     assert states == [TrialState.COMPLETE, TrialState.FAIL, TrialState.FAIL, TrialState.COMPLETE]
     for t in _trials(tmp_path)[1:3]:
