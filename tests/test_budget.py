@@ -321,6 +321,13 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
         assert "wider variant, 4-conv BN CNN, wide" in study.user_attrs["budget_plan"]["note"]
     else:  # 10 s an epoch fits fewer than 5 epochs of it: the 4-conv net trains
         assert convs == [32, 32, 64, 64] and "instead_of" not in one and one["epochs"] > (5 if timeout == 40 else 0)
+        if n_timed == 2:  # timed and passed over: the plan says why, with the timing
+            over = one["passed_over"]
+            assert over["design"] == "4-conv BN CNN, wide" and over["seconds_per_epoch"] == wide_s and over["epochs_that_fit"] < 5
+            assert "4-conv BN CNN, wide, takes ~10 s an epoch here" in study.user_attrs["budget_plan"]["note"]
+            assert "fewer than 5, so it does not train" in study.user_attrs["budget_plan"]["note"]
+        else:
+            assert "passed_over" not in one
 
 
 def test_the_time_the_one_training_leaves_trains_the_small_companion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

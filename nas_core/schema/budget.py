@@ -190,13 +190,18 @@ def _seconds(s: float) -> str:
 
 
 def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_epoch: float, search_epochs: int,
-                      first: tuple[str, float] | None = None, companion: tuple[str, float] | None = None) -> BudgetPlan:
+                      first: tuple[str, float] | None = None, companion: tuple[str, float] | None = None,
+                      passed_over: tuple[str, float, int] | None = None) -> BudgetPlan:
     """The plan of a one-training run (see the module docstring): all of ``timeout`` for one trial, nothing after it.
     ``first`` is (name, seconds an epoch) of the first known-good design when its wider variant ``design`` trains instead;
-    ``companion`` that of the small design the time left may train after it."""
+    ``companion`` that of the small design the time left may train after it; ``passed_over`` (name, seconds an epoch,
+    epochs that fit) that of a wider variant that was timed and fits too few epochs, so the note says why it did not train."""
     timed = first or (design, seconds_per_epoch)
     wider = (f" The budget fits {epochs} epochs (at least {ONE_TRAINING_WIDER_EPOCHS}) of its wider variant, {design} "
              f"(~{_seconds(seconds_per_epoch)} s an epoch), which trains instead.") if first else ""
+    if passed_over and not first:
+        wider = (f" Its wider variant, {passed_over[0]}, takes ~{_seconds(passed_over[1])} s an epoch here: the budget fits "
+                 f"{passed_over[2]} epochs of it, fewer than {ONE_TRAINING_WIDER_EPOCHS}, so it does not train.")
     return BudgetPlan(float(timeout), float(timeout), 0.0, 0.0,
                       f"One training: an epoch of the first known-good design ({timed[0]}) takes ~{_seconds(timed[1])} s here, so "
                       f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs and a refit.{wider} It trains once, "

@@ -583,11 +583,14 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         left = end - time.perf_counter()
         wider = (_time_queued(run, WIDER.get(design), otherwise=f"{design} trains")
                  if one_training_wider_epochs(left_s=left, seconds_per_epoch=per_epoch) else None)
+        passed_over: tuple[str, float, int] | None = None
         if wider is not None and one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1]):
             first = (design, per_epoch)
             design, per_epoch = wider[0][0], wider[1]
             run.designs.pending.remove(wider[0])
             run.designs.pending.insert(0, wider[0])
+        elif wider is not None:  # timed and too slow: the plan says so, with its timing
+            passed_over = (wider[0][0], wider[1], epochs_that_fit(end - time.perf_counter(), wider[1]))
         # the companion goes second in the queue: it trains right after the one training, if the time left fits it
         left = end - time.perf_counter()
         could_fit = one_training_companion_epochs(left_s=left - epochs_that_fit(left, per_epoch) * per_epoch,
@@ -608,11 +611,15 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     run.one_training = {"design": design, "epochs": epochs, "seconds_per_epoch": round(per_epoch, 3)}
     if first is not None:
         run.one_training["instead_of"] = {"design": first[0], "seconds_per_epoch": round(first[1], 3)}
+    if passed_over is not None:
+        run.one_training["passed_over"] = {"design": passed_over[0], "seconds_per_epoch": round(passed_over[1], 3),
+                                           "epochs_that_fit": passed_over[2]}
     if companion is not None:
         run.one_training["companion"] = companion
     run.study.set_user_attr("one_training", run.one_training)
     one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=per_epoch, search_epochs=config.epochs,
-                            first=first, companion=(companion["design"], companion["seconds_per_epoch"]) if companion else None)
+                            first=first, companion=(companion["design"], companion["seconds_per_epoch"]) if companion else None,
+                            passed_over=passed_over)
     run.notes.append(one.note)
     # the CLI's bar and the Search page count the trials this plan runs (the companion's only if it fits later), not --trials
     _emit(run.emit, ev.PlanMade(run.name, note=one.note, trials=2 if companion is not None else 1))
