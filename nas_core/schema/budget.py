@@ -197,11 +197,14 @@ def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_e
     ``companion`` that of the small design the time left may train after it; ``passed_over`` (name, seconds an epoch,
     epochs that fit) that of a wider variant that was timed and fits too few epochs, so the note says why it did not train."""
     timed = first or (design, seconds_per_epoch)
-    wider = (f" The budget fits {epochs} epochs (at least {ONE_TRAINING_WIDER_EPOCHS}) of its wider variant, {design} "
-             f"(~{_seconds(seconds_per_epoch)} s an epoch), which trains instead.") if first else ""
-    if passed_over and not first:
+    if first:
+        wider = (f" The budget fits {epochs} epochs (at least {ONE_TRAINING_WIDER_EPOCHS}) of its wider variant, {design} "
+                 f"(~{_seconds(seconds_per_epoch)} s an epoch), which trains instead.")
+    elif passed_over:
         wider = (f" Its wider variant, {passed_over[0]}, takes ~{_seconds(passed_over[1])} s an epoch here: the budget fits "
                  f"{passed_over[2]} epochs of it, fewer than {ONE_TRAINING_WIDER_EPOCHS}, so it does not train.")
+    else:
+        wider = ""
     return BudgetPlan(float(timeout), float(timeout), 0.0, 0.0,
                       f"One training: an epoch of the first known-good design ({timed[0]}) takes ~{_seconds(timed[1])} s here, so "
                       f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs and a refit.{wider} It trains once, "
