@@ -286,6 +286,8 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
     import numpy as np
 
     from nas_core.schema import budget
+    from nas_core.schema.record import trial_record
+    from nas_core.search.seeds import COMPANION
     from nas_core.training import loop
 
     rng = np.random.default_rng(0)
@@ -309,10 +311,14 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
     study = optuna.load_study(study_name="wide", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     one = study.user_attrs["one_training"]
     assert len(timed) == n_timed and timed[-1] == max(timed)  # the first design, then its wider variant if timed; not the companion
-    assert "companion" not in one
-    assert one["design"] == want and [t.user_attrs.get("known_good") for t in study.trials] == [want]
+    if want.endswith("wide"):  # the small design trains from scratch, and 12 epochs of it do not fit
+        assert "companion" not in one and [t.user_attrs.get("known_good") for t in study.trials] == [want]
+    else:  # it has the 4-conv net's body: its head is fitted on it after (no timing), a second trial
+        assert one["companion"]["mode"] == "head"
+        assert [t.user_attrs.get("known_good") for t in study.trials] == [want, COMPANION]
+    assert one["design"] == want
     assert result.best_config is not None, [(t.state.name, t.user_attrs.get("moca_record", {}).get("reason")) for t in study.trials]
-    best = json.loads(Path(result.best_config).read_text())
+    best = trial_record(study.trials[0])["config"]  # the one training's (the small design may be as accurate)
     assert best["training"]["epochs"] == one["epochs"] == best["metrics"]["epochs_trained"]
     convs = [b["params"]["out_channels"] for stage in best["architecture"]["stages"] for b in stage if b["kind"] == "conv"]
     if want.endswith("wide"):
@@ -330,46 +336,114 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
             assert "passed_over" not in one
 
 
-def test_the_time_the_one_training_leaves_trains_the_small_companion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """28x28 images: after the one training, the time it left fits enough epochs of the small design (given timings, the
-    bar lowered to 3 epochs): it trains next with its epochs fitted to that time, a <= 100K-parameter point of the front;
-    then nothing else starts. The one training's own result is unchanged by it."""
+def _squares(tmp_path: Path) -> str:
+    """100 28x28 images in two classes (a bright square or not), as an .npz dataset."""
     import numpy as np
-
-    from nas_core.schema import budget
-    from nas_core.schema.record import trial_record
-    from nas_core.search.seeds import COMPANION
-    from nas_core.training import loop
 
     rng = np.random.default_rng(0)
     y = np.arange(100) % 2
     x = rng.integers(0, 60, (100, 28, 28), dtype=np.uint8)
     x[y == 1, 8:20, 8:20] = 255
     np.savez(tmp_path / "squares.npz", x=x, y=y)
+    return str(tmp_path / "squares.npz")
+
+
+def test_the_time_the_wide_one_training_leaves_trains_the_small_companion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """28x28 images: after the one training of the wide net (whose body is not the small design's), the time it left fits
+    enough epochs of the small design (given timings, the bars lowered to 5 and 3 epochs): it trains next from scratch
+    with its epochs fitted to that time, a <= 100K-parameter point of the front; then nothing else starts. The one
+    training's own result is unchanged by it."""
+    from nas_core.schema import budget
+    from nas_core.schema.record import trial_record
+    from nas_core.search.seeds import COMPANION
+    from nas_core.training import loop
 
     def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
         params = sum(p.numel() for p in model.parameters())
-        return 10.0 if params > 600_000 else 4.0 if params > 100_000 else 2.0  # wide (not fitting), 4-conv, small
+        return 5.0 if params > 600_000 else 4.0 if params > 100_000 else 2.0  # wide (fitting), 4-conv, small
 
     monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
     monkeypatch.setattr(budget, "ONE_TRAINING_COMPANION_EPOCHS", 3)
-    timeout = 40  # 8 epochs of the 4-conv design at the 4 s given; real ones take ~0.5 s, so ~35 s are left
-    cfg = SearchConfig(dataset=str(tmp_path / "squares.npz"), trials=5, epochs=500, patience=2, seed=0, device="cpu",
+    timeout = 40  # 6 epochs of the wide design at the 5 s given; real ones take ~1 s, so ~30 s are left
+    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
                        workspace=str(tmp_path), study="pair", tracking=False, timeout=timeout)
     result = run_search(cfg)
     study = optuna.load_study(study_name="pair", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     one = study.user_attrs["one_training"]
-    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN", COMPANION]
+    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN, wide", COMPANION]
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     companion = one["companion"]
-    assert companion["design"] == COMPANION and companion["seconds_per_epoch"] == 2.0
+    assert companion["design"] == COMPANION and companion["seconds_per_epoch"] == 2.0 and "mode" not in companion
     assert 3 <= companion["epochs"] <= int(timeout * budget.ONE_TRAINING_SLACK / 2.0)
     main, small = (trial_record(t)["metrics"] for t in study.trials)
     assert main["epochs_trained"] == one["epochs"] and small["epochs_trained"] == companion["epochs"]  # both schedules run out
     assert small["params"] <= 100_000 < main["params"]
+    assert "body_from" not in trial_record(study.trials[1])["config"]["provenance"]
     assert any("left time for" in w for w in result.warnings) and result.n_complete == 2
     assert f"trains the small design {COMPANION}" in study.user_attrs["budget_plan"]["note"]  # the plan the pages show
+
+
+def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_train_repeats_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """28x28 images, the 4-conv net as the one training (the wide net timed too slow): the small design has its body, so
+    after it, that body is frozen and only the small design's head trains, on its features (no timing of the small
+    design, no augmentation). Its weights keep the trained body bit for bit (batch-norm statistics included); its config
+    names the body's trial and config; and `train --config` on it retrains that network, then the head, to the same
+    test accuracy."""
+    from safetensors.torch import load_file
+
+    from nas_core.cli import main
+    from nas_core.schema import budget
+    from nas_core.schema.record import trial_record
+    from nas_core.search.seeds import COMPANION
+    from nas_core.training import loop
+    from nas_core.training.frozen import HEAD_EPOCHS
+
+    timed: list[int] = []
+
+    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
+        params = sum(p.numel() for p in model.parameters())
+        timed.append(params)
+        return 10.0 if params > 600_000 else 4.0  # the wide net does not fit 5 epochs; the 4-conv net trains
+
+    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
+    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="head", tracking=False, timeout=40)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="head", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    one = study.user_attrs["one_training"]
+    assert len(timed) == 2 and max(timed) > 600_000  # the 4-conv net and the wide one; the small design is not timed
+    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN", COMPANION]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], [trial_record(t).get("reason") for t in study.trials]
+    companion = one["companion"]
+    assert companion["mode"] == "head" and companion["body_of"] == "4-conv BN CNN" and one["body_trial"] == 0
+    assert companion["epochs"] == HEAD_EPOCHS and companion["seconds"] > 0 and companion["due"]
+    main_rec, small_rec = (trial_record(t) for t in study.trials)
+    small = small_rec["metrics"]
+    assert small["params"] <= 100_000 < main_rec["metrics"]["params"] and small["epochs_trained"] == HEAD_EPOCHS
+    assert small_rec["config"]["training"]["augmentation"] == "none"
+    assert small_rec["fidelity_extra"]["frozen_body"] is True and small_rec["fidelity_extra"]["trainable_params"] < 100_000
+    body_from = small_rec["config"]["provenance"]["body_from"]
+    assert body_from["trial"] == 0 and body_from["design"] == "4-conv BN CNN" and body_from["frozen"] is True
+    assert body_from["config"]["architecture"] == main_rec["config"]["architecture"]
+    trained, fitted = (load_file(str(tmp_path / "head" / "weights" / f"trial_{n}.safetensors")) for n in (0, 1))
+    body_keys = [k for k in trained if k.startswith("body.")]
+    assert body_keys and all(torch.equal(trained[k], fitted[k]) for k in body_keys)  # frozen: the same body, statistics too
+    assert not torch.equal(trained["head.3.weight"][:, :10], fitted["head.1.weight"][:, :10])  # its own head
+    assert "has the same body" in study.user_attrs["budget_plan"]["note"]
+    assert result.n_complete == 2
+
+    path = tmp_path / "small.json"
+    path.write_text(json.dumps(small_rec["config"]))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        assert main(["train", "--config", str(path), "--workspace", str(tmp_path), "--device", "cpu", "--quiet"]) == 0
+    again = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert again["params"] == small["params"] and again["epochs_trained"] == HEAD_EPOCHS
+    assert again["init"].startswith("the body of 4-conv BN CNN, retrained from its config for")
+    assert again["test_accuracy"] == small["test_accuracy"]
 
 
 def test_the_designs_are_timed_after_mlflow_has_set_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,7 +44,9 @@ def retrain(
     The dataset is the one the config was found on (its provenance records how it was given), on its
     full training split unless ``train_samples`` says otherwise. Library blocks referenced by id are
     loaded when the module library is present; otherwise the network trains from scratch and the
-    result says so.
+    result says so. A config whose provenance has ``body_from`` (the one training's small companion: a head fitted on
+    that training's body, frozen) is retrained the same way: the network of ``body_from.config`` first (its own recipe;
+    ``epochs`` and ``patience`` apply to the head), then this one's head on that body.
     """
     from dataclasses import replace
 
@@ -82,6 +84,12 @@ def retrain(
             init = f"library weights for {loaded} block(s)"
         except Exception as exc:  # noqa: BLE001 - no library here: train from scratch and say so
             notes.append(f"module library not available ({str(exc).splitlines()[0]}); trained from scratch instead")
+    body_from = prov.get("body_from")
+    body = None
+    if isinstance(body_from, dict) and body_from.get("config") is not None:
+        body, note = _retrain_body(cfg, body_from, workspace=workspace, dataset=dataset, data_dir=data_dir, device=device,
+                                   train_samples=train_samples, val_samples=val_samples, on_epoch=on_epoch, should_stop=should_stop)
+        init, notes = note, notes + [note]
     recipe = cfg.training
     if epochs is not None:
         if epochs < 1:
@@ -91,7 +99,12 @@ def retrain(
         recipe = replace(recipe, patience=patience)
     start = time.perf_counter()
     with threads(cpu_threads(tuple(data.input_shape), dev)):  # the search's thread rule: the same arithmetic
-        history = train_model(model, data, recipe, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
+        if body is not None:
+            from nas_core.training.frozen import fit_head
+
+            history, _ = fit_head(model, data, recipe, body, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
+        else:
+            history = train_model(model, data, recipe, device=dev, seed=seed, on_epoch=on_epoch, should_stop=should_stop)
         wall = time.perf_counter() - start
         measured = measure_model(model, data, dev)
     ws = Path(workspace)
@@ -119,3 +132,20 @@ def retrain(
         "latency_measurement": measured["latency"]["how"],
         "precision": resolve_precision(recipe.precision, dev, tuple(data.input_shape)),
     }
+
+
+def _retrain_body(cfg: ModelConfig, body_from: dict[str, Any], *, workspace: str | Path, **kwargs: Any) -> tuple[dict[str, Any], str]:
+    """Retrain the network whose body ``cfg``'s head was fitted on (``body_from.config``); returns its ``body.*`` tensors
+    and a note saying how the body was made."""
+    from safetensors.torch import load_file
+
+    from nas_core.training.frozen import body_state, same_body
+
+    parent = ModelConfig.from_dict(body_from["config"])
+    if not same_body(parent.architecture, cfg.architecture):
+        raise ConfigError("provenance.body_from.config has a different body from this config's architecture; re-download the config.")
+    out = retrain(parent, workspace=workspace, **kwargs)
+    body = body_state(load_file(str(out["weights"])))
+    name = body_from.get("design") or parent.architecture.summary()
+    return body, (f"the body of {name}, retrained from its config for {out['epochs_trained']} epochs (test "
+                  f"{out['test_accuracy']:.4f}) and frozen; only the head trained, on its features")

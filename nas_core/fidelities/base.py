@@ -44,6 +44,9 @@ class EvalContext:
     time_left: Callable[[], float] | None = None
     workspace: Any = None  # pathlib.Path for caches
     options: dict[str, Any] = field(default_factory=dict)
+    # the ``body.*`` tensors of a trained network with this candidate's body: the candidate keeps it frozen and trains
+    # only its head on its features (``training.frozen.fit_head``); set for the one training's small companion
+    frozen_body: dict[str, torch.Tensor] | None = None
 
 
 @dataclass

@@ -8,14 +8,22 @@ from typing import Any
 
 from nas_core.fidelities.base import EvalContext, EvalResult, Fidelity, FidelityOption, finish, register_fidelity
 from nas_core.model.assembly import assemble
+from nas_core.training.frozen import fit_head
 from nas_core.training.loop import set_seed, train_model
 from nas_core.training.screening import SCREEN_CHOICES, check_screen_option
 
 
 def full_training(ctx: EvalContext) -> EvalResult:
-    """Train from scratch with the sampled recipe (early stopping on validation), then measure everything."""
+    """Train from scratch with the sampled recipe (early stopping on validation), then measure everything; with
+    ``ctx.frozen_body``, only the head trains, on that body's features (:func:`training.frozen.fit_head`)."""
     set_seed(ctx.seed)
     model = assemble(ctx.arch)
+    if ctx.frozen_body is not None:
+        start = time.perf_counter()
+        history, feature_s = fit_head(model, ctx.data, ctx.recipe, ctx.frozen_body, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch,
+                                      should_stop=ctx.should_stop, time_up=ctx.time_up, time_left=ctx.time_left)
+        return finish(model, ctx, history, time.perf_counter() - start, frozen_body=True, feature_seconds=round(feature_s, 3),
+                      trainable_params=sum(p.numel() for p in model.head.parameters()))
     start = time.perf_counter()
     history = train_model(
         model, ctx.data, ctx.recipe, device=ctx.device, seed=ctx.seed, on_epoch=ctx.on_epoch, should_stop=ctx.should_stop,

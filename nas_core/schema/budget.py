@@ -19,7 +19,9 @@ the epochs the whole budget fits (:func:`one_training_epochs`), and is the resul
 the budget fits :data:`ONE_TRAINING_WIDER_EPOCHS` epochs of the design's wider variant (timed too), that one trains instead.
 The time the one training leaves (its epochs fill only :data:`ONE_TRAINING_SLACK` of the budget) goes to a small design, the
 companion (``search.seeds.COMPANION``, timed too), when it fits :data:`ONE_TRAINING_COMPANION_EPOCHS` epochs of it: a
-small, fast point on the accuracy-cost front that costs the one training nothing.
+small, fast point on the accuracy-cost front that costs the one training nothing. When the companion has the one
+training's body (the 4-conv net's convolutions), it does not train from scratch: its head is fitted on the trained body,
+frozen (``training.frozen``), which takes one forward pass over the data.
 
 Example:
     >>> plan = plan_budget(timeout=100, two_phase=False)
@@ -189,13 +191,25 @@ def _seconds(s: float) -> str:
     return f"{s:,.0f}" if s >= 10 else f"{s:.2g}"
 
 
+def _companion_sentence(companion: tuple[str, float] | None, head: tuple[str, float] | None) -> str:
+    if head:
+        return (f"The small design {head[0]} has the same body: the time it leaves (~{_seconds(head[1])} s of it) fits that "
+                f"design's head on the trained body, frozen, with the body's features computed once; no other trials. ")
+    if companion:
+        return (f"The time it leaves trains the small design {companion[0]} (~{_seconds(companion[1])} s an epoch) if it fits "
+                f"{ONE_TRAINING_COMPANION_EPOCHS} epochs of it; no other trials. ")
+    return "No other trials. "
+
+
 def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_epoch: float, search_epochs: int,
                       first: tuple[str, float] | None = None, companion: tuple[str, float] | None = None,
-                      passed_over: tuple[str, float, int] | None = None) -> BudgetPlan:
+                      passed_over: tuple[str, float, int] | None = None, companion_head: tuple[str, float] | None = None) -> BudgetPlan:
     """The plan of a one-training run (see the module docstring): all of ``timeout`` for one trial, nothing after it.
     ``first`` is (name, seconds an epoch) of the first known-good design when its wider variant ``design`` trains instead;
     ``companion`` that of the small design the time left may train after it; ``passed_over`` (name, seconds an epoch,
-    epochs that fit) that of a wider variant that was timed and fits too few epochs, so the note says why it did not train."""
+    epochs that fit) that of a wider variant that was timed and fits too few epochs, so the note says why it did not train;
+    ``companion_head`` (name, seconds planned) that of a small design with the same body, whose head is fitted on the
+    trained body, frozen (``training.frozen``), instead of a companion trained from scratch."""
     timed = first or (design, seconds_per_epoch)
     if first:
         wider = (f" The budget fits {epochs} epochs (at least {ONE_TRAINING_WIDER_EPOCHS}) of its wider variant, {design} "
@@ -209,6 +223,5 @@ def one_training_plan(timeout: float, *, design: str, epochs: int, seconds_per_e
                       f"One training: an epoch of the first known-good design ({timed[0]}) takes ~{_seconds(timed[1])} s here, so "
                       f"--timeout fits fewer than {ONE_TRAINING_FIT} trials of {search_epochs} epochs and a refit.{wider} It trains once, "
                       f"for {epochs} epochs (~{epochs * seconds_per_epoch:,.0f} s), and is the result: no refit. "
-                      + (f"The time it leaves trains the small design {companion[0]} (~{_seconds(companion[1])} s an epoch) if it fits "
-                         f"{ONE_TRAINING_COMPANION_EPOCHS} epochs of it; no other trials. " if companion else "No other trials. ")
+                      + _companion_sentence(companion, companion_head)
                       + "A longer --timeout (or a GPU) lets the search compare designs.")
