@@ -162,6 +162,10 @@ def _retrain_panel(number: int) -> None:
 
 with tab_retrain:
     st.caption("Trains this configuration again on the full training split, for more epochs (early stopping still applies).")
+    if views.body_epochs(config):
+        st.caption(f"Its head was fitted on the frozen body of trial {config.provenance['body_from'].get('trial')}'s network: "
+                   f"retraining trains that network first ({views.body_epochs(config)} epochs, its own recipe), then this head "
+                   "for the epochs below, on that body's features.")
     c1, c2, c3 = st.columns([1, 1, 1])
     epochs = c1.number_input("Epochs", min_value=1, max_value=1000, value=max(20, 2 * config.training.epochs), step=5, key="rt_epochs")
     device = c2.selectbox("Device", ["auto", "cpu", "cuda"], key="rt_device")

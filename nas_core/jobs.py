@@ -303,11 +303,14 @@ class RetrainJob(BackgroundJob):
         self.epochs = int(epochs)
         self.device = device
         self.epoch = 0
+        self.done = 0  # epochs finished, the body's network's included
+        self.body_epochs = retraining.body_epochs(config)  # a head on another network's body: that network retrains first
         self.last: dict[str, float] = {}
 
     def _on_epoch(self, epoch: int, total: int, row: dict[str, float]) -> None:
         with self._lock:
             self.epoch, self.last = epoch, dict(row)
+            self.done += 1
 
     def _work(self) -> dict[str, Any]:
         return retraining.retrain(self.config, workspace=self.workspace, epochs=self.epochs, device=self.device,
@@ -315,12 +318,15 @@ class RetrainJob(BackgroundJob):
 
     def progress(self) -> tuple[float, str]:
         with self._lock:
-            epoch, last = self.epoch, dict(self.last)
-        text = f"epoch {epoch} / {self.epochs}"
+            epoch, last, done = self.epoch, dict(self.last), self.done
+        if self.body_epochs and done <= self.body_epochs:
+            text = f"the body's network: epoch {epoch} / {self.body_epochs}"
+        else:
+            text = f"{'the head: ' if self.body_epochs else ''}epoch {epoch} / {self.epochs}"
         if "val_accuracy" in last:
             seen = " (trained on)" if self.config.training.trains_on_val else ""
             text += f" — val acc {last['val_accuracy']:.4f}{seen}"
-        return min(1.0, epoch / max(1, self.epochs)), text
+        return min(1.0, done / max(1, self.epochs + self.body_epochs)), text
 
 
 _RETRAIN: dict[tuple[str, str, int], RetrainJob] = {}

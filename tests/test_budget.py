@@ -445,6 +445,16 @@ def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_
     assert again["init"].startswith("the body of 4-conv BN CNN, retrained from its config for")
     assert again["test_accuracy"] == small["test_accuracy"]
 
+    # the Best Model page's "Retrain longer" (a background job): the body's network first, then the head, counted as one
+    from nas_core.jobs import start_retrain
+    from nas_core.schema.config import ModelConfig
+
+    job = start_retrain(ModelConfig.from_dict(small_rec["config"]), workspace=tmp_path, study="head", trial=1, epochs=2, device="cpu")
+    assert job.wait(timeout=300) and job.status == "finished", job.error
+    frac, text = job.progress()
+    assert job.body_epochs == one["epochs"] and frac == 1.0 and text.startswith("the head: epoch 2 / 2"), text
+    assert job.result["epochs_trained"] == 2 and job.result["init"].startswith("the body of 4-conv BN CNN")
+
 
 def test_the_designs_are_timed_after_mlflow_has_set_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The one-training planner times its designs only once MLflow's writer has opened the study's run: its imports and

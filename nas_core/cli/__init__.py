@@ -421,11 +421,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not args.quiet:
         from tqdm import tqdm
 
-        total = args.epochs or cfg.training.epochs
-        body_from = cfg.provenance.get("body_from")
-        if isinstance(body_from, dict) and isinstance(body_from.get("config"), dict):  # the body's network retrains first
-            total += int((body_from["config"].get("training") or {}).get("epochs") or 0)
-        bar = tqdm(total=total, desc="retrain", unit="epoch", file=sys.stderr, dynamic_ncols=True)
+        from nas_core.deploy.retraining import body_epochs
+
+        # a head fitted on another network's body: that network retrains first
+        bar = tqdm(total=(args.epochs or cfg.training.epochs) + body_epochs(cfg), desc="retrain", unit="epoch", file=sys.stderr, dynamic_ncols=True)
 
     seen = " (trained on)" if cfg.training.trains_on_val else ""  # a refit's validation split is not held out
 

@@ -134,6 +134,18 @@ def retrain(
     }
 
 
+def body_epochs(cfg: ModelConfig) -> int:
+    """Epochs of the network ``train --config`` retrains before ``cfg``'s own training: that of ``provenance.body_from``
+    (a head fitted on that network's body, frozen), else 0."""
+    body_from = cfg.provenance.get("body_from")
+    if not isinstance(body_from, dict) or not isinstance(body_from.get("config"), dict):
+        return 0
+    try:
+        return max(0, int((body_from["config"].get("training") or {}).get("epochs") or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _retrain_body(cfg: ModelConfig, body_from: dict[str, Any], *, workspace: str | Path, **kwargs: Any) -> tuple[dict[str, Any], str]:
     """Retrain the network whose body ``cfg``'s head was fitted on (``body_from.config``); returns its ``body.*`` tensors
     and a note saying how the body was made."""

@@ -193,8 +193,8 @@ def _seconds(s: float) -> str:
 
 def _companion_sentence(companion: tuple[str, float] | None, head: tuple[str, float] | None) -> str:
     if head:
-        return (f"The small design {head[0]} has the same body: the time it leaves (~{_seconds(head[1])} s of it) fits that "
-                f"design's head on the trained body, frozen, with the body's features computed once; no other trials. ")
+        return (f"The small design {head[0]} has the same body: if the time it leaves fits ~{_seconds(head[1])} s, that design's "
+                f"head is fitted on the trained body, frozen, with the body's features computed once; no other trials. ")
     if companion:
         return (f"The time it leaves trains the small design {companion[0]} (~{_seconds(companion[1])} s an epoch) if it fits "
                 f"{ONE_TRAINING_COMPANION_EPOCHS} epochs of it; no other trials. ")

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+from nas_core.deploy.retraining import body_epochs  # noqa: F401 - the Best Model page asks it of a config
 from nas_core.jobs import RetrainJob, get_retrain, start_retrain  # noqa: F401 - the pages call them here
 from nas_core.views.analytics_page import (  # noqa: F401
     ProxyCorrelation,
@@ -196,4 +197,5 @@ __all__ = [
     "RetrainJob",
     "start_retrain",
     "get_retrain",
+    "body_epochs",
 ]
