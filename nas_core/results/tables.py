@@ -266,19 +266,27 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
         m, t = metrics[picks[key]], trials[picks[key]]
         lines.append(
             f"- **{label}**: trial {t.number} — val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}, "
-            f"{m['latency_ms']:.3f} ms, {int(m['params']):,} params — `{t.user_attrs.get('summary', '')}`"
+            f"{m['latency_ms']:.3f} ms, {int(m['params']):,} params — `{t.user_attrs.get('summary', '')}`{_made(t)}"
         )
     lines += ["", "## Pareto front", "", "| trial | val acc | test acc | macro F1 | latency ms | params | MFLOPs | architecture |",
               "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for t, m in zip(trials, metrics):
         lines.append(
             f"| {t.number} | {m['val_accuracy']:.4f} | {m['test_accuracy']:.4f} | {m.get('macro_f1', 0):.4f} | {m['latency_ms']:.3f} | "
-            f"{int(m['params']):,} | {m['flops'] / 1e6:.2f} | `{t.user_attrs.get('summary', '')}` |"
+            f"{int(m['params']):,} | {m['flops'] / 1e6:.2f} | `{t.user_attrs.get('summary', '')}`{_made(t)} |"
         )
     lat = trials[0].user_attrs.get("latency", {}).get("how", "")
     lines += ["", f"Latency: {lat}. Test accuracy is reported only; selection used validation accuracy.", ""]
     lines += _budget_markdown(study)
     return "\n".join(lines)
+
+
+def _made(trial: Any) -> str:
+    """How a trial's network was made, when not by a training of its own: a head fitted on another trial's frozen body."""
+    from nas_core.schema.record import trial_record
+
+    body_from = ((trial_record(trial).get("config") or {}).get("provenance") or {}).get("body_from")
+    return f" (its head fitted on trial {body_from.get('trial')}'s body, frozen)" if isinstance(body_from, dict) else ""
 
 
 def _screening_markdown(study: Any) -> list[str]:
