@@ -447,6 +447,8 @@ def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_
     assert again["params"] == small["params"] and again["epochs_trained"] == HEAD_EPOCHS
     assert again["init"].startswith("the body of 4-conv BN CNN, retrained from its config for")
     assert again["test_accuracy"] == small["test_accuracy"]
+    repeated = load_file(again["weights"])  # the same network, bit for bit: the body's retraining and the head's
+    assert all(torch.equal(repeated[k], fitted[k]) for k in fitted), [k for k in fitted if not torch.equal(repeated[k], fitted[k])]
 
     # the Best Model page's "Retrain longer" (a background job): the body's network first, then the head, counted as one
     from nas_core.jobs import start_retrain

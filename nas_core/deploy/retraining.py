@@ -87,8 +87,13 @@ def retrain(
     body_from = prov.get("body_from")
     body = None
     if isinstance(body_from, dict) and body_from.get("config") is not None:
+        import torch
+
+        # the body's network trains first; the head then draws (dropout) from where the search's did: after its own init
+        rng = torch.get_rng_state()
         body, note = _retrain_body(cfg, body_from, workspace=workspace, dataset=dataset, data_dir=data_dir, device=device,
                                    train_samples=train_samples, val_samples=val_samples, on_epoch=on_epoch, should_stop=should_stop)
+        torch.set_rng_state(rng)
         init, notes = note, notes + [note]
     recipe = cfg.training
     if epochs is not None:
