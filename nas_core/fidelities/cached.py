@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from nas_core.blocks import IMAGE, Shape, get_block
 from nas_core.errors import LibraryError
@@ -53,6 +52,7 @@ from nas_core.library import BlockMeta, Library, build_library, open_library
 from nas_core.model.assembly import MocaNet, assemble, plan
 from nas_core.schema.config import Architecture, BlockSpec, TrainingRecipe
 from nas_core.schema.record import with_records
+from nas_core.training.frozen import Trainable
 from nas_core.training.loop import set_seed, train_model
 from nas_core.training.measure import classification_metrics, count_flops, count_params, measure_latency, model_size_mb
 from nas_core.training.stops import Diverged
@@ -350,14 +350,6 @@ def _load_library(model: MocaNet, library: Library) -> list[dict[str, Any]]:
     return used
 
 
-class _Trainable(nn.Module):
-    """The trainable part only, so ``train_model``'s train()/state_dict never touch frozen blocks."""
-
-    def __init__(self, parts: list[nn.Module]) -> None:
-        super().__init__()
-        self.parts = nn.ModuleList(parts)
-
-
 @torch.no_grad()
 def _run_prefix(model: MocaNet, x: torch.Tensor, k: int, device: torch.device, batch: int = 512) -> torch.Tensor:
     out = []
@@ -423,7 +415,7 @@ def cached_fidelity(ctx: EvalContext) -> EvalResult:
     x_train = feats["train"] if pick is None else feats["train"][pick]
     view = data if pick is None else _View(data, y_train=data.y_train[pick])
     trainable_layers = [model.body[i] for i in range(k, len(model.body)) if i not in frozen]
-    parts = _Trainable(trainable_layers + [model.head])
+    parts = Trainable(trainable_layers + [model.head])
     params = [p for p in parts.parameters() if p.requires_grad]
 
     def forward(f: torch.Tensor) -> torch.Tensor:

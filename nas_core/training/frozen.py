@@ -65,12 +65,13 @@ def body_features(model: Any, x: torch.Tensor, device: torch.device, *, should_s
     return torch.cat(out) if out else x[:0].flatten(1)
 
 
-class _Head(nn.Module):
-    """The trainable part only, so ``train_model``'s train()/state_dict never touch the frozen body."""
+class Trainable(nn.Module):
+    """The trainable parts only, so ``train_model``'s train()/state_dict never touch frozen layers (here and in the
+    ``cached`` fidelity)."""
 
-    def __init__(self, head: nn.Module) -> None:
+    def __init__(self, parts: list[nn.Module]) -> None:
         super().__init__()
-        self.head = head
+        self.parts = nn.ModuleList(parts)
 
 
 def fit_head(model: Any, data: Any, recipe: TrainingRecipe, body: dict[str, torch.Tensor], *, device: torch.device, seed: int = 0,
@@ -100,7 +101,7 @@ def fit_head(model: Any, data: Any, recipe: TrainingRecipe, body: dict[str, torc
             model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as above
     feature_s = time.perf_counter() - start
     model.eval()  # the body: frozen, with its own statistics; train_model switches only the head to train mode
-    history = train_model(_Head(model.head), data, recipe, device=device, seed=seed, on_epoch=on_epoch, should_stop=should_stop,
+    history = train_model(Trainable([model.head]), data, recipe, device=device, seed=seed, on_epoch=on_epoch, should_stop=should_stop,
                           params=list(model.head.parameters()), forward=model.head, x_train=x_train, x_val=x_val,
                           time_up=time_up, time_left=time_left)
     model.eval()
