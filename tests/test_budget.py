@@ -410,8 +410,7 @@ def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_
     monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
     cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
-                       workspace=str(tmp_path), study="head", tracking=False, timeout=40,
-                       objectives=("accuracy", "params"))  # the small point is on the front whatever the latencies measure
+                       workspace=str(tmp_path), study="head", tracking=False, timeout=40)
     result = run_search(cfg)
     study = optuna.load_study(study_name="head", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     one = study.user_attrs["one_training"]
@@ -436,6 +435,8 @@ def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_
     assert "has the same body" in study.user_attrs["budget_plan"]["note"]
     summary = (tmp_path / "head" / "summary.md").read_text()
     assert "(its head fitted on trial 0's body, frozen)" in summary  # the small point says how it was made
+    # the default objectives (accuracy, latency): it is on the written front whatever the latencies measured, and Smallest
+    assert (tmp_path / "head" / "pareto" / "trial_1.json").exists() and "- **Smallest**: trial 1 " in summary
     assert result.n_complete == 2
 
     path = tmp_path / "small.json"
