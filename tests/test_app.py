@@ -407,6 +407,8 @@ def test_resumed_study_live_panel_shows_earlier_trials(tmp_path: Path) -> None:
     fill_workspace(tmp_path, studies=1, trials=4)
     at = _app(tmp_path)
     at.selectbox(key="study_choice").set_value("bench-0").run()
+    # seed 2: the resumed study's sampler draws a 170K conv net; seed 0 drew a 10.6M residual net that took ~39 s to train
+    at.number_input(key="seed").set_value(2)
     runner = start_search_from_page(at, tmp_path, trials=1, epochs=1, train_samples=100, timeout=120)
     assert runner is get_registry().get(tmp_path, "bench-0")
     at.run()
