@@ -69,15 +69,30 @@ def mean_rank(*columns: Sequence[float]) -> list[float]:
     Example:
         >>> mean_rank([0.9, 0.8, 0.95], [4, 1, 8])
         [2.0, 1.0, 3.0]
+        >>> mean_rank([0.5, 0.7, 0.5, 0.9])
+        [1.5, 3.0, 1.5, 4.0]
     """
-    from scipy.stats import rankdata
-
     n = len(columns[0])
     sums = [0.0] * n
     for col in columns:
-        for i, r in enumerate(rankdata(list(col))):
-            sums[i] += float(r)
+        for i, r in enumerate(_average_ranks(col)):
+            sums[i] += r
     return [s / len(columns) for s in sums]
+
+
+def _average_ranks(values: Sequence[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average (scipy's ``rankdata``, whose import costs a search ~1.3 s at start-up)."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for k in range(start, end + 1):
+            ranks[order[k]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
 
 
 @dataclass(frozen=True)
