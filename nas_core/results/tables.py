@@ -181,9 +181,9 @@ def front_axes(study: Any, metrics: list[dict[str, Any]]) -> tuple[list[str], li
 def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     """(trials, metric dicts) of the accuracy-cost Pareto front of the complete trials.
 
-    The front is over the study's objectives and the parameter count (:func:`front_axes`). Once a fidelity's second phase has trained finalists
-    (:func:`final_results`), the front is over them only: the other trials hold proxy values (for the
-    zero-cost fidelity a score, not an accuracy) that must not compete with measured accuracies.
+    The front is over the study's objectives and the parameter count (:func:`front_axes`). Once a fidelity's second
+    phase has trained finalists (:func:`final_results`), the front is over them only: the other trials hold proxy values
+    (for the zero-cost fidelity a score, not an accuracy) that must not compete with measured accuracies.
     """
     from optuna.trial import TrialState
 
