@@ -281,8 +281,10 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
             f"- **{label}**: trial {t.number} — val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}, "
             f"{m['latency_ms']:.3f} ms, {int(m['params']):,} params — `{t.user_attrs.get('summary', '')}`{_made(t)}"
         )
-    axes = {"val_accuracy": "validation accuracy", "latency_ms": "latency", "params": "parameters", "flops": "FLOPs", "size_mb": "size"}
-    over = ", ".join(axes.get(k, k) for k in front_axes(study, metrics)[0])
+    from nas_core.schema.objectives import OBJECTIVES
+
+    labels = {o.metric: o.label for o in OBJECTIVES.values()}
+    over = ", ".join(labels.get(k, k) for k in front_axes(study, metrics)[0])
     lines += ["", "## Pareto front", "", f"Non-dominated in {over}.", "", "| trial | val acc | test acc | macro F1 | latency ms | params | MFLOPs | architecture |",
               "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for t, m in zip(trials, metrics):
