@@ -22,6 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fashion_default import held_at  # type: ignore[import-not-found]  # beside this script (run as python benchmarks/...)
+
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
@@ -45,11 +47,6 @@ def run_arm(budget: int, args: argparse.Namespace) -> tuple[dict[str, Any], str]
            "--threads", str(args.threads), "--workspace", str(workspace)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     return _result(out.stdout, " ".join(cmd)), _plan(workspace)
-
-
-def held_at(points: list[list[float]], t: float) -> float | None:
-    held = [acc for at, acc in points if at <= t]
-    return held[-1] if held else None
 
 
 def main() -> int:
