@@ -22,17 +22,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from fashion_default import held_at  # type: ignore[import-not-found]  # beside this script (run as python benchmarks/...)
+from fashion_default import held_at, last_result  # type: ignore[import-not-found]  # beside this script (run as python benchmarks/...)
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
 
 
 def _result(text: str, where: str) -> dict[str, Any]:
-    lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
-    if not lines:
+    found = last_result(text)
+    if found is None:
         raise SystemExit(f"error: {where} has no RESULT line; pass the output of a finished fashion_default.py --arm default run")
-    return dict(json.loads(lines[-1][len("RESULT "):]))
+    return found
 
 
 def _plan(workspace: Path) -> str:

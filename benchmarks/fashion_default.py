@@ -146,6 +146,12 @@ def run_reference(args: argparse.Namespace) -> dict[str, Any]:
             "final": {"test_accuracy": points[-1][1] if points else None, "params": params, "at_s": points[-1][0] if points else None}}
 
 
+def last_result(text: str) -> dict[str, Any] | None:
+    """The last ``RESULT {json}`` line an ``--arm`` run printed (its arm's result), or None when it printed none."""
+    lines = [ln for ln in text.splitlines() if ln.startswith("RESULT ")]
+    return dict(json.loads(lines[-1][len("RESULT "):])) if lines else None
+
+
 def held_at(points: list[list[float]], t: float) -> float | None:
     held = [acc for at, acc in points if at <= t]
     return held[-1] if held else None
@@ -253,11 +259,11 @@ def main() -> int:
                   f"{args.budget_s} s and {args.seed}; rerun the baselines or match --budget-s and --seed", file=sys.stderr)
             return 2
         if args.default_result:  # the default arm was run earlier with --arm default (its output has the RESULT line)
-            lines = [ln for ln in Path(args.default_result).read_text().splitlines() if ln.startswith("RESULT ")]
-            if not lines:
+            found = last_result(Path(args.default_result).read_text())
+            if found is None:
                 print(f"error: {args.default_result} has no RESULT line; pass the output of a finished --arm default run", file=sys.stderr)
                 return 2
-            default = json.loads(lines[-1][len("RESULT "):])
+            default = found
         else:
             default = run_search_arm("default", args, [])
         arms = {"default": default, "reference": old["arms"]["reference"], "plain": old["arms"]["plain"]}
