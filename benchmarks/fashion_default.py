@@ -12,8 +12,8 @@ Arms, each a real subprocess on its own wall clock and its own torch thread(s) (
 
 Two lanes run in parallel on the 2 cores: ``default`` alone, and ``reference`` then ``plain``. The anytime table
 holds, for each arm, the test accuracy of the model it would hand over at 900, 1800 and 3600 s: for a search, the
-complete trial with the best validation accuracy so far (its own test accuracy), then the final refit once it
-exists; for the reference, its latest finished epoch. Writes results/fashion_default.{json,md,png} and copies the
+complete trial with the best validation accuracy so far (its own test accuracy), or the model a running one training
+holds (measured as it goes, what a Stop hands over: ``fidelities.train.Holder``), then the final refit once it exists; for the reference, its latest finished epoch. Writes results/fashion_default.{json,md,png} and copies the
 default arm's ``best_config.json`` to results/fashion_default_best_config.json (``train --config`` retrains it).
 
     python benchmarks/fashion_default.py [--budget-s 3600] [--seed 0] [--threads 1]
@@ -70,18 +70,19 @@ def run_search_arm(arm: str, args: argparse.Namespace, extra: list[str]) -> dict
     wall = time.time() - start
     _log(arm, f"exit {code} after {wall:.0f} s")
     study = optuna.load_study(study_name=STUDY, storage=default_storage(ws))
-    points = []  # (seconds since start, test accuracy of the best-by-validation complete trial so far)
-    best_val = -1.0
     done = sorted((t for t in study.trials if t.state.name == "COMPLETE" and t.datetime_complete), key=lambda t: t.datetime_complete)
-    trials = []
+    trials, moments = [], []  # moments: (seconds since start, trial, val, test) of each model a trial holds from then on
     for t in done:
-        m = trial_record(t).get("metrics") or {}
+        record = trial_record(t)
+        m = record.get("metrics") or {}
         at = t.datetime_complete.timestamp() - start
         trials.append({"number": t.number, "at_s": at, "val_accuracy": m.get("val_accuracy"), "test_accuracy": m.get("test_accuracy"),
                        "params": m.get("params"), "summary": t.user_attrs.get("summary", "")})
-        if (m.get("val_accuracy") or 0) > best_val:
-            best_val = float(m["val_accuracy"])
-            points.append((at, float(m.get("test_accuracy") or 0.0)))
+        # a time-boxed training (the one training) holds a measured model as it goes, which a Stop would hand over
+        for hold in (record.get("fidelity_extra") or {}).get("holds") or []:
+            moments.append((float(hold["at"]) - start, t.number, float(hold["val_accuracy"]), float(hold["test_accuracy"])))
+        moments.append((at, t.number, float(m.get("val_accuracy") or 0.0), float(m.get("test_accuracy") or 0.0)))
+    points = anytime_points(moments)
     best = next(ws.glob("*/best_config.json"), None)
     final = None
     if best is not None:
@@ -99,6 +100,23 @@ def run_search_arm(arm: str, args: argparse.Namespace, extra: list[str]) -> dict
     return {"arm": arm, "exit_code": code, "wall_s": wall, "n_complete": len(trials), "trials": trials, "anytime": points,
             "final": final, "best_config": str(best) if best else None,
             "pareto_le_100k": max(small, key=lambda t: t["test_accuracy"] or 0) if small else None}
+
+
+def anytime_points(moments: list[tuple[float, int, float, float]]) -> list[tuple[float, float]]:
+    """(seconds, test accuracy) each time the model a search would hand over changes: from (seconds, trial, val, test)
+    moments, each trial's latest model (a hold, then its completion), and of those the best by validation accuracy.
+
+        >>> anytime_points([(10, 0, 0.80, 0.79), (20, 1, 0.85, 0.84), (30, 0, 0.90, 0.88), (40, 1, 0.86, 0.86)])
+        [(10, 0.79), (20, 0.84), (30, 0.88)]
+    """
+    latest: dict[int, tuple[float, float]] = {}
+    points: list[tuple[float, float]] = []
+    for at, trial, val, test in sorted(moments):
+        latest[trial] = (val, test)
+        held = max(latest.values())[1]
+        if not points or points[-1][1] != held:
+            points.append((at, held))
+    return points
 
 
 def _summary(cfg: dict[str, Any]) -> str:

@@ -7,10 +7,12 @@ and times until the process has exited. It then checks the study: no RUNNING tri
 Phases: start-up (signal 0.5-3.5 s after spawn: imports, data, storage; a run whose first trial had already
 started by then is reported on its own row), training (after an epoch of trial 1),
 end-of-trial (right after a trial's last epoch: restoring the best weights, predictions, latency, writes),
-fine-tune (zero-cost search, after the first fine-tune epoch of a finalist).
+fine-tune (zero-cost search, after the first fine-tune epoch of a finalist), one-training (a budget that fits only
+one training, 150 epochs into it: the trial completes with the model it held, so ``complete`` is 1).
 
-Usage: python benchmarks/stop.py [--repeats 3]
-Writes benchmarks/results/stop.{json,md} (goal: every exit within 2 s of the signal).
+Usage: python benchmarks/stop.py [--repeats 3] [--phases start-up,training,...]
+Writes benchmarks/results/stop.{json,md} (goal: every exit within 2 s of the signal); with some phases only,
+stop_PHASE[_PHASE...].{json,md}.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ PHASES = {
     "training": BASE + ["--trials", "20", "--epochs", "4", "--patience", "4"],
     "end-of-trial": BASE + ["--trials", "20", "--epochs", "1", "--patience", "1"],
     "fine-tune": BASE + ["--trials", "6", "--epochs", "6", "--fidelity", "zero-cost", "--fidelity-option", "finetune_top_k=2"],
+    # a budget that fits one training (500 epochs cannot run twice in 40 s): the stop keeps the model it held
+    "one-training": BASE + ["--trials", "5", "--epochs", "500", "--patience", "2", "--timeout", "40"],
 }
 
 
@@ -60,6 +64,8 @@ def _ready(phase: str, events: list[dict], spawned: float, delay: float) -> bool
         return time.monotonic() - spawned >= delay
     if phase == "training":
         return any(e["kind"] == "EpochProgress" and e["number"] == 1 for e in events)
+    if phase == "one-training":  # well into it: a hold after the first epoch's is due every twelfth of the 40 s
+        return any(e["kind"] == "EpochProgress" and e["number"] == 0 and e["epoch"] >= 150 for e in events)
     if phase == "end-of-trial":
         return any(e["kind"] == "EpochProgress" and e["number"] == 1 and e["epoch"] == e["epochs"] for e in events)
     return any(e["kind"] == "EpochProgress" and e.get("metrics", {}).get("phase") == "finetune" for e in events)
@@ -85,11 +91,12 @@ def one(phase: str, sig: int, delay: float = 1.0) -> dict:
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=600)
         exit_s = time.monotonic() - sent
-        running, reasons = 0, []
+        running, complete, reasons = 0, 0, []
         if (ws / "optuna.db").exists():
             con = sqlite3.connect(ws / "optuna.db")
             try:
                 running = con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+                complete = con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
                 reasons = [json.loads(r[0]) for r in con.execute(
                     "select a.value_json from trial_user_attributes a join trials t using (trial_id) "
                     "where a.key = 'reason' and t.state = 'PRUNED'")]
@@ -101,7 +108,7 @@ def one(phase: str, sig: int, delay: float = 1.0) -> dict:
             phase = "start-up (landed in trial 0)"
         return {"phase": phase, "signal": signal.Signals(sig).name, "exit_s": round(exit_s, 3), "returncode": proc.returncode,
                 "delay_s": delay if phase.startswith("start-up") else None,
-                "running_left": running, "traceback": "Traceback" in err, "pruned_reasons": reasons}
+                "running_left": running, "complete": complete, "traceback": "Traceback" in err, "pruned_reasons": reasons}
 
 
 def main() -> int:
@@ -134,7 +141,9 @@ def main() -> int:
     out = {"goal_s": GOAL_S, "rows": rows, "runs": runs, "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                                      "load_after": load}}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "stop.json").write_text(json.dumps(out, indent=2))
+    phases = args.phases.split(",")
+    name = "stop" if phases == list(PHASES) else "stop_" + "_".join(phases)
+    (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2))
     lines = ["# Stop: signal-to-exit time of `python -m nas_core search`", "",
              f"Goal: exit within {GOAL_S:g} s of the signal in every phase, code 130 (SIGINT) / 143 (SIGTERM), no RUNNING trial, "
              "no traceback. Each row is a fresh process and workspace; times from the signal to the process's exit.", "",
@@ -144,7 +153,7 @@ def main() -> int:
                      f"{r['running_left']} | {r['tracebacks']} | {'yes' if r['met'] else 'NO'} |")
     lines += ["", f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, load average after the runs {load}.",
               "Where the stopped trial was: the reasons recorded for PRUNED trials are in `stop.json` (`pruned_reasons`)."]
-    (RESULTS / "stop.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0 if all(r["met"] for r in rows) else 1
 

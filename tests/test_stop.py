@@ -96,6 +96,51 @@ def test_a_signal_mid_training_prunes_the_trial_writes_outputs_and_exits(tmp_pat
     assert (tmp_path / STUDY / "summary.md").exists() or any((tmp_path / STUDY).iterdir())
 
 
+def _epochs(workspace: Path, number: int) -> int:
+    return max((e["epoch"] for e in _events(workspace) if e["kind"] == "EpochProgress" and e["number"] == number), default=0)
+
+
+def test_ctrl_c_mid_one_training_keeps_the_model_it_held_with_its_test_accuracy(tmp_path: Path) -> None:
+    """A budget that fits one training (500 epochs a trial cannot run twice in 40 s on 400 digits): the hour's only result
+    must not be lost to a Stop. It holds a measured model at its first epoch and at intervals, and Ctrl-C hands that over:
+    the trial completes with the held model's figures, its config says it was stopped, and outputs are written."""
+    proc = _start(tmp_path, "--trials", "5", "--epochs", "500", "--patience", "2", "--timeout", "40")
+    # holds every twelfth of the 40 s (epochs of ~0.03 s): a few seconds of training have one after the first
+    _wait_for(proc, lambda: _epochs(tmp_path, 0) >= 150, "the one training trained 150 epochs")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err, err
+    trials = _trials(tmp_path)
+    assert [(t.number, t.state) for t in trials] == [(0, TrialState.COMPLETE)]
+    record = trial_record(trials[0])
+    holds = record["fidelity_extra"]["holds"]
+    assert len(holds) >= 2 and holds[0]["epoch"] == 1
+    kept = record["fidelity_extra"]["stopped"]["kept_epoch"]
+    assert kept == holds[-1]["epoch"] == record["metrics"]["epochs_trained"] and len(record["history"]) == kept
+    assert record["metrics"]["test_accuracy"] == holds[-1]["test_accuracy"] > 0.5  # a trained model's own figures, not nothing
+    assert record["metrics"]["latency_ms"] > 0 and record["metrics"]["params"] > 0
+    best = Path(out.strip().splitlines()[-1])
+    assert best.name == "best_config.json" and best.exists()
+    cfg = json.loads(best.read_text())
+    planned = cfg["training"]["epochs"]
+    assert cfg["provenance"]["stopped_early"]["after_epoch"] == kept < planned and "cut_by_budget" not in cfg["provenance"]
+    assert "stopped by the user" in cfg["provenance"]["stopped_early"]["why"]
+    assert cfg["metrics"]["test_accuracy"] == record["metrics"]["test_accuracy"]
+    assert f"keeps the model it held at epoch {kept} of its {planned}" in (best.parent / "summary.md").read_text()
+    # the weights written are the held ones: loaded, they give the test accuracy measured when the model was held
+    from nas_core.data import load_dataset
+    from nas_core.deploy.config import build_model
+    from nas_core.training.measure import predict
+
+    model = build_model(best, weights=best.parent / "best_weights.safetensors")
+    data = load_dataset("digits", seed=0, train_samples=400)
+    import torch
+
+    acc = float((predict(model, data.x_test, torch.device("cpu")) == data.y_test.numpy()).mean())
+    assert acc == pytest.approx(record["metrics"]["test_accuracy"], abs=1e-9)
+
+
 def test_a_signal_during_start_up_exits_cleanly(tmp_path: Path) -> None:
     proc = _start(tmp_path, "--trials", "5", "--epochs", "2")
     time.sleep(0.5)  # the process is importing torch: the start-up phase (nothing to wait on from outside)

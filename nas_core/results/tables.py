@@ -330,6 +330,24 @@ def _screening_markdown(study: Any) -> list[str]:
     return [*lines, ""]
 
 
+def _stopped_markdown(study: Any) -> list[str]:
+    """A line for each trial a Stop ended that kept the model it held (the one training: ``fidelities.train.Holder``)."""
+    from optuna.trial import TrialState
+
+    from nas_core.schema.record import trial_record
+
+    lines = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = trial_record(t)
+        stop = ((record.get("config") or {}).get("provenance") or {}).get("stopped_early")
+        if stop:
+            test = (record.get("metrics") or {}).get("test_accuracy", 0.0)
+            lines.append(f"Trial {t.number} was stopped ({stop.get('why', 'by the user')}) and keeps the model it held at epoch "
+                         f"{stop['after_epoch']} of its {stop['of']}, measured then (test {test:.4f}). `train --config` on its config "
+                         "runs the whole schedule.")
+    return [*lines, ""] if lines else []
+
+
 def _budget_markdown(study: Any) -> list[str]:
     """The budget plan and what the final training did, for summary.md."""
     from nas_core.schema.budget import BudgetPlan
@@ -338,6 +356,7 @@ def _budget_markdown(study: Any) -> list[str]:
     plan = study.user_attrs.get("budget_plan")
     if plan:
         lines += ["## Budget", "", BudgetPlan.from_dict(plan).markdown(), ""]
+    lines += _stopped_markdown(study)
     record = study.user_attrs.get("final_training")
     if record:
         lines += ["## Final training", ""]

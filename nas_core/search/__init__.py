@@ -1039,8 +1039,17 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     )
     result = run.fidelity.evaluate(ctx)
     metrics = dict(result.metrics)
-    cut = None
-    if boxed and 0 < int(metrics.get("epochs_trained", recipe.epochs)) < recipe.epochs:  # no early stop: patience is its epochs
+    cut: dict[str, Any] | None = None
+    stopped_early: dict[str, Any] | None = None
+    stopped = (result.extra or {}).get("stopped")
+    if stopped:  # a Stop or a signal ended it: the model it held (measured then) is its result (fidelities.train.Holder)
+        held_epoch = int(stopped["kept_epoch"])
+        stopped_early = {"after_epoch": held_epoch, "of": recipe.epochs, "why": stopped.get("why", "stopped by the user"),
+                         "retrain": "train --config runs the whole schedule"}
+        run.notes.append(f"{'The one training' if planned else 'The small companion'} ({trial.user_attrs.get('known_good')}) was stopped "
+                         f"({stopped_early['why']}); it keeps the model it held at epoch {held_epoch} of {recipe.epochs}, measured then: test "
+                         f"{float(metrics.get('test_accuracy', 0)):.4f}. `train --config` on its config runs the whole schedule.")
+    elif boxed and 0 < int(metrics.get("epochs_trained", recipe.epochs)) < recipe.epochs:  # no early stop: patience is its epochs
         from nas_core.training.loop import budget_cut
 
         done = int(metrics["epochs_trained"])
@@ -1062,6 +1071,7 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
                        provenance={"dataset_arg": config.dataset, "data_dir": config.data_dir, "split_seed": config.seed,
                                    "train_samples": config.train_samples, "val_samples": config.val_samples,
                                    "space": run.space.name, "device": str(run.device), **({"cut_by_budget": cut} if cut else {}),
+                                   **({"stopped_early": stopped_early} if stopped_early else {}),
                                    **({"body_from": body_from} if body_from else {}),
                                    "precision": resolve_precision(candidate.training.precision, run.device, tuple(candidate.dataset.input_shape))})
     record.update(metrics=metrics, history=result.history, latency=result.latency, confusion=result.confusion,

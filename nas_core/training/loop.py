@@ -166,6 +166,7 @@ def train_model(
     val_predictions: list[torch.Tensor] | None = None,
     time_up: Callable[[], bool] | None = None,
     time_left: Callable[[], float] | None = None,
+    on_kept: Callable[[int, nn.Module, torch.Tensor, list[dict[str, float]]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Train with the recipe, early-stop on validation accuracy and restore the best weights.
 
@@ -183,6 +184,9 @@ def train_model(
     than are planned and the recipe has a per-step schedule and no weight averaging, the rest of the schedule is compressed
     into them (:func:`recipes.compress_schedule`) so it ends annealed there. Rows from then on carry ``schedule_epochs``
     (the epochs the schedule now has), and ``on_epoch`` is told that total.
+    ``on_kept(epoch, model, val_predictions, history)`` is called after each epoch whose weights become the ones the
+    training would keep (its best so far), while ``model`` holds them (the averaged ones with EMA) in eval mode, before
+    training goes on from the raw ones; a time-boxed training measures and holds such a model, so a stop keeps it.
     """
     epochs = epochs or recipe.epochs
     forward = forward or model
@@ -295,6 +299,8 @@ def train_model(
             best_acc, best_epoch, bad = val_acc, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best_pred = pred
+            if on_kept is not None:
+                on_kept(epoch, model, pred, history)
         else:
             bad += 1
         if ema is not None:

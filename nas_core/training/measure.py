@@ -148,6 +148,28 @@ def measure_model(model: nn.Module, data: Any, device: torch.device, *, should_s
     return {"metrics": metrics, "confusion": test["confusion"], "per_class_accuracy": test["per_class_accuracy"], "latency": latency}
 
 
+def measure_held(model: nn.Module, data: Any, device: torch.device, val_pred: torch.Tensor, *,
+                 static: dict[str, Any] | None = None, should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """:func:`measure_model`'s result for a model mid-training, from its validation predictions of that epoch and a test
+    pass; the costs (params, FLOPs, size, latency), which do not depend on the weights, are taken from ``static`` (an
+    earlier result of this function or of :func:`measure_model`) when given, else measured on a contiguous copy."""
+    shape = tuple(data.input_shape)
+    val = classification_metrics(data.y_val.numpy(), val_pred.numpy(), data.num_classes)
+    test = classification_metrics(data.y_test.numpy(), predict(model, data.x_test, device), data.num_classes)
+    if static is None:
+        plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]  # as loop.train_model
+        with torch.random.fork_rng(devices=[]):  # its random input must not move the training's draws (dropout): `train
+            latency = measure_latency(plain, shape, should_stop=should_stop)  # --config` repeats the run bit for bit
+        costs = {"params": count_params(plain), "flops": count_flops(plain, shape), "latency_ms": latency["latency_ms"],
+                 "size_mb": model_size_mb(plain)}
+    else:
+        latency = dict(static["latency"])
+        costs = {k: static["metrics"][k] for k in ("params", "flops", "latency_ms", "size_mb")}
+    metrics = {"val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "val_macro_f1": val["macro_f1"],
+               **costs}
+    return {"metrics": metrics, "confusion": test["confusion"], "per_class_accuracy": test["per_class_accuracy"], "latency": latency}
+
+
 # How to measure each cost objective on an untrained network, by metric name (the multi-objective pruner ranks
 # early epochs by them); a new cost objective adds its measurement here.
 COSTS: dict[str, Callable[[nn.Module, tuple[int, ...]], float]] = {
