@@ -120,6 +120,15 @@ def test_ctrl_c_mid_one_training_keeps_the_model_it_held_with_its_test_accuracy(
     assert kept == holds[-1]["epoch"] == record["metrics"]["epochs_trained"] and len(record["history"]) == kept
     assert record["metrics"]["test_accuracy"] == holds[-1]["test_accuracy"] > 0.5  # a trained model's own figures, not nothing
     assert record["metrics"]["latency_ms"] > 0 and record["metrics"]["params"] > 0
+    # each hold is in its epoch's row, so the progress stream (the CLI's bar, the Search page's log) says what a stop keeps
+    shown = {e["epoch"]: e["metrics"]["held_test_accuracy"] for e in _events(tmp_path)
+             if e["kind"] == "EpochProgress" and "held_test_accuracy" in e["metrics"]}
+    assert shown == {h["epoch"]: h["test_accuracy"] for h in holds}
+    from nas_core import events as ev
+    from nas_core.views.search_page import event_line
+
+    line = event_line(ev.EpochProgress("stop", number=0, epoch=kept, epochs=500, metrics=record["history"][-1]))
+    assert f"model held, test {holds[-1]['test_accuracy']:.4f}: a Stop now keeps it" in line
     best = Path(out.strip().splitlines()[-1])
     assert best.name == "best_config.json" and best.exists()
     cfg = json.loads(best.read_text())

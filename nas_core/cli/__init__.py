@@ -285,6 +285,7 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
     runner = SearchRunner(config)
     bar: Any = None
     plan: list[ev.PlanMade] = []  # the plan made at run time, shown as it is made rather than only at the end
+    held: dict[int, float] = {}  # trial -> the test accuracy of the model it holds (a one training; a stop keeps it)
 
     def show(event: ev.Event) -> None:
         nonlocal bar
@@ -309,8 +310,11 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
             bar = tqdm(total=total, desc=f"study {config.study_name}", unit="trial", file=sys.stderr, dynamic_ncols=True)
         if isinstance(event, ev.EpochProgress):
             phase = event.metrics.get("phase")
+            if event.metrics.get("held_test_accuracy") is not None:  # a one training's hold: what Ctrl-C now keeps
+                held[event.number] = float(event.metrics["held_test_accuracy"])
             bar.set_postfix_str(f"trial {event.number}{f' ({phase})' if isinstance(phase, str) else ''} epoch {event.epoch}/{event.epochs} "
-                                f"val {event.metrics.get('val_accuracy', 0):.3f}")
+                                f"val {event.metrics.get('val_accuracy', 0):.3f}"
+                                + (f" (held: test {held[event.number]:.3f})" if event.number in held else ""))
         elif isinstance(event, ev.TrialFinished):
             bar.update(1)
             if event.state == "COMPLETE":

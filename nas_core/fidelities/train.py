@@ -79,6 +79,8 @@ class Holder:
         measured = measure_held(model, self.ctx.data, self.ctx.device, val_pred, static=static, should_stop=self.ctx.should_stop)
         done = time.perf_counter()
         self.last, self.cost = done, done - now
+        if history:  # this epoch's row: its progress event and MLflow's per-epoch metrics show what a Stop would keep
+            history[-1]["held_test_accuracy"] = measured["metrics"]["test_accuracy"]
         rows = [dict(row, best_epoch=epoch) for row in history]
         self.held = {"epoch": epoch, "measured": measured, "history": rows, "train_seconds": now - self.start,
                      "state_dict": {k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in model.state_dict().items()}}

@@ -307,6 +307,8 @@ def event_line(event: ev.Event) -> str:
         acc = e.metrics.get("val_accuracy")
         phase = f" ({e.metrics['phase']})" if isinstance(e.metrics.get("phase"), str) else ""
         text = f"trial {e.number}{phase} epoch {e.epoch}/{e.epochs}" + (f": val acc {acc:.4f}" if acc is not None else "")
+        if e.metrics.get("held_test_accuracy") is not None:  # a one training's hold (fidelities.train.Holder)
+            text += f" — model held, test {e.metrics['held_test_accuracy']:.4f}: a Stop now keeps it"
     elif kind == "TrialFinished":
         m = e.metrics
         bits = [f"trial {e.number} {e.state} in {e.duration_s:.1f} s"]
