@@ -8,7 +8,7 @@ Phases: start-up (signal 0.5-3.5 s after spawn: imports, data, storage; a run wh
 started by then is reported on its own row), training (after an epoch of trial 1),
 end-of-trial (right after a trial's last epoch: restoring the best weights, predictions, latency, writes),
 fine-tune (zero-cost search, after the first fine-tune epoch of a finalist), one-training (a budget that fits only
-one training, 150 epochs into it: the trial completes with the model it held, so ``complete`` is 1).
+one training, after its second hold: the trial completes with the model it held, so ``complete`` is 1).
 
 Usage: python benchmarks/stop.py [--repeats 3] [--phases start-up,training,...]
 Writes benchmarks/results/stop.{json,md} (goal: every exit within 2 s of the signal); with some phases only,
@@ -64,8 +64,8 @@ def _ready(phase: str, events: list[dict], spawned: float, delay: float) -> bool
         return time.monotonic() - spawned >= delay
     if phase == "training":
         return any(e["kind"] == "EpochProgress" and e["number"] == 1 for e in events)
-    if phase == "one-training":  # well into it: a hold after the first epoch's is due every twelfth of the 40 s
-        return any(e["kind"] == "EpochProgress" and e["number"] == 0 and e["epoch"] >= 150 for e in events)
+    if phase == "one-training":  # well into it: its second hold (one is due every twelfth of the 40 s) has been shown
+        return sum(e["kind"] == "EpochProgress" and "held_test_accuracy" in e.get("metrics", {}) for e in events) >= 2
     if phase == "end-of-trial":
         return any(e["kind"] == "EpochProgress" and e["number"] == 1 and e["epoch"] == e["epochs"] for e in events)
     return any(e["kind"] == "EpochProgress" and e.get("metrics", {}).get("phase") == "finetune" for e in events)

@@ -135,16 +135,15 @@ def measure_model(model: nn.Module, data: Any, device: torch.device, *, should_s
     val = classification_metrics(data.y_val.numpy(), val_pred, data.num_classes)
     test = classification_metrics(data.y_test.numpy(), test_pred, data.num_classes)
     latency = measure_latency(model, shape, should_stop=should_stop)
-    metrics = {
-        "val_accuracy": val["accuracy"],
-        "test_accuracy": test["accuracy"],
-        "macro_f1": test["macro_f1"],
-        "val_macro_f1": val["macro_f1"],
-        "params": count_params(model),
-        "flops": count_flops(model, shape),
-        "latency_ms": latency["latency_ms"],
-        "size_mb": model_size_mb(model),
-    }
+    costs = {"params": count_params(model), "flops": count_flops(model, shape), "latency_ms": latency["latency_ms"], "size_mb": model_size_mb(model)}
+    return _measured(val, test, costs, latency)
+
+
+def _measured(val: dict[str, Any], test: dict[str, Any], costs: dict[str, Any], latency: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`measure_model` and :func:`measure_held` return: the metrics (accuracies, F1, then the costs), the test
+    split's confusion and per-class accuracy, and the latency record."""
+    metrics = {"val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "val_macro_f1": val["macro_f1"],
+               **costs}
     return {"metrics": metrics, "confusion": test["confusion"], "per_class_accuracy": test["per_class_accuracy"], "latency": latency}
 
 
@@ -165,9 +164,7 @@ def measure_held(model: nn.Module, data: Any, device: torch.device, val_pred: to
     else:
         latency = dict(static["latency"])
         costs = {k: static["metrics"][k] for k in ("params", "flops", "latency_ms", "size_mb")}
-    metrics = {"val_accuracy": val["accuracy"], "test_accuracy": test["accuracy"], "macro_f1": test["macro_f1"], "val_macro_f1": val["macro_f1"],
-               **costs}
-    return {"metrics": metrics, "confusion": test["confusion"], "per_class_accuracy": test["per_class_accuracy"], "latency": latency}
+    return _measured(val, test, costs, latency)
 
 
 # How to measure each cost objective on an untrained network, by metric name (the multi-objective pruner ranks
