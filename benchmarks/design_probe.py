@@ -14,20 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from tta_probe import train_design  # type: ignore[import-not-found]  # beside this script (run as python benchmarks/...)
 
 from nas_core.data import load_dataset
 from nas_core.deploy.config import build_model
-from nas_core.model.assembly import assemble
-from nas_core.search.seeds import known_good_designs, replay
-from nas_core.space import load_space
-from nas_core.training.loop import set_seed, train_model
 
 
 def hits(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
@@ -61,17 +56,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist", seed=args.seed)
-    space = load_space("seed-cnn")
-    shape = (int(data.input_shape[0]), int(data.input_shape[1]), int(data.input_shape[2]))
-    designs = dict(known_good_designs("seed-cnn", shape))
-    arch, recipe = space.build(replay(space, designs[args.design]), input_shape=shape, num_classes=data.num_classes, epochs=args.epochs)
-    recipe = replace(recipe, epochs=args.epochs, patience=args.epochs + 1, train_split="train")
-    set_seed(args.seed)
-    model = assemble(arch)
-    t0 = time.perf_counter()
-    history = train_model(model, data, recipe, device=torch.device("cpu"), seed=args.seed,
-                          on_epoch=lambda e, end, row: print(e, end, {k: round(v, 4) for k, v in row.items()}, flush=True))
-    wall = time.perf_counter() - t0
+    model, recipe, history, wall = train_design(data, args.design, epochs=args.epochs, seed=args.seed)
     mine = hits(model, data.x_test, data.y_test)
     reference = build_model(args.against / "best_config.json", weights=args.against / "best_weights.safetensors")
     theirs = hits(reference, data.x_test, data.y_test)

@@ -58,6 +58,22 @@ def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, views: lis
     return (torch.cat(out) == y).numpy().astype(np.int8)
 
 
+def train_design(data: Any, design: str, *, epochs: int, seed: int) -> tuple[torch.nn.Module, Any, list[dict[str, float]], float]:
+    """(model, recipe, history, seconds) of the known-good ``design`` (a seed-cnn design) trained on ``data`` with its own
+    recipe for ``epochs`` on the training split, keeping its best validation epoch, on the CPU; each epoch is printed."""
+    space = load_space("seed-cnn")
+    shape = (int(data.input_shape[0]), int(data.input_shape[1]), int(data.input_shape[2]))
+    designs = dict(known_good_designs("seed-cnn", shape))
+    arch, recipe = space.build(replay(space, designs[design]), input_shape=shape, num_classes=data.num_classes, epochs=epochs)
+    recipe = replace(recipe, epochs=epochs, patience=epochs + 1, train_split="train")
+    set_seed(seed)
+    model = assemble(arch)
+    t0 = time.perf_counter()
+    history = train_model(model, data, recipe, device=torch.device("cpu"), seed=seed,
+                          on_epoch=lambda e, end, row: print(e, end, {k: round(v, 4) for k, v in row.items()}, flush=True))
+    return model, recipe, history, time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--design", default="small CNN (<= 100K)")
@@ -67,18 +83,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist", seed=args.seed)
-    space = load_space("seed-cnn")
-    shape = (int(data.input_shape[0]), int(data.input_shape[1]), int(data.input_shape[2]))
-    designs = dict(known_good_designs("seed-cnn", shape))
-    arch, recipe = space.build(replay(space, designs[args.design]), input_shape=shape,
-                               num_classes=data.num_classes, epochs=args.epochs)
-    recipe = replace(recipe, epochs=args.epochs, patience=args.epochs + 1, train_split="train")
-    set_seed(args.seed)
-    model = assemble(arch)
-    t0 = time.perf_counter()
-    train_model(model, data, recipe, device=torch.device("cpu"), seed=args.seed,
-                on_epoch=lambda e, end, row: print(e, end, {k: round(v, 4) for k, v in row.items()}, flush=True))
-    wall = time.perf_counter() - t0
+    model, _, _, wall = train_design(data, args.design, epochs=args.epochs, seed=args.seed)
     model.eval()
     hits = {(split, v): correct(model, x, y, views) for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test))
             for v, views in VIEWS.items()}
