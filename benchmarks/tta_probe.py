@@ -58,18 +58,21 @@ def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, views: lis
     return (torch.cat(out) == y).numpy().astype(np.int8)
 
 
-def train_design(data: Any, design: str, *, epochs: int, seed: int) -> tuple[torch.nn.Module, Any, list[dict[str, float]], float]:
+def train_design(
+    data: Any, design: str, *, epochs: int, seed: int, device: str = "cpu", recipe_overrides: dict[str, Any] | None = None
+) -> tuple[torch.nn.Module, Any, list[dict[str, float]], float]:
     """(model, recipe, history, seconds) of the known-good ``design`` (a seed-cnn design) trained on ``data`` with its own
-    recipe for ``epochs`` on the training split, keeping its best validation epoch, on the CPU; each epoch is printed."""
+    recipe (with ``recipe_overrides``) for ``epochs`` on the training split, keeping its best validation epoch, on
+    ``device``; each epoch is printed."""
     space = load_space("seed-cnn")
     shape = (int(data.input_shape[0]), int(data.input_shape[1]), int(data.input_shape[2]))
     designs = dict(known_good_designs("seed-cnn", shape))
     arch, recipe = space.build(replay(space, designs[design]), input_shape=shape, num_classes=data.num_classes, epochs=epochs)
-    recipe = replace(recipe, epochs=epochs, patience=epochs + 1, train_split="train")
+    recipe = replace(recipe, **{"epochs": epochs, "patience": epochs + 1, "train_split": "train", **(recipe_overrides or {})}).validate()
     set_seed(seed)
     model = assemble(arch)
     t0 = time.perf_counter()
-    history = train_model(model, data, recipe, device=torch.device("cpu"), seed=seed,
+    history = train_model(model, data, recipe, device=torch.device(device), seed=seed,
                           on_epoch=lambda e, end, row: print(e, end, {k: round(v, 4) for k, v in row.items()}, flush=True))
     return model, recipe, history, time.perf_counter() - t0
 

@@ -1,0 +1,142 @@
+"""Does the hour buy more as one long training or as an ensemble of shorter ones? (results/fashion_ensemble_probe*.json)
+
+``train`` mode trains one known-good design on Fashion-MNIST the way the one training does (its own recipe, optionally
+changed with ``--set key=value``, ``--epochs`` on the training split of split seed ``--split``, the best validation
+epoch kept; initial weights and batches from ``--seed``) and saves its softmax on the validation and test splits, plain
+and averaged over the image and its four 1-px shifts (``tta_probe``'s ``shift5``), in ``--out``/NAME.npz.
+
+``report`` mode reads those files and compares, at equal training epochs, single models of E epochs with the average
+of k models of E/k epochs trained on the same split (the ensemble an hour could hold instead), each with a 95 % paired
+bootstrap interval over the 10,000 test images.
+
+    python benchmarks/ensemble_probe.py train --epochs 40 --split 0 --seed 0 --device auto --out DIR
+    python benchmarks/ensemble_probe.py train --epochs 20 --split 0 --seed 1000 --device auto --out DIR
+    python benchmarks/ensemble_probe.py report DIR --out benchmarks/results/fashion_ensemble_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from design_probe import paired_interval  # type: ignore[import-not-found]  # beside this script
+from tta_probe import VIEWS, shifted, train_design  # type: ignore[import-not-found]
+
+from nas_core.data import load_dataset
+
+
+def softmax_views(model: torch.nn.Module, x: torch.Tensor, views: list[tuple[int, int]], device: str) -> np.ndarray:
+    """The model's softmax on ``x`` averaged over the shifted ``views`` (eval mode, batches of 1,000), as float32."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), 1000):
+            xb = x[i : i + 1000].to(device)
+            out.append(sum(model(shifted(xb, dx, dy)).softmax(1) for dx, dy in views).div(len(views)).float().cpu())
+    return torch.cat(out).numpy()
+
+
+def train(args: argparse.Namespace) -> None:
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.threads)
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, value = item.split("=", 1)
+        overrides[key] = type(_recipe_default(key))(value)
+    data = load_dataset("fashion-mnist", seed=args.split, train_samples=args.train_samples, data_dir=args.data_dir)
+    model, recipe, history, wall = train_design(
+        data, args.design, epochs=args.epochs, seed=args.seed, device=device, recipe_overrides=overrides
+    )
+    model = model.to(device)
+    name = args.name or f"{args.variant}_e{args.epochs}_split{args.split}_seed{args.seed}"
+    arrays = {f"{split}_{view}": softmax_views(model, x, VIEWS[view], device)
+              for split, x in (("val", data.x_val), ("test", data.x_test)) for view in ("none", "shift5")}
+    args.out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(args.out / f"{name}.npz", y_val=data.y_val.numpy(), y_test=data.y_test.numpy(), **arrays)
+    meta = {"name": name, "variant": args.variant, "design": args.design, "epochs": args.epochs, "split": args.split,
+            "seed": args.seed, "device": device, "recipe": recipe.__dict__, "train_s": round(wall, 1),
+            "val_by_epoch": [round(float(r["val_accuracy"]), 4) for r in history],
+            **{f"test_accuracy{'' if view == 'none' else '_' + view}": round(float((arrays[f"test_{view}"].argmax(1) == data.y_test.numpy()).mean()), 4)
+               for view in ("none", "shift5")}}
+    (args.out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    print("RESULT", json.dumps(meta), flush=True)
+
+
+def _recipe_default(key: str) -> Any:
+    from nas_core.schema.config import TrainingRecipe
+
+    return getattr(TrainingRecipe(), key)
+
+
+def report(args: argparse.Namespace) -> None:
+    runs = [json.loads(p.read_text()) for p in sorted(args.folder.glob("*.json"))]
+    probs = {r["name"]: np.load(args.folder / f"{r['name']}.npz") for r in runs}
+    y = next(iter(probs.values()))["y_test"]
+    by_key: dict[tuple[str, int, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        by_key[(r["variant"], r["epochs"], r["split"])].append(r)
+    rows: list[dict[str, Any]] = []
+    for (variant, epochs, split), members in sorted(by_key.items()):
+        members.sort(key=lambda r: r["seed"])
+        for view in ("none", "shift5"):
+            for k in range(1, len(members) + 1):
+                p = sum(probs[m["name"]][f"test_{view}"] for m in members[:k])
+                rows.append({"variant": variant, "member_epochs": epochs, "members": k, "epochs": epochs * k,
+                             "split": split, "view": view, "seeds": [m["seed"] for m in members[:k]],
+                             "test_accuracy": round(float((p.argmax(1) == y).mean()), 4)})
+    comparisons = []
+    singles = {(r["variant"], r["epochs"], r["split"], r["view"]): r for r in rows if r["members"] == 1}
+    for r in rows:
+        if r["members"] < 2 or r["view"] != "none":
+            continue
+        base = singles.get((r["variant"], r["epochs"], r["split"], "none"))
+        if base is None:
+            continue
+        a = _hits(probs, by_key[(r["variant"], r["member_epochs"], r["split"])][: r["members"]], "none", y)
+        b = _hits(probs, by_key[(base["variant"], base["member_epochs"], base["split"])][:1], "none", y)
+        diff = a.astype(float) - b
+        comparisons.append({"ensemble": f"{r['members']} x {r['member_epochs']} epochs", "single": f"1 x {r['epochs']} epochs",
+                            "split": r["split"], "ensemble_test": r["test_accuracy"], "single_test": base["test_accuracy"],
+                            "diff": round(float(diff.mean()), 4), "diff_95ci": paired_interval(diff)})
+    result = {"runs": runs, "rows": rows, "equal_epochs": comparisons}
+    for c in comparisons:
+        print(c)
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+
+
+def _hits(probs: dict[str, Any], members: list[dict[str, Any]], view: str, y: np.ndarray) -> np.ndarray:
+    p = sum(probs[m["name"]][f"test_{view}"] for m in sorted(members, key=lambda r: r["seed"]))
+    return (p.argmax(1) == y).astype(np.int8)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="mode", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--design", default="4-conv BN CNN")
+    t.add_argument("--variant", default="base", help="a label for the recipe (runs of one label, epochs and split pool)")
+    t.add_argument("--set", action="append", default=[], help="a recipe change, key=value (repeatable)")
+    t.add_argument("--epochs", type=int, default=40)
+    t.add_argument("--split", type=int, default=0, help="load_dataset's split seed (an hour's --seed)")
+    t.add_argument("--seed", type=int, default=0, help="the training's seed (initial weights, batches, augmentation)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--train-samples", type=int, default=None, help="a stratified subsample (a smoke run)")
+    t.add_argument("--data-dir", default=None, help="a folder with Fashion-MNIST's IDX files (default: the Debian package's)")
+    t.add_argument("--name", default="")
+    t.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("report")
+    r.add_argument("folder", type=Path)
+    r.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    train(args) if args.mode == "train" else report(args)
+
+
+if __name__ == "__main__":
+    main()
