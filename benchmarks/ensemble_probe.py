@@ -7,7 +7,8 @@ and averaged over the image and its four 1-px shifts (``tta_probe``'s ``shift5``
 
 ``report`` mode reads those files and compares, at equal training epochs, single models of E epochs with the average
 of k models of E/k epochs trained on the same split (the ensemble an hour could hold instead), each with a 95 % paired
-bootstrap interval over the 10,000 test images.
+bootstrap interval over the 10,000 test images; and every two single models of different ``--variant`` on the same
+split, and each model with the shifted views against itself without, paired the same way.
 
     python benchmarks/ensemble_probe.py train --epochs 40 --split 0 --seed 0 --device auto --out DIR
     python benchmarks/ensemble_probe.py train --epochs 20 --split 0 --seed 1000 --device auto --out DIR
@@ -103,7 +104,25 @@ def report(args: argparse.Namespace) -> None:
         comparisons.append({"ensemble": f"{r['members']} x {r['member_epochs']} epochs", "single": f"1 x {r['epochs']} epochs",
                             "split": r["split"], "ensemble_test": r["test_accuracy"], "single_test": base["test_accuracy"],
                             "diff": round(float(diff.mean()), 4), "diff_95ci": paired_interval(diff)})
-    result = {"runs": runs, "rows": rows, "equal_epochs": comparisons}
+    # every two single models of different variants on the same split (e.g. train + val against train), paired by image
+    versus = []
+    firsts = {key: sorted(ms, key=lambda r: r["seed"])[0] for key, ms in by_key.items()}
+    for (va, _ea, sa), a_run in sorted(firsts.items()):
+        for (vb, _eb, sb), b_run in sorted(firsts.items()):
+            if sa != sb or va >= vb:
+                continue
+            a, b = _hits(probs, [a_run], "none", y), _hits(probs, [b_run], "none", y)
+            diff = a.astype(float) - b
+            versus.append({"split": sa, "a": a_run["name"], "b": b_run["name"], "a_test": round(float(a.mean()), 4),
+                           "b_test": round(float(b.mean()), 4), "a_minus_b": round(float(diff.mean()), 4),
+                           "a_minus_b_95ci": paired_interval(diff)})
+    for r in runs:  # the five shifted views against the plain image, per model
+        diff = _hits(probs, [r], "shift5", y).astype(float) - _hits(probs, [r], "none", y)
+        versus.append({"split": r["split"], "a": f"{r['name']} (shift5 views)", "b": r["name"], "a_minus_b": round(float(diff.mean()), 4),
+                       "a_minus_b_95ci": paired_interval(diff)})
+    result = {"runs": runs, "rows": rows, "equal_epochs": comparisons, "versus": versus}
+    for v in versus:
+        print(v)
     for c in comparisons:
         print(c)
     if args.out:
