@@ -2,7 +2,8 @@
 
 ``train`` mode trains one known-good design on Fashion-MNIST the way the one training does (its own recipe, optionally
 changed with ``--set key=value``, ``--epochs`` on the training split of split seed ``--split``, the best validation
-epoch kept; initial weights and batches from ``--seed``) and saves its softmax on the validation and test splits, plain
+epoch kept, or on train + validation with ``--set train_split=train+val``, the last epoch kept; initial weights and
+batches from ``--seed``) and saves its softmax on the validation and test splits, plain
 and averaged over the image and its four 1-px shifts (``tta_probe``'s ``shift5``), in ``--out``/NAME.npz.
 
 ``report`` mode reads those files and compares, at equal training epochs, single models of E epochs with the average
@@ -12,7 +13,7 @@ split, and each model with the shifted views against itself without, paired the 
 
     python benchmarks/ensemble_probe.py train --epochs 40 --split 0 --seed 0 --device auto --out DIR
     python benchmarks/ensemble_probe.py train --epochs 20 --split 0 --seed 1000 --device auto --out DIR
-    python benchmarks/ensemble_probe.py report DIR --out benchmarks/results/fashion_ensemble_probe.json
+    python benchmarks/ensemble_probe.py report DIR --out benchmarks/results/fashion_trainval_probe_cpu_split4.json
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ def train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     overrides: dict[str, Any] = {}
     for item in args.set:
-        key, value = item.split("=", 1)
-        overrides[key] = type(_recipe_default(key))(value)
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = type(_recipe_default(key))(value)
+        except (AttributeError, ValueError) as exc:
+            raise SystemExit(f"--set {item}: not a training recipe key=value ({exc})") from None
     data = load_dataset("fashion-mnist", seed=args.split, train_samples=args.train_samples, data_dir=args.data_dir)
     model, recipe, history, wall = train_design(
         data, args.design, epochs=args.epochs, seed=args.seed, device=device, recipe_overrides=overrides

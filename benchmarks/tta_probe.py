@@ -62,8 +62,8 @@ def train_design(
     data: Any, design: str, *, epochs: int, seed: int, device: str = "cpu", recipe_overrides: dict[str, Any] | None = None
 ) -> tuple[torch.nn.Module, Any, list[dict[str, float]], float]:
     """(model, recipe, history, seconds) of the known-good ``design`` (a seed-cnn design) trained on ``data`` with its own
-    recipe (with ``recipe_overrides``) for ``epochs`` on the training split, keeping its best validation epoch, on
-    ``device``; each epoch is printed."""
+    recipe (with ``recipe_overrides``) for ``epochs`` on ``device``: on the training split, keeping its best validation
+    epoch, unless the overrides say ``train_split="train+val"`` (then the last epoch, as a refit); each epoch is printed."""
     space = load_space("seed-cnn")
     shape = (int(data.input_shape[0]), int(data.input_shape[1]), int(data.input_shape[2]))
     designs = dict(known_good_designs("seed-cnn", shape))
