@@ -27,20 +27,10 @@ from typing import Any
 import numpy as np
 import torch
 from design_probe import paired_interval  # type: ignore[import-not-found]  # beside this script
-from tta_probe import VIEWS, shifted, train_design  # type: ignore[import-not-found]
+from tta_probe import VIEWS, train_design, view_softmax  # type: ignore[import-not-found]
 
 from nas_core.data import load_dataset
-
-
-def softmax_views(model: torch.nn.Module, x: torch.Tensor, views: list[tuple[int, int]], device: str) -> np.ndarray:
-    """The model's softmax on ``x`` averaged over the shifted ``views`` (eval mode, batches of 1,000), as float32."""
-    model.eval()
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(x), 1000):
-            xb = x[i : i + 1000].to(device)
-            out.append(sum(model(shifted(xb, dx, dy)).softmax(1) for dx, dy in views).div(len(views)).float().cpu())
-    return torch.cat(out).numpy()
+from nas_core.schema.config import TrainingRecipe
 
 
 def train(args: argparse.Namespace) -> None:
@@ -50,7 +40,7 @@ def train(args: argparse.Namespace) -> None:
     for item in args.set:
         key, _, value = item.partition("=")
         try:
-            overrides[key] = type(_recipe_default(key))(value)
+            overrides[key] = type(getattr(TrainingRecipe(), key))(value)
         except (AttributeError, ValueError) as exc:
             raise SystemExit(f"--set {item}: not a training recipe key=value ({exc})") from None
     data = load_dataset("fashion-mnist", seed=args.split, train_samples=args.train_samples, data_dir=args.data_dir)
@@ -59,7 +49,8 @@ def train(args: argparse.Namespace) -> None:
     )
     model = model.to(device)
     name = args.name or f"{args.variant}_e{args.epochs}_split{args.split}_seed{args.seed}"
-    arrays = {f"{split}_{view}": softmax_views(model, x, VIEWS[view], device)
+    model.eval()
+    arrays = {f"{split}_{view}": view_softmax(model, x, VIEWS[view], device).numpy()
               for split, x in (("val", data.x_val), ("test", data.x_test)) for view in ("none", "shift5")}
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / f"{name}.npz", y_val=data.y_val.numpy(), y_test=data.y_test.numpy(), **arrays)
@@ -70,12 +61,6 @@ def train(args: argparse.Namespace) -> None:
                for view in ("none", "shift5")}}
     (args.out / f"{name}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print("RESULT", json.dumps(meta), flush=True)
-
-
-def _recipe_default(key: str) -> Any:
-    from nas_core.schema.config import TrainingRecipe
-
-    return getattr(TrainingRecipe(), key)
 
 
 def report(args: argparse.Namespace) -> None:
@@ -90,23 +75,19 @@ def report(args: argparse.Namespace) -> None:
         members.sort(key=lambda r: r["seed"])
         for view in ("none", "shift5"):
             for k in range(1, len(members) + 1):
-                p = sum(probs[m["name"]][f"test_{view}"] for m in members[:k])
                 rows.append({"variant": variant, "member_epochs": epochs, "members": k, "epochs": epochs * k,
                              "split": split, "view": view, "seeds": [m["seed"] for m in members[:k]],
-                             "test_accuracy": round(float((p.argmax(1) == y).mean()), 4)})
+                             "test_accuracy": round(float(_hits(probs, members[:k], view, y).mean()), 4)})
     comparisons = []
-    singles = {(r["variant"], r["epochs"], r["split"], r["view"]): r for r in rows if r["members"] == 1}
-    for r in rows:
-        if r["members"] < 2 or r["view"] != "none":
-            continue
-        base = singles.get((r["variant"], r["epochs"], r["split"], "none"))
-        if base is None:
+    for r in rows:  # an ensemble against the single model of as many epochs, same variant and split
+        single = by_key.get((r["variant"], r["epochs"], r["split"]))
+        if r["members"] < 2 or r["view"] != "none" or not single:
             continue
         a = _hits(probs, by_key[(r["variant"], r["member_epochs"], r["split"])][: r["members"]], "none", y)
-        b = _hits(probs, by_key[(base["variant"], base["member_epochs"], base["split"])][:1], "none", y)
+        b = _hits(probs, single[:1], "none", y)
         diff = a.astype(float) - b
         comparisons.append({"ensemble": f"{r['members']} x {r['member_epochs']} epochs", "single": f"1 x {r['epochs']} epochs",
-                            "split": r["split"], "ensemble_test": r["test_accuracy"], "single_test": base["test_accuracy"],
+                            "split": r["split"], "ensemble_test": r["test_accuracy"], "single_test": round(float(b.mean()), 4),
                             "diff": round(float(diff.mean()), 4), "diff_95ci": paired_interval(diff)})
     # every two single models of different variants on the same split (e.g. train + val against train), paired by image
     versus = []

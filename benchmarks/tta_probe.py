@@ -44,18 +44,24 @@ def shifted(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
     return padded[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
 
 
-def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, views: list[tuple[int, int]]) -> np.ndarray:
-    """1 where the view-averaged prediction is right, 0 where it is wrong, per image."""
+def view_softmax(model: torch.nn.Module, x: torch.Tensor, views: list[tuple[int, int]], device: str = "cpu") -> torch.Tensor:
+    """The model's softmax on ``x`` averaged over the shifted ``views`` (no views: the image and its mirror), computed on
+    ``device`` in batches of 1,000, returned on the CPU in float32."""
     out = []
     with torch.no_grad():
         for i in range(0, len(x), 1000):
-            xb = x[i : i + 1000]
+            xb = x[i : i + 1000].to(device)
             if not views:  # the mirror
-                p = model(xb).softmax(1) + model(xb.flip(-1)).softmax(1)
+                p = (model(xb).softmax(1) + model(xb.flip(-1)).softmax(1)) / 2
             else:
-                p = sum(model(shifted(xb, dx, dy)).softmax(1) for dx, dy in views)
-            out.append(p.argmax(1))
-    return (torch.cat(out) == y).numpy().astype(np.int8)
+                p = sum(model(shifted(xb, dx, dy)).softmax(1) for dx, dy in views) / len(views)
+            out.append(p.float().cpu())
+    return torch.cat(out)
+
+
+def correct(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, views: list[tuple[int, int]]) -> np.ndarray:
+    """1 where the view-averaged prediction is right, 0 where it is wrong, per image."""
+    return (view_softmax(model, x, views).argmax(1) == y).numpy().astype(np.int8)
 
 
 def train_design(
