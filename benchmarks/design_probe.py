@@ -19,18 +19,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from tta_probe import train_design  # type: ignore[import-not-found]  # beside this script (run as python benchmarks/...)
+from tta_probe import VIEWS, correct, train_design  # type: ignore[import-not-found]  # beside this script (run as python benchmarks/...)
 
 from nas_core.data import load_dataset
 from nas_core.deploy.config import build_model
 
 
 def hits(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:
-    """1 where ``model`` predicts the label, 0 where it does not, per image (eval mode, batches of 1,000)."""
+    """1 where ``model`` (put in eval mode) predicts the label, 0 where it does not, per image."""
     model.eval()
-    with torch.no_grad():
-        pred = torch.cat([model(x[i : i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
-    return (pred == y).numpy().astype(np.int8)
+    return correct(model, x, y, VIEWS["none"])
 
 
 def paired_interval(diff: np.ndarray, *, draws: int = 5000, seed: int = 0) -> list[float]:
