@@ -9,6 +9,7 @@ import streamlit as st
 from nas_core import views
 from nas_core.deploy.retraining import rebuild_snippet
 from nas_core.errors import NasCoreError
+from nas_core.schema.record import val_mark
 from nas_core.workspace import study_dir
 from app_pages import common
 
@@ -65,7 +66,10 @@ if details["accuracy_source"] == "proxy":  # not a finalist: its accuracies are 
                + (f" = {m['proxy_score']:.4g}" if m.get("proxy_score") is not None else "") + "), not trained; "
                "the Pareto front and the picks use the trained finalists only.")
 else:
-    cols[0].metric("Val accuracy", common.fmt(m.get("val_accuracy")))
+    seen = val_mark(m)  # the one training (and a head on its body) trained on the validation split: not a held-out score
+    cols[0].metric("Val accuracy" + seen, common.fmt(m.get("val_accuracy")),
+                   help=("This model trained on the validation split (the one training trains on the training and validation "
+                         "splits), so this is not a held-out score; the test accuracy is.") if seen else None)
     cols[1].metric("Test accuracy", common.fmt(m.get("test_accuracy")))
 cols[2].metric("Macro F1 (test)", common.fmt(m.get("macro_f1")))
 cols[3].metric("Latency", views.format_ms(m.get("latency_ms")))

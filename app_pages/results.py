@@ -72,6 +72,8 @@ st.dataframe(
         "duration_s": st.column_config.NumberColumn("duration s", format="%.1f"),
         "mlflow_run_id": st.column_config.TextColumn("MLflow run id"),
         "reason": st.column_config.TextColumn("fail / prune reason"),
+        "val_held_out": st.column_config.CheckboxColumn("val held out", help="Unticked: the model trained on the validation split "
+                                                        "(the one training on train + validation), so its val acc is not held out."),
     },
 )
 st.caption(f"{len(view)} of {len(frame)} trials shown.")

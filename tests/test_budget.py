@@ -124,7 +124,15 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN"]  # no other trial started
     assert result.n_complete == 1 and "final_training" not in study.user_attrs
     best = json.loads(Path(result.best_config).read_text())
-    assert best["training"]["epochs"] == one["epochs"] and best["training"]["train_split"] == "train"  # `train --config` repeats it
+    # `train --config` repeats it: on the training and validation splits, with no other design for the validation split to
+    # choose among; its validation score is then marked as not held out wherever it is shown
+    assert best["training"]["epochs"] == one["epochs"] and best["training"]["train_split"] == one["train_split"] == "train+val"
+    assert best["metrics"]["val_trained_on"] == 1.0
+    summary = (tmp_path / "one" / "summary.md").read_text()
+    assert f"val {best['metrics']['val_accuracy']:.4f} (trained on), test" in summary and "is not held out" in summary
+    assert "on the training and validation splits" in study.user_attrs["budget_plan"]["note"]
+    pareto = (tmp_path / "one" / "pareto.csv").read_text().splitlines()
+    assert pareto[0].endswith(",val_held_out") and pareto[1].endswith(",false")
     # no early stop (patience 2 asked for the search's trials): the schedule runs to its annealed end, unless this machine
     # turned slower than timed and the deadline cut it, which the config then says (on a quiet machine it is not cut)
     assert best["training"]["patience"] == one["epochs"]
@@ -140,6 +148,7 @@ def test_a_one_training_the_machine_turns_too_slow_for_keeps_the_model_of_its_la
     purpose: an epoch timed at 0.05 s, each real one made >= 0.25 s by a listener that sleeps on every epoch's report."""
     import time
 
+    from nas_core.data import load_dataset
     from nas_core.events import EpochProgress
     from nas_core.schema.record import trial_record
     from nas_core.training import loop
@@ -150,7 +159,10 @@ def test_a_one_training_the_machine_turns_too_slow_for_keeps_the_model_of_its_la
     result = run_search(cfg, emit=lambda event: time.sleep(0.25) if isinstance(event, EpochProgress) else None)
     study = optuna.load_study(study_name="slow", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     one = study.user_attrs["one_training"]
-    assert one["design"] == "4-conv BN CNN" and one["epochs"] >= 100  # ~170 planned at the given 0.05 s; ~40 fit at >= 0.25 s
+    # it trains on the training and validation splits (300 + ~270 images): an epoch ~1.9x the 0.05 s given for the training
+    # split, ~89 epochs planned; ~40 fit at >= 0.25 s
+    grow = 0.05 * (300 + len(load_dataset("digits", seed=0, train_samples=300).y_val)) / 300
+    assert one["design"] == "4-conv BN CNN" and one["seconds_per_epoch"] == round(grow, 3) and one["epochs"] >= 60
     assert [t.state.name for t in study.trials] == ["COMPLETE"] and result.n_complete == 1
     metrics = trial_record(study.trials[0])["metrics"]
     assert 1 <= metrics["epochs_trained"] < one["epochs"] and metrics["test_accuracy"] > 0.5  # a trained model, not nothing
@@ -423,6 +435,8 @@ def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_
     main_rec, small_rec = (trial_record(t) for t in study.trials)
     small = small_rec["metrics"]
     assert small["params"] <= 100_000 < main_rec["metrics"]["params"] and small["epochs_trained"] == HEAD_EPOCHS
+    # its body trained on the validation split (the one training's train + validation): neither score is held out
+    assert main_rec["config"]["training"]["train_split"] == "train+val" and small["val_trained_on"] == main_rec["metrics"]["val_trained_on"] == 1.0
     assert small_rec["config"]["training"]["augmentation"] == "none"
     assert small_rec["fidelity_extra"]["frozen_body"] is True and small_rec["fidelity_extra"]["trainable_params"] < 100_000
     body_from = small_rec["config"]["provenance"]["body_from"]

@@ -19,6 +19,7 @@ from typing import Any
 from nas_core.cli.args import _fidelity_option, _positive_float, _positive_int, positive_number, workspace_arg  # noqa: F401 - old names
 from nas_core.deploy.exporters import list_exporters
 from nas_core.errors import NasCoreError
+from nas_core.schema.record import val_mark
 
 __all__ = ["main", "build_parser"]
 
@@ -313,13 +314,13 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
             if event.metrics.get("held_test_accuracy") is not None:  # a one training's hold: what Ctrl-C now keeps
                 held[event.number] = float(event.metrics["held_test_accuracy"])
             bar.set_postfix_str(f"trial {event.number}{f' ({phase})' if isinstance(phase, str) else ''} epoch {event.epoch}/{event.epochs} "
-                                f"val {event.metrics.get('val_accuracy', 0):.3f}"
+                                f"val {event.metrics.get('val_accuracy', 0):.3f}{val_mark(event.metrics)}"
                                 + (f" (held: test {held[event.number]:.3f})" if event.number in held else ""))
         elif isinstance(event, ev.TrialFinished):
             bar.update(1)
             if event.state == "COMPLETE":
                 m = event.metrics
-                bar.write(f"trial {event.number}: val {m.get('val_accuracy', 0):.4f}  {m.get('latency_ms', 0):.3f} ms  {int(m.get('params', 0)):,} params"
+                bar.write(f"trial {event.number}: val {m.get('val_accuracy', 0):.4f}{val_mark(m)}  {m.get('latency_ms', 0):.3f} ms  {int(m.get('params', 0)):,} params"
                           + (f"  ({event.reason})" if event.reason else ""), file=sys.stderr)
             else:
                 bar.write(f"trial {event.number}: {event.state} - {event.reason}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Any
 
 from nas_core.deploy.config import build_model
 from nas_core.schema.config import ModelConfig
-from nas_core.schema.record import with_records
+from nas_core.schema.record import VAL_SEEN_MARK, val_mark, with_records
 
 FINAL_RESULT_PREFIX = "final_result."
 
@@ -149,6 +149,8 @@ def study_rows(study: Any) -> list[dict[str, Any]]:
         for k in ("val_accuracy", "test_accuracy", "macro_f1", "params", "flops", "latency_ms", "size_mb", "epochs_trained", "proxy_accuracy", "final_accuracy", "proxy_score"):
             if k in metrics:
                 row[k] = metrics[k]
+        if "val_accuracy" in metrics:  # false where the model trained on the validation split (schema.record.VAL_SEEN)
+            row["val_held_out"] = not val_mark(metrics)
         for k, v in t.params.items():
             row[f"param_{k}"] = v
         rows.append(row)
@@ -242,13 +244,14 @@ def write_study_outputs(study: Any, *, workspace: str | Path) -> Path | None:
     weights = out / "weights" / (final["weights"] if final else f"trial_{best_trial.number}.safetensors")
     if weights.exists():
         shutil.copyfile(weights, out / "best_weights.safetensors")
-    cols = ["trial", "summary", "val_accuracy", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb"]
+    # val_held_out: false where the model trained on the validation split (schema.record.VAL_SEEN)
+    cols = ["trial", "summary", "val_accuracy", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb", "val_held_out"]
     tmp = out / "pareto.csv.tmp"
     with tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(cols)
         for t, m in zip(trials, metrics):
-            w.writerow([t.number, t.user_attrs.get("summary", "")] + [m.get(c, "") for c in cols[2:]])
+            w.writerow([t.number, t.user_attrs.get("summary", "")] + [m.get(c, "") for c in cols[2:-1]] + [str(not val_mark(m)).lower()])
     tmp.replace(out / "pareto.csv")
     (out / "summary.md").write_text(summary_markdown(study, trials, metrics, picks))
     return best_path
@@ -278,7 +281,7 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
     for key, label in names.items():
         m, t = metrics[picks[key]], trials[picks[key]]
         lines.append(
-            f"- **{label}**: trial {t.number} — val {m['val_accuracy']:.4f}, test {m['test_accuracy']:.4f}, "
+            f"- **{label}**: trial {t.number} — val {m['val_accuracy']:.4f}{val_mark(m)}, test {m['test_accuracy']:.4f}, "
             f"{m['latency_ms']:.3f} ms, {int(m['params']):,} params — `{t.user_attrs.get('summary', '')}`{_made(t)}"
         )
     from nas_core.schema.objectives import OBJECTIVES
@@ -289,11 +292,15 @@ def summary_markdown(study: Any, trials: list[Any], metrics: list[dict[str, Any]
               "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for t, m in zip(trials, metrics):
         lines.append(
-            f"| {t.number} | {m['val_accuracy']:.4f} | {m['test_accuracy']:.4f} | {m.get('macro_f1', 0):.4f} | {m['latency_ms']:.3f} | "
+            f"| {t.number} | {m['val_accuracy']:.4f}{val_mark(m)} | {m['test_accuracy']:.4f} | {m.get('macro_f1', 0):.4f} | {m['latency_ms']:.3f} | "
             f"{int(m['params']):,} | {m['flops'] / 1e6:.2f} | `{t.user_attrs.get('summary', '')}`{_made(t)} |"
         )
     lat = trials[0].user_attrs.get("latency", {}).get("how", "")
     lines += ["", f"Latency: {lat}. Test accuracy is reported only; selection used validation accuracy.", ""]
+    if any(val_mark(m) for m in metrics):
+        lines[-1:] = [f"A validation accuracy marked{VAL_SEEN_MARK} is not held out: that model trained on the validation split "
+                      "(the one training trains on the training and validation splits, and a head fitted on its body sees it "
+                      "through that body). Its test accuracy is the held-out figure.", ""]
     lines += _budget_markdown(study)
     return "\n".join(lines)
 

@@ -21,7 +21,8 @@ from typing import Any
 
 from nas_core.errors import ConfigError
 
-__all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "SCREEN_KEY", "RECORD_VERSION", "record_attr", "trial_record", "with_record", "with_records"]
+__all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "SCREEN_KEY", "RECORD_VERSION", "VAL_SEEN", "VAL_SEEN_MARK", "record_attr", "trial_record", "val_mark",
+           "with_record", "with_records"]
 
 RECORD_KEY = "moca_record"
 RECORD_VERSION = 1
@@ -29,6 +30,20 @@ RECORD_FIELDS = ("candidate_hash", "duplicate_of", "metrics", "history", "latenc
                  "fidelity_extra", "mlflow_run_id", "reason", "screen")
 SCREEN_KEY = "moca_screen"  # the screen row (training.screening), written when the screen ends
 LIVE_KEYS = ("owner", "summary", SCREEN_KEY)
+# A metric set (1.0) when the model trained on the validation split (the one training on train + validation, and a head
+# fitted on its body): its ``val_accuracy`` is then not a held-out score, and every page and file that shows it says so.
+VAL_SEEN = "val_trained_on"
+VAL_SEEN_MARK = " (trained on)"
+
+
+def val_mark(metrics: dict[str, Any] | None) -> str:
+    """What follows a validation score in text: :data:`VAL_SEEN_MARK` when ``metrics`` says the model trained on that split.
+
+    Example:
+        >>> val_mark({"val_accuracy": 0.97, VAL_SEEN: 1.0}), val_mark({"val_accuracy": 0.94})
+        (' (trained on)', '')
+    """
+    return VAL_SEEN_MARK if (metrics or {}).get(VAL_SEEN) else ""
 
 
 def record_attr(fields: dict[str, Any]) -> dict[str, Any]:

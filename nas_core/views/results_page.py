@@ -49,8 +49,10 @@ def trials_frame(study: Any) -> pd.DataFrame:
                 df[col] = df[col].where(trained)
         df["accuracy_source"] = np.where(trained, "trained (finalist)", "proxy only")
     first = ["number", "state"] + [c for c in df.columns if c.startswith("objective_")]
-    metrics = [c for c in ("val_accuracy", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb", "epochs_trained")
-               if c in df.columns]
+    if "val_held_out" in df and df["val_held_out"].eq(True).all():
+        df = df.drop(columns="val_held_out")  # shown only where some model trained on the validation split (schema.record.VAL_SEEN)
+    metrics = [c for c in ("val_accuracy", "val_held_out", "test_accuracy", "macro_f1", "latency_ms", "params", "flops", "size_mb",
+                           "epochs_trained") if c in df.columns]
     tail = ["duration_s", "reason", "mlflow_run_id", "summary"]
     params = sorted(c for c in df.columns if c.startswith("param_"))
     rest = [c for c in df.columns if c not in set(first + metrics + tail + params) and c not in ("datetime_start", "datetime_complete")]

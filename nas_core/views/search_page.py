@@ -22,6 +22,7 @@ from nas_core import events as ev
 from nas_core.errors import ConfigError, DatasetError
 from nas_core.jobs import RetrainJob, get_retrain, start_retrain  # noqa: F401 - the pages call them here
 from nas_core.schema.objectives import OBJECTIVES
+from nas_core.schema.record import val_mark
 from nas_core.views.plots import _scatter_with_front
 from nas_core.views.studies import METRIC_LABELS, _per_state, _trials, load_study
 
@@ -306,7 +307,7 @@ def event_line(event: ev.Event) -> str:
     elif kind == "EpochProgress":
         acc = e.metrics.get("val_accuracy")
         phase = f" ({e.metrics['phase']})" if isinstance(e.metrics.get("phase"), str) else ""
-        text = f"trial {e.number}{phase} epoch {e.epoch}/{e.epochs}" + (f": val acc {acc:.4f}" if acc is not None else "")
+        text = f"trial {e.number}{phase} epoch {e.epoch}/{e.epochs}" + (f": val acc {acc:.4f}{val_mark(e.metrics)}" if acc is not None else "")
         if e.metrics.get("held_test_accuracy") is not None:  # a one training's hold (fidelities.train.Holder)
             text += f" — model held, test {e.metrics['held_test_accuracy']:.4f}: a Stop now keeps it"
     elif kind == "TrialFinished":
@@ -315,7 +316,7 @@ def event_line(event: ev.Event) -> str:
         if "proxy_score" in m and "final_accuracy" not in m:  # a zero-cost score is not an accuracy: say which it is
             bits.append(f"proxy score {m['proxy_score']:.4g}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
         elif "val_accuracy" in m:
-            bits.append(f"val acc {m['val_accuracy']:.4f}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
+            bits.append(f"val acc {m['val_accuracy']:.4f}{val_mark(m)}, {m.get('latency_ms', float('nan')):.3f} ms, {int(m.get('params', 0)):,} params")
         if e.reason:
             bits.append(e.reason)
         text = " — ".join(bits)
