@@ -133,6 +133,10 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     assert "on the training and validation splits" in study.user_attrs["budget_plan"]["note"]
     pareto = (tmp_path / "one" / "pareto.csv").read_text().splitlines()
     assert pareto[0].endswith(",val_held_out") and pareto[1].endswith(",false")
+    from nas_core.views import trials_frame
+
+    frame = trials_frame(study)  # the Results page's table: a "val held out" column, unticked, beside val acc
+    assert frame["val_held_out"].tolist() == [False] and list(frame.columns).index("val_held_out") == list(frame.columns).index("val_accuracy") + 1
     # no early stop (patience 2 asked for the search's trials): the schedule runs to its annealed end, unless this machine
     # turned slower than timed and the deadline cut it, which the config then says (on a quiet machine it is not cut)
     assert best["training"]["patience"] == one["epochs"]

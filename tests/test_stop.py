@@ -125,11 +125,16 @@ def test_ctrl_c_mid_one_training_keeps_the_model_it_held_with_its_test_accuracy(
     shown = {e["epoch"]: e["metrics"]["held_test_accuracy"] for e in _events(tmp_path)
              if e["kind"] == "EpochProgress" and "held_test_accuracy" in e["metrics"]}
     assert shown == {h["epoch"]: h["test_accuracy"] for h in holds}
+    # it trains on the training and validation splits: every epoch's validation score is marked as not held out in the
+    # progress stream (the CLI's bar and the Search page's log)
+    progress = [e for e in _events(tmp_path) if e["kind"] == "EpochProgress"]
+    assert progress and all(e["metrics"]["val_trained_on"] == 1.0 for e in progress)
     from nas_core import events as ev
     from nas_core.views.search_page import event_line
 
-    line = event_line(ev.EpochProgress("stop", number=0, epoch=kept, epochs=500, metrics=record["history"][-1]))
+    line = event_line(ev.EpochProgress("stop", number=0, epoch=kept, epochs=500, metrics=next(e for e in progress if e["epoch"] == kept)["metrics"]))
     assert f"model held, test {holds[-1]['test_accuracy']:.4f}: a Stop now keeps it" in line
+    assert f"val acc {record['history'][-1]['val_accuracy']:.4f} (trained on) — model held" in line
     best = Path(out.strip().splitlines()[-1])
     assert best.name == "best_config.json" and best.exists()
     cfg = json.loads(best.read_text())
