@@ -534,3 +534,40 @@ def test_the_plan_made_at_run_time_is_shown_as_it_is_made_and_the_bar_counts_its
     assert runner.wait(120)
     snap = runner.snapshot()
     assert snap.status == "finished" and snap.trials_total == 1 and snap.plan_note.startswith("One training")
+
+
+def test_the_usual_plan_fits_the_small_companions_head_on_the_first_designs_body_right_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """28x28 images, a budget the usual plan fits (an epoch timed at 0.01 s): the small companion, last in the known-good
+    queue, has the 4-conv net's body, so once the 4-conv trial completes its head is fitted on that body, frozen, as the
+    next trial (seed 14's Fashion-MNIST hour ran two trials and never reached the companion: no <= 100K point). Its body is
+    the trial's bit for bit; its validation score is held out (the body trained on the training split); and it is never
+    the best-accuracy pick that the final training refits from scratch."""
+    from safetensors.torch import load_file
+
+    from nas_core.schema.record import trial_record
+    from nas_core.search.seeds import COMPANION
+    from nas_core.training import loop
+    from nas_core.training.frozen import HEAD_EPOCHS
+
+    monkeypatch.setattr(loop, "time_epoch", lambda *args, **kwargs: 0.01)
+    cfg = SearchConfig(dataset=_squares(tmp_path), trials=2, epochs=2, patience=2, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="usual", tracking=False, timeout=120)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="usual", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert "one_training" not in study.user_attrs and study.user_attrs["budget_plan"]["final_s"] > 0  # the usual plan
+    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN", COMPANION]
+    assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"], [trial_record(t).get("reason") for t in study.trials]
+    body, small = (trial_record(t) for t in study.trials)
+    assert small["config"]["provenance"]["body_from"]["trial"] == 0 and small["config"]["provenance"]["body_from"]["design"] == "4-conv BN CNN"
+    assert small["fidelity_extra"]["frozen_body"] is True and small["metrics"]["head_on_body"] == 1.0
+    assert small["metrics"]["params"] <= 100_000 < body["metrics"]["params"] and small["metrics"]["epochs_trained"] == HEAD_EPOCHS
+    assert small["config"]["training"]["augmentation"] == "none" and "val_trained_on" not in small["metrics"]
+    trained, fitted = (load_file(str(tmp_path / "usual" / "weights" / f"trial_{n}.safetensors")) for n in (0, 1))
+    body_keys = [k for k in trained if k.startswith("body.")]
+    assert body_keys and all(torch.equal(trained[k], fitted[k]) for k in body_keys)
+    assert any("has the body of trial 0" in w for w in result.warnings)
+    final = study.user_attrs.get("final_training")
+    assert final is not None and final["trial"] == 0  # the refit retrains the 4-conv net, never the head on its body
+    best = json.loads(Path(result.best_config).read_text())
+    assert "body_from" not in best["provenance"] and "(its head fitted on trial 0's body, frozen)" in (tmp_path / "usual" / "summary.md").read_text()

@@ -98,7 +98,9 @@ def hv_contributions(values: Sequence[Sequence[float]], directions: Sequence[str
 def pick_points(rows: Sequence[dict[str, Any]], *, accuracy_key: str = "val_accuracy") -> dict[str, int]:
     """Indices into ``rows`` (dicts of metrics) of the human picks.
 
-    - ``best_accuracy``: highest validation accuracy, ties to lower latency;
+    - ``best_accuracy``: highest validation accuracy, ties to lower latency; not a head fitted on another trial's frozen
+      body (metric ``head_on_body``, the small companion) while any other row exists: the final training refits this
+      pick from scratch, which such a head cannot be;
     - ``fastest_within_1pt``: lowest latency among those within 1 point of the best accuracy;
     - ``knee``: the balanced point closest to the ideal in normalised accuracy/latency/params space;
     - ``smallest``: fewest parameters.
@@ -108,7 +110,8 @@ def pick_points(rows: Sequence[dict[str, Any]], *, accuracy_key: str = "val_accu
     acc = np.array([float(r.get(accuracy_key, 0.0)) for r in rows])
     lat = np.array([float(r.get("latency_ms", 0.0)) for r in rows])
     par = np.array([float(r.get("params", 0.0)) for r in rows])
-    best = int(min(range(len(rows)), key=lambda i: (-acc[i], lat[i], par[i])))
+    whole = [i for i, r in enumerate(rows) if not r.get("head_on_body")] or list(range(len(rows)))
+    best = int(min(whole, key=lambda i: (-acc[i], lat[i], par[i])))
     near = [i for i in range(len(rows)) if acc[i] >= acc[best] - 0.01]
     fastest = int(min(near, key=lambda i: (lat[i], -acc[i])))
     cols = np.stack([-acc, lat, np.log10(par + 1)], axis=1)

@@ -238,7 +238,8 @@ def write_study_outputs(study: Any, *, workspace: str | Path) -> Path | None:
         (pareto_dir / f"trial_{t.number}.json").write_text(json.dumps(t.user_attrs["config"], indent=2))
     picks = pick_points(metrics)
     best_trial = trials[picks["best_accuracy"]]
-    final = final_training(study, best_trial.number)
+    # the final training refits a whole network: when the front's best is a head on a frozen body, it refit another trial
+    final = final_training(study, None if best_trial.user_attrs.get("metrics", {}).get("head_on_body") else best_trial.number)
     best_cfg = final["config"] if final else best_trial.user_attrs["config"]
     best_path = ModelConfig.from_dict(best_cfg).save(out / "best_config.json")
     weights = out / "weights" / (final["weights"] if final else f"trial_{best_trial.number}.safetensors")

@@ -21,7 +21,7 @@ from typing import Any
 
 from nas_core.errors import ConfigError
 
-__all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "SCREEN_KEY", "RECORD_VERSION", "VAL_SEEN", "VAL_SEEN_MARK", "record_attr", "trial_record", "val_mark",
+__all__ = ["LIVE_KEYS", "RECORD_FIELDS", "RECORD_KEY", "SCREEN_KEY", "RECORD_VERSION", "VAL_SEEN", "VAL_SEEN_MARK", "HEAD_ON_BODY", "record_attr", "trial_record", "val_mark",
            "with_record", "with_records"]
 
 RECORD_KEY = "moca_record"
@@ -34,6 +34,9 @@ LIVE_KEYS = ("owner", "summary", SCREEN_KEY)
 # fitted on its body): its ``val_accuracy`` is then not a held-out score, and every page and file that shows it says so.
 VAL_SEEN = "val_trained_on"
 VAL_SEEN_MARK = " (trained on)"
+# A metric set (1.0) for a head fitted on another trial's frozen body (the small companion): a point of the front, never
+# the best-accuracy pick that the final refit retrains from scratch and best_config.json holds (results.pareto.pick_points).
+HEAD_ON_BODY = "head_on_body"
 
 
 def val_mark(metrics: dict[str, Any] | None) -> str:
