@@ -1087,8 +1087,9 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     if companion is not None and companion.get("mode") == "head":
         if run.one_training_body is None or run.one_training_config is None:
             raise NasCoreError("the one training did not complete, so there is no trained body to fit the small design's head on.")
-        body_of = (run.one_training or companion)
-        body_from = {"trial": body_of["body_trial"], "design": body_of.get("design") if run.one_training else companion["body_of"], "frozen": True,
+        # the body's trial: the one training's, or the usual plan's first design's (_plan_head_companion)
+        body_trial = (run.one_training or companion)["body_trial"]
+        body_from = {"trial": body_trial, "design": companion["body_of"], "frozen": True,
                      "how": "the body of that trial's network, frozen; only the head trained, on its features computed once",
                      "config": run.one_training_config}
     ctx = EvalContext(
