@@ -24,6 +24,24 @@ os.environ["MOCA_CACHE_DIR"] = tempfile.mkdtemp(prefix="moca-cache-")
 atexit.register(shutil.rmtree, os.environ["MOCA_CACHE_DIR"], ignore_errors=True)
 
 
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+PAGES = {"search": "app_pages/search.py", "results": "app_pages/results.py", "best_model": "app_pages/best_model.py", "analytics": "app_pages/analytics.py"}
+APP_TIMEOUT = 120
+
+
+def open_app(workspace: Path, page: str | None = None) -> Any:
+    """The dashboard in Streamlit's AppTest on ``workspace``, switched to ``page`` (a key of PAGES), with no exception."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=APP_TIMEOUT)
+    at.session_state["workspace"] = str(workspace)
+    at.run()
+    if page is not None:
+        at.switch_page(PAGES[page]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
 @dataclass(frozen=True)
 class TinyStudy:
     workspace: Path

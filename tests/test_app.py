@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import APP_TIMEOUT as TIMEOUT
+from conftest import open_app as _app
 from conftest import start_search_from_page
 from streamlit.testing.v1 import AppTest
 
@@ -18,19 +20,6 @@ from nas_core import dashboard
 from nas_core.runner import get_registry
 
 ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-PAGES = {"search": "app_pages/search.py", "results": "app_pages/results.py", "best_model": "app_pages/best_model.py", "analytics": "app_pages/analytics.py"}
-TIMEOUT = 120
-
-
-def _app(workspace: Path, page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
-    at.session_state["workspace"] = str(workspace)
-    at.run()
-    if page is not None:
-        at.switch_page(PAGES[page]).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 def _texts(elements: Any) -> list[str]:

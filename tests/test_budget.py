@@ -138,14 +138,9 @@ def test_a_timeout_too_short_for_a_search_trains_the_first_known_good_design_onc
     frame = trials_frame(study)  # the Results page's table: a "val held out" column, unticked, beside val acc
     assert frame["val_held_out"].tolist() == [False] and list(frame.columns).index("val_held_out") == list(frame.columns).index("val_accuracy") + 1
     # the pages a user opens: the Results table's column and the Best Model page's label say it, with no error
-    from streamlit.testing.v1 import AppTest
+    from conftest import open_app
 
-    root = Path(__file__).resolve().parent.parent
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=120)
-    at.session_state["workspace"] = str(tmp_path)
-    at.run()
-    at.switch_page("app_pages/results.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(tmp_path, "results")
     assert any("val_held_out" in df.value.columns and df.value["val_held_out"].tolist() == [False] for df in at.dataframe)
     at.switch_page("app_pages/best_model.py").run()
     assert not at.exception, [e.value for e in at.exception]

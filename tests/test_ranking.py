@@ -50,7 +50,7 @@ def test_checks_found_from_what_the_trials_carry() -> None:
 
 def test_analytics_shows_ranking_quality_and_budget_split(tmp_path: Path) -> None:
     """A real timed search; the Analytics page reads its validation-vs-test ranking and its planned vs used budget."""
-    from streamlit.testing.v1 import AppTest
+    from conftest import open_app
 
     from nas_core.search import SearchConfig, run_search
 
@@ -59,12 +59,7 @@ def test_analytics_shows_ranking_quality_and_budget_split(tmp_path: Path) -> Non
     result = run_search(SearchConfig(dataset="digits", trials=6, epochs=3, patience=5, train_samples=300, timeout=300,
                                      workspace=str(tmp_path), study="ranked", seed=0, fidelity_options={"screen": "off"}))
     assert result.n_complete >= 5, result
-    root = Path(__file__).resolve().parent.parent
-    at = AppTest.from_file(str(root / "app.py"), default_timeout=120)
-    at.session_state["workspace"] = str(tmp_path)
-    at.run()
-    at.switch_page("app_pages/analytics.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(tmp_path, "analytics")
     heads = [h.value for h in at.subheader]
     assert heads[-2:] == ["Ranking quality of this study's fidelity", "Budget split"]
     labels = [m.label for m in at.metric]

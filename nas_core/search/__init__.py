@@ -1063,9 +1063,10 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
     def time_up() -> bool:
         return time_left() <= 0
 
+    companion = _companion(run) if _is_companion(run, trial) else None
     # the one training on train + validation, and a head on its body: their validation score is not a held-out one
-    seen = recipe.trains_on_val or (_is_companion(run, trial) and (run.one_training or {}).get("train_split") == "train+val"
-                                    and ((run.one_training or {}).get("companion") or {}).get("mode") == "head")
+    seen = recipe.trains_on_val or (companion is not None and companion.get("mode") == "head"
+                                    and (run.one_training or {}).get("train_split") == "train+val")
 
     def on_epoch(epoch: int, total: int, row: dict[str, float]) -> None:
         _emit(emit, ev.EpochProgress(name, number=trial.number, epoch=epoch, epochs=total, metrics={**row, **({VAL_SEEN: 1.0} if seen else {})}))
@@ -1083,7 +1084,6 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
             run.mo_pruner.check(study, trial, epoch, row, objectives=config.objectives, arch=arch)
 
     body_from = None
-    companion = _companion(run) if _is_companion(run, trial) else None
     if companion is not None and companion.get("mode") == "head":
         if run.one_training_body is None or run.one_training_config is None:
             raise NasCoreError("the one training did not complete, so there is no trained body to fit the small design's head on.")
