@@ -102,8 +102,10 @@ def plan_budget(*, timeout: float | None, two_phase: bool, options: dict[str, An
 # +0.07 to +0.44; benchmarks/results/digits_final_epochs.md).
 FINAL_EPOCH_FACTOR = 5
 ONE_TRAINING_FIT = 2  # a search share that fits fewer trials of --epochs than this trains the first known-good design once
-# What a refit of --epochs costs against one epoch of a trial, as the final training plans it: its epochs run on train +
-# validation (up to ~1.2x longer) and fill only 75 % of the time left (``search.final_training.SLACK``).
+# What a refit of --epochs costs against one epoch of a trial, as the plan decides between the usual plan and the one
+# training: its epochs run on train + validation (up to ~1.2x longer), and it is given a quarter of margin on top. This
+# was 1.2 / SLACK while the final training's ``search.final_training.SLACK`` was 0.75; it stays at that value now that
+# SLACK is 0.9, so raising the refit's fill did not also move which machines run the one training (the hours that set it).
 REFIT_COST = 1.2 / 0.75
 # The one training may overrun --timeout by this share of it before it is cut: it is the search's only result, and a cut
 # one keeps only the model of its last whole epoch, before its schedule has annealed (``train_model(time_up=)``).
