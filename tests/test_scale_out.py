@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import free_port, mlflow_runs
-from streamlit.testing.v1 import AppTest
+from conftest import free_port, mlflow_runs, open_app
 
 ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 FAST = ["--dataset", "digits", "--epochs", "1", "--train-samples", "200", "--val-samples", "100", "--device", "cpu", "--quiet"]
 
@@ -33,16 +31,6 @@ def _trials(url: str, study: str) -> list[Any]:
         return optuna.load_study(study_name=study, storage=url if is_grpc(url) else shared_storage(url)).get_trials(deepcopy=False)
     except KeyError:
         return []
-
-
-def _app(workspace: Path, page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["workspace"] = str(workspace)
-    at.run()
-    if page is not None:
-        at.switch_page(page).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +50,7 @@ def test_results_and_search_read_a_postgres_study_through_the_workspace_config(p
 
     from nas_core.owners import OWNER_KEY, owner_record
 
-    at = _app(pg_workspace, "app_pages/results.py")
+    at = open_app(pg_workspace, "results")
     assert at.sidebar.selectbox(key="study").value == "pgshown"
     assert any(e.label.startswith("Storage: postgresql+psycopg2://postgres@127.0.0.1") for e in at.sidebar.expander)
     trials = next(df.value for df in at.dataframe if "state" in df.value.columns)
@@ -81,14 +69,14 @@ def test_results_and_search_read_a_postgres_study_through_the_workspace_config(p
     finally:
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
 
-    search = _app(pg_workspace, "app_pages/search.py")
+    search = open_app(pg_workspace, "search")
     assert "Resume pgshown" in search.selectbox(key="study_choice").options
     search.number_input(key="workers").set_value(3).run()
     assert not search.error  # a shared storage: several workers are fine
 
 
 def test_search_page_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
-    at = _app(tmp_path)
+    at = open_app(tmp_path)
     at.number_input(key="workers").set_value(2).run()
     assert any("SQLite" in e and "Storage" in e for e in (str(x.value) for x in at.error))
     at.button(key="start").click().run()
@@ -105,7 +93,7 @@ def test_search_page_starts_n_workers_and_stop_ends_them_all(pg_workspace: Path,
     from nas_core.runner import get_registry
 
     registry = get_registry()
-    at = _app(pg_workspace, "app_pages/search.py")
+    at = open_app(pg_workspace, "search")
     try:
         at.number_input(key="trials").set_value(40)
         at.number_input(key="epochs").set_value(30)

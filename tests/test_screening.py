@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import mlflow_runs, start_search_from_page
+from conftest import mlflow_runs, open_app, start_search_from_page
 from optuna.trial import TrialState
 
 from nas_core.ranking import ranking_quality
@@ -133,14 +133,8 @@ def test_the_analytics_view_shows_what_became_of_each_screened_candidate(screene
 
 
 def test_the_analytics_page_has_a_screening_section(screened) -> None:  # type: ignore[no-untyped-def]
-    from streamlit.testing.v1 import AppTest
-
     config, _, study = screened
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
-    at.session_state["workspace"] = config.workspace
-    at.run()
-    at.switch_page("app_pages/analytics.py").run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(config.workspace, "analytics")
     assert "Screening" in [h.value for h in at.subheader]
     metrics = {m.label: m.value for m in at.metric}
     n_out = len([t for t in study.get_trials() if t.state == TrialState.PRUNED and SCREEN_ATTR in t.user_attrs])
@@ -149,13 +143,9 @@ def test_the_analytics_page_has_a_screening_section(screened) -> None:  # type: 
 
 def test_the_search_page_turns_the_screen_off(tmp_path: Path) -> None:
     """The train fidelity's option is a select box on the Search page (on by default); off reaches the search it starts."""
-    from streamlit.testing.v1 import AppTest
-
     from nas_core.views.studies import load_study
 
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=120)
-    at.session_state["workspace"] = str(tmp_path)
-    at.run()
+    at = open_app(tmp_path)
     assert at.selectbox(key="screen").value == "on"
     at.selectbox(key="screen").set_value("off")
     runner = start_search_from_page(at, tmp_path, trials=3, epochs=1, train_samples=200)

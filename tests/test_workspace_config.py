@@ -8,6 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import open_app
 
 from nas_core import dashboard
 from nas_core.cli import main
@@ -139,17 +140,13 @@ def test_an_unreachable_recorded_server_is_one_error_naming_the_setting(tmp_path
 
 def test_the_sidebar_storage_settings_write_the_workspace_config(tmp_path: Path) -> None:
     """Saved from the sidebar, the storage is the one the dashboard then lists studies from."""
-    from streamlit.testing.v1 import AppTest
-
     elsewhere = tmp_path / "shared"
     elsewhere.mkdir()
     url = f"sqlite:///{elsewhere / 'studies.db'}"
     optuna.create_study(study_name="over-there", storage=url, directions=["maximize", "minimize"])
     ws = tmp_path / "ws"
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120)
-    at.session_state["workspace"] = str(ws)
-    at.run()
-    assert not at.exception and "selectbox" not in [type(e).__name__.lower() for e in at.sidebar]  # no studies yet
+    at = open_app(ws)
+    assert "selectbox" not in [type(e).__name__.lower() for e in at.sidebar]  # no studies yet
     at.sidebar.text_input(key="cfg_storage").set_value(url)
     at.sidebar.text_input(key="cfg_tracking").set_value("http://127.0.0.1:5000")
     next(b for b in at.sidebar.button if b.label == "Save").click().run()
