@@ -562,10 +562,10 @@ def _plan_head_companion(run: _Run) -> None:
     config = run.config
     if config.fidelity != "train" or not config.finalize or config.finalize_only:
         return
-    queued = [name for name, _ in run.designs.pending]
-    if COMPANION not in queued:
+    small = run.designs.entry(COMPANION)
+    if small is None:
         return
-    for name, values in run.designs.pending[: queued.index(COMPANION)]:
+    for name, values in run.designs.pending[: run.designs.pending.index(small)]:
         if _companion_on_body(run, values) is not None:
             run.head_companion = {"design": COMPANION, "mode": "head", "body_of": name, "epochs": HEAD_EPOCHS}
             return
@@ -653,8 +653,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
             first = (design, slice_epoch)
             (design, values), slice_epoch = wider
             per_epoch = slice_epoch * grow
-            run.designs.pending.remove(wider[0])
-            run.designs.pending.insert(0, wider[0])
+            run.designs.move(wider[0], 0)
         elif wider is not None:  # timed and too slow: the plan says so, with its timing
             passed_over = (wider[0][0], wider[1], epochs_that_fit(end - time.perf_counter(), wider[1] * grow))
         # the companion goes second in the queue: right after the one training, if the time left fits it. When it shares
@@ -662,8 +661,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         companion: dict[str, Any] | None = None
         head = _companion_on_body(run, values)
         if head is not None:
-            run.designs.pending.remove(head)
-            run.designs.pending.insert(1, head)
+            run.designs.move(head, 1)
             images = len(data.y_train) + len(data.y_val) + len(data.y_test)
             companion = {"design": COMPANION, "mode": "head", "body_of": design, "epochs": HEAD_EPOCHS,
                          "seconds": round(HEAD_PLAN_EPOCHS * slice_epoch * images / max(1, len(data.y_train)), 3)}
@@ -673,8 +671,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
                                                       seconds_per_epoch=COMPANION_MIN_SHARE * (first or (design, slice_epoch))[1])
             small = _time_queued(run, COMPANION, otherwise="it is not trained after the one training") if could_fit else None
             if small is not None:
-                run.designs.pending.remove(small[0])
-                run.designs.pending.insert(1, small[0])
+                run.designs.move(small[0], 1)
                 companion = {"design": COMPANION, "seconds_per_epoch": round(small[1], 3), "epochs": None}
         # the timings above took time too: the chosen design's epochs are fitted to what is left now
         epochs = max(1, epochs_that_fit(end - time.perf_counter(), per_epoch))
@@ -715,7 +712,7 @@ def _companion_on_body(run: _Run, values: dict[str, Any]) -> tuple[str, dict[str
     from nas_core.search.seeds import COMPANION, replay
     from nas_core.training.frozen import same_body
 
-    found = next(((n, v) for n, v in run.designs.pending if n == COMPANION), None)
+    found = run.designs.entry(COMPANION)
     if found is None:
         return None
     shape, classes, epochs = run.dataset_ref.input_shape, run.data.num_classes, run.config.epochs
@@ -730,7 +727,7 @@ def _companion_on_body(run: _Run, values: dict[str, Any]) -> tuple[str, dict[str
 def _time_queued(run: _Run, name: str | None, *, otherwise: str) -> tuple[tuple[str, dict[str, Any]], float] | None:
     """The study's queued known-good design ``name`` (its queue entry) and the seconds an epoch of it takes here; ``None``
     when it is not queued, or when it cannot be timed (logged, with ``otherwise``: what happens instead)."""
-    found = next(((n, v) for n, v in run.designs.pending if n == name), None)
+    found = run.designs.entry(name)
     if found is None:
         return None
     try:
@@ -1160,10 +1157,9 @@ def _evaluate(run: _Run, trial: Any, sampled: dict[str, Any], candidate: Any, re
         # the usual plan's head companion (_plan_head_companion): fitted on this body next, first in the queue
         run.one_training_body, run.one_training_config = body_state(result.state_dict), cfg.to_dict()
         head["body_trial"] = trial.number
-        entry = next(((n, v) for n, v in run.designs.pending if n == head["design"]), None)
+        entry = run.designs.entry(head["design"])
         if entry is not None:
-            run.designs.pending.remove(entry)
-            run.designs.pending.insert(0, entry)
+            run.designs.move(entry, 0)
             run.notes.append(f"The small design ({head['design']}) has the body of trial {trial.number} ({head['body_of']}): its head is "
                              "fitted on that body, frozen, next (its features computed once), a <= 100K point of the front.")
     run_id = run.tracker.log_trial(number=trial.number, params=sampled, history=result.history, metrics={**metrics, **screen_metrics(record)},

@@ -142,6 +142,15 @@ class KnownGoodQueue:
         used = {t.user_attrs.get("known_good") for t in trials}
         return cls([(name, values) for name, values in designs if name in planned and name not in used])
 
+    def entry(self, name: str | None) -> tuple[str, dict[str, Any]] | None:
+        """The queued design ``name`` (its name and values), or ``None`` when it is not queued."""
+        return next(((n, v) for n, v in self.pending if n == name), None)
+
+    def move(self, entry: tuple[str, dict[str, Any]], to: int) -> None:
+        """Put the queued ``entry`` at position ``to`` of the queue (0: the next design handed to the study)."""
+        self.pending.remove(entry)
+        self.pending.insert(to, entry)
+
     def before_ask(self, study: Any) -> str | None:
         """Enqueue the next design unless another trial is already waiting; returns its name."""
         if not self.pending:
