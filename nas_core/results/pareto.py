@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from nas_core.schema.record import HEAD_ON_BODY
+
 __all__ = ["to_minimize", "dominates", "nondominated_sort", "pareto_front", "hypervolume", "normalizer", "pick_points", "hv_contributions"]
 
 
@@ -110,7 +112,7 @@ def pick_points(rows: Sequence[dict[str, Any]], *, accuracy_key: str = "val_accu
     acc = np.array([float(r.get(accuracy_key, 0.0)) for r in rows])
     lat = np.array([float(r.get("latency_ms", 0.0)) for r in rows])
     par = np.array([float(r.get("params", 0.0)) for r in rows])
-    whole = [i for i, r in enumerate(rows) if not r.get("head_on_body")] or list(range(len(rows)))
+    whole = [i for i, r in enumerate(rows) if not r.get(HEAD_ON_BODY)] or list(range(len(rows)))
     best = int(min(whole, key=lambda i: (-acc[i], lat[i], par[i])))
     near = [i for i in range(len(rows)) if acc[i] >= acc[best] - 0.01]
     fastest = int(min(near, key=lambda i: (lat[i], -acc[i])))

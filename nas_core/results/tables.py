@@ -11,7 +11,7 @@ from typing import Any
 
 from nas_core.deploy.config import build_model
 from nas_core.schema.config import ModelConfig
-from nas_core.schema.record import VAL_SEEN_MARK, val_mark, with_records
+from nas_core.schema.record import HEAD_ON_BODY, VAL_SEEN_MARK, val_mark, with_records
 
 FINAL_RESULT_PREFIX = "final_result."
 
@@ -239,7 +239,7 @@ def write_study_outputs(study: Any, *, workspace: str | Path) -> Path | None:
     picks = pick_points(metrics)
     best_trial = trials[picks["best_accuracy"]]
     # the final training refits a whole network: when the front's best is a head on a frozen body, it refit another trial
-    final = final_training(study, None if best_trial.user_attrs.get("metrics", {}).get("head_on_body") else best_trial.number)
+    final = final_training(study, None if best_trial.user_attrs.get("metrics", {}).get(HEAD_ON_BODY) else best_trial.number)
     best_cfg = final["config"] if final else best_trial.user_attrs["config"]
     best_path = ModelConfig.from_dict(best_cfg).save(out / "best_config.json")
     weights = out / "weights" / (final["weights"] if final else f"trial_{best_trial.number}.safetensors")

@@ -61,7 +61,7 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     from nas_core.results.pareto import pick_points
     from nas_core.results.tables import pareto_rows
     from nas_core.schema.config import ModelConfig
-    from nas_core.schema.record import with_records
+    from nas_core.schema.record import HEAD_ON_BODY, with_records
     from nas_core.training.loop import budget_cut, set_seed, train_model
     from nas_core.training.measure import measure_model
     from nas_core.training.stops import Diverged, StopRequested
@@ -71,11 +71,11 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
     if not trials:
         return None
     best = trials[pick_points(metrics)["best_accuracy"]]
-    if best.user_attrs.get("metrics", {}).get("head_on_body"):
+    if best.user_attrs.get("metrics", {}).get(HEAD_ON_BODY):
         # a head on another trial's frozen body (the small companion) cannot be retrained from scratch, and it may
         # dominate its body's trial off the front: the refit takes the best whole network of every complete trial
         whole = [t for t in with_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                 if "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get("head_on_body")]
+                 if "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get(HEAD_ON_BODY)]
         if not whole:
             return None
         best = max(whole, key=lambda t: (float(t.user_attrs.get("metrics", {}).get("val_accuracy", 0.0)), -t.number))
