@@ -6,6 +6,7 @@ import io
 import json
 from contextlib import redirect_stdout
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -579,3 +580,42 @@ def test_the_usual_plan_fits_the_small_companions_head_on_the_first_designs_body
     assert final is not None and final["trial"] == 0  # the refit retrains the 4-conv net, never the head on its body
     best = json.loads(Path(result.best_config).read_text())
     assert "body_from" not in best["provenance"] and "(its head fitted on trial 0's body, frozen)" in (tmp_path / "usual" / "summary.md").read_text()
+
+
+def test_the_refit_weighs_a_front_heads_body_beside_the_whole_networks_left_on_the_front() -> None:
+    """A head fitted on a frozen body (the small companion) can dominate that body's trial off the front while another
+    whole network stays on it. The refit, and the best_config.json that holds it, take the better of the two by
+    validation accuracy (the body here), not the front's whole network only; with no whole network on the front and no
+    body found, every complete whole network competes; with none at all, nothing is refit."""
+    from nas_core.results.pareto import pick_points
+    from nas_core.results.tables import pareto_rows, refit_trial
+
+    def add(study: optuna.Study, val: float, ms: float, params: int, **extra: Any) -> None:
+        metrics = {"val_accuracy": val, "test_accuracy": val, "latency_ms": ms, "params": params, **extra.pop("metrics", {})}
+        study.add_trial(optuna.trial.create_trial(values=[val, ms], user_attrs={"metrics": metrics, "config": extra.pop("config", {})}))
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "latency_ms"])
+    add(study, 0.9476, 2.05, 468_010)  # 0: the 4-conv net, the body
+    add(study, 0.9460, 1.00, 318_090)  # 1: the ResNet, faster: on the front
+    add(study, 0.9480, 2.04, 96_554, metrics={"head_on_body": 1.0}, config={"provenance": {"body_from": {"trial": 0}}})  # 2: its head
+    trials, metrics = pareto_rows(study)
+    assert sorted(t.number for t in trials) == [1, 2]  # the head pushed its body off the front
+    assert trials[pick_points(metrics)["best_accuracy"]].number == 1  # the front's best whole network
+    best = refit_trial(study, trials, metrics)
+    assert best is not None and best.number == 0
+
+    lone = optuna.create_study(directions=["maximize", "minimize"])
+    lone.set_user_attr("objectives", ["accuracy", "latency_ms"])
+    add(lone, 0.90, 3.0, 400_000)
+    add(lone, 0.93, 2.5, 300_000)
+    add(lone, 0.95, 1.0, 90_000, metrics={"head_on_body": 1.0}, config={"provenance": {}})  # a head whose body is not named
+    trials, metrics = pareto_rows(lone)
+    assert [t.number for t in trials] == [2]
+    best = refit_trial(lone, trials, metrics)
+    assert best is not None and best.number == 1
+
+    heads = optuna.create_study(directions=["maximize", "minimize"])
+    heads.set_user_attr("objectives", ["accuracy", "latency_ms"])
+    add(heads, 0.95, 1.0, 90_000, metrics={"head_on_body": 1.0})
+    assert refit_trial(heads, *pareto_rows(heads)) is None

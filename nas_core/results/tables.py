@@ -6,6 +6,7 @@ import csv
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +213,36 @@ def pareto_rows(study: Any) -> tuple[list[Any], list[dict[str, Any]]]:
     return [trials[i] for i in picked], [metrics[i] for i in picked]
 
 
+def refit_trial(study: Any, trials: Sequence[Any], metrics: Sequence[dict[str, Any]]) -> Any | None:
+    """The trial the final training refits from scratch (``search.final_training.train_final``) and whose refit
+    ``best_config.json`` holds (:func:`write_study_outputs`), given the front's ``trials`` and ``metrics``
+    (:func:`pareto_rows`); None when the study has no whole network.
+
+    The highest validation accuracy, ties to lower latency, then fewer parameters, among the front's whole networks and
+    the bodies the front's heads were fitted on (``provenance.body_from``): a head on another trial's frozen body (the
+    small companion, metric ``head_on_body``) cannot be retrained from scratch, and it may dominate its body's trial off
+    the front, which then competes beside the networks that stayed on it. With neither, every complete whole network.
+    """
+    from optuna.trial import TrialState
+
+    def whole(t: Any) -> bool:
+        return "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get(HEAD_ON_BODY)
+
+    complete = [t for t in with_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if whole(t)]
+    bodies = {int(b["trial"]) for t, m in zip(trials, metrics) if m.get(HEAD_ON_BODY)
+              for b in [(t.user_attrs.get("config") or {}).get("provenance", {}).get("body_from") or {}] if "trial" in b}
+    pool = [t for t in trials if whole(t)] + [t for t in complete if t.number in bodies]
+    pool = list({t.number: t for t in pool}.values()) or complete
+    if not pool:
+        return None
+
+    def rank(t: Any) -> tuple[float, float, float, int]:
+        m = t.user_attrs.get("metrics", {})
+        return (-float(m.get("val_accuracy", 0.0)), float(m.get("latency_ms", 0.0)), float(m.get("params", 0.0)), t.number)
+
+    return min(pool, key=rank)
+
+
 def final_training(study: Any, trial: int | None = None) -> dict[str, Any] | None:
     """The kept record of the search's final training (``nas_core.final_training``), if it trained ``trial`` (any when None)."""
     record = study.user_attrs.get("final_training") or {}
@@ -238,8 +269,9 @@ def write_study_outputs(study: Any, *, workspace: str | Path) -> Path | None:
         (pareto_dir / f"trial_{t.number}.json").write_text(json.dumps(t.user_attrs["config"], indent=2))
     picks = pick_points(metrics)
     best_trial = trials[picks["best_accuracy"]]
-    # the final training refits a whole network: when the front's best is a head on a frozen body, it refit another trial
-    final = final_training(study, None if best_trial.user_attrs.get("metrics", {}).get(HEAD_ON_BODY) else best_trial.number)
+    # the final training refits a whole network, the one refit_trial picks (on the front, or a front head's body off it)
+    refit = refit_trial(study, trials, metrics)
+    final = final_training(study, refit.number) if refit is not None else None
     best_cfg = final["config"] if final else best_trial.user_attrs["config"]
     best_path = ModelConfig.from_dict(best_cfg).save(out / "best_config.json")
     weights = out / "weights" / (final["weights"] if final else f"trial_{best_trial.number}.safetensors")

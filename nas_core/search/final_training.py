@@ -52,33 +52,21 @@ def fit_epochs(*, seconds_left: float, seconds_per_epoch: float, search_epochs: 
 def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: Any, emit: Any = None, stop_event: Any = None,
                 deadline: float = math.inf) -> dict[str, Any] | None:
     """Train the best candidate once more within ``deadline`` (a ``time.perf_counter()`` value); returns the record or None."""
-    from optuna.trial import TrialState
-
     from nas_core import events as ev
     from nas_core.deploy.config import trial_config
     from nas_core.model.assembly import assemble
     from nas_core.model.weights import save_weights
-    from nas_core.results.pareto import pick_points
-    from nas_core.results.tables import pareto_rows
+    from nas_core.results.tables import pareto_rows, refit_trial
     from nas_core.schema.config import ModelConfig
-    from nas_core.schema.record import HEAD_ON_BODY, with_records
     from nas_core.training.loop import budget_cut, set_seed, train_model
     from nas_core.training.measure import measure_model
     from nas_core.training.stops import Diverged, StopRequested
     from nas_core.workspace import study_dir
 
     trials, metrics = pareto_rows(study)
-    if not trials:
+    best = refit_trial(study, trials, metrics) if trials else None
+    if best is None:
         return None
-    best = trials[pick_points(metrics)["best_accuracy"]]
-    if best.user_attrs.get("metrics", {}).get(HEAD_ON_BODY):
-        # a head on another trial's frozen body (the small companion) cannot be retrained from scratch, and it may
-        # dominate its body's trial off the front: the refit takes the best whole network of every complete trial
-        whole = [t for t in with_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-                 if "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get(HEAD_ON_BODY)]
-        if not whole:
-            return None
-        best = max(whole, key=lambda t: (float(t.user_attrs.get("metrics", {}).get("val_accuracy", 0.0)), -t.number))
     cfg = ModelConfig.from_dict(best.user_attrs["config"])
     history = best.user_attrs.get("history") or []
     per_epoch = statistics.median([float(r["seconds"]) for r in history if "seconds" in r] or [math.nan])
