@@ -229,8 +229,11 @@ def refit_trial(study: Any, trials: Sequence[Any], metrics: Sequence[dict[str, A
         return "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get(HEAD_ON_BODY)
 
     complete = [t for t in with_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if whole(t)]
-    bodies = {int(b["trial"]) for t, m in zip(trials, metrics) if m.get(HEAD_ON_BODY)
-              for b in [(t.user_attrs.get("config") or {}).get("provenance", {}).get("body_from") or {}] if "trial" in b}
+    bodies: set[int] = set()
+    for t, m in zip(trials, metrics):
+        body = ((t.user_attrs.get("config") or {}).get("provenance") or {}).get("body_from") or {}
+        if m.get(HEAD_ON_BODY) and "trial" in body:
+            bodies.add(int(body["trial"]))
     pool = [t for t in trials if whole(t)] + [t for t in complete if t.number in bodies]
     pool = list({t.number: t for t in pool}.values()) or complete
     if not pool:
