@@ -228,7 +228,7 @@ def refit_trial(study: Any, trials: Sequence[Any], metrics: Sequence[dict[str, A
     def whole(t: Any) -> bool:
         return "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get(HEAD_ON_BODY)
 
-    complete = [t for t in with_records(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if whole(t)]
+    complete = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if whole(t)]
     bodies: set[int] = set()
     for t, m in zip(trials, metrics):
         body = ((t.user_attrs.get("config") or {}).get("provenance") or {}).get("body_from") or {}
