@@ -228,14 +228,16 @@ def refit_trial(study: Any, trials: Sequence[Any], metrics: Sequence[dict[str, A
     def whole(t: Any) -> bool:
         return "config" in t.user_attrs and not t.user_attrs.get("metrics", {}).get(HEAD_ON_BODY)
 
-    complete = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if whole(t)]
     bodies: set[int] = set()
     for t, m in zip(trials, metrics):
         body = ((t.user_attrs.get("config") or {}).get("provenance") or {}).get("body_from") or {}
         if m.get(HEAD_ON_BODY) and "trial" in body:
             bodies.add(int(body["trial"]))
-    pool = [t for t in trials if whole(t)] + [t for t in complete if t.number in bodies]
-    pool = list({t.number: t for t in pool}.values()) or complete
+    pool = [t for t in trials if whole(t)]
+    off_front = bodies - {t.number for t in pool}  # bodies their heads pushed off the front
+    if off_front or not pool:  # only then are the other complete trials read (pareto_rows has read them once already)
+        complete = [t for t in with_final_results(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) if whole(t)]
+        pool = pool + [t for t in complete if t.number in off_front] or complete
     if not pool:
         return None
 
