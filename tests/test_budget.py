@@ -590,9 +590,10 @@ def test_the_refit_weighs_a_front_heads_body_beside_the_whole_networks_left_on_t
     from nas_core.results.pareto import pick_points
     from nas_core.results.tables import pareto_rows, refit_trial
 
-    def add(study: optuna.Study, val: float, ms: float, params: int, **extra: Any) -> None:
-        metrics = {"val_accuracy": val, "test_accuracy": val, "latency_ms": ms, "params": params, **extra.pop("metrics", {})}
-        study.add_trial(optuna.trial.create_trial(values=[val, ms], user_attrs={"metrics": metrics, "config": extra.pop("config", {})}))
+    def add(study: optuna.Study, val: float, ms: float, params: int, metrics: dict[str, float] | None = None,
+            config: dict[str, Any] | None = None) -> None:
+        row = {"val_accuracy": val, "test_accuracy": val, "latency_ms": ms, "params": params, **(metrics or {})}
+        study.add_trial(optuna.trial.create_trial(values=[val, ms], user_attrs={"metrics": row, "config": config or {}}))
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.set_user_attr("objectives", ["accuracy", "latency_ms"])
