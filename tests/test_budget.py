@@ -299,6 +299,44 @@ def test_a_timed_trial_that_cannot_finish_is_pruned_after_an_epoch_and_the_searc
     assert result.reason == "no trials completed" and result.wall_s < 60 / FIT_MARGIN
 
 
+@pytest.mark.parametrize("second_screen_s", [None, 1000.0])
+def test_a_known_good_design_whose_screen_pace_cannot_finish_is_not_trained_once_a_trial_has_completed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, second_screen_s: float | None) -> None:
+    """Digits, the two known-good designs, 3 epochs, 600 s (the search's share: 360 s). The first trains in full. The
+    second's screen epoch is reported at 1,000 s here (its 3 epochs then need ~3,000 s): it ends right after its screen,
+    with the reason, instead of training until the share's end cuts it. At its real pace (about a second) it trains in
+    full. (The budget is far from both, so a loaded machine does not change the outcome.)"""
+    from nas_core.schema.record import trial_record
+    from nas_core.training import screening
+
+    real = screening.screen_candidate
+    calls: list[int] = []
+
+    def screen(*args: object, **kwargs: object) -> dict[str, object]:
+        row = real(*args, **kwargs)  # type: ignore[arg-type]
+        calls.append(1)
+        if len(calls) == 2 and second_screen_s is not None:
+            row["seconds"] = second_screen_s  # this machine's pace, as a slower machine would time it
+        return row
+
+    monkeypatch.setattr(screening, "screen_candidate", screen)
+    cfg = SearchConfig(dataset="digits", trials=2, epochs=3, patience=3, train_samples=300, seed=0, device="cpu", sampler="random",
+                       workspace=str(tmp_path), study="kg", tracking=False, timeout=600)
+    run_search(cfg)
+    study = optuna.load_study(study_name="kg", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    first, second = study.trials
+    assert first.user_attrs["known_good"] == "4-conv BN CNN" and first.state == optuna.trial.TrialState.COMPLETE
+    assert second.user_attrs["known_good"] == "small ResNet" and len(calls) == 2
+    if second_screen_s is None:
+        assert second.state == optuna.trial.TrialState.COMPLETE
+        return
+    assert second.state == optuna.trial.TrialState.PRUNED
+    reason = trial_record(second)["reason"]
+    assert reason.startswith("would not finish within the search's share of --timeout: small ResNet's screen epoch took 1000.0 s"), reason
+    assert "3 epochs need ~3000 s" in reason
+    assert not trial_record(second).get("history")  # not one full epoch ran
+
+
 @pytest.mark.parametrize(("wide_s", "timeout", "want", "n_timed"),
                          [(5.0, 40, "4-conv BN CNN, wide", 2), (10.0, 40, "4-conv BN CNN", 2), (5.0, 16, "4-conv BN CNN", 1)])
 def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs(
