@@ -1247,12 +1247,12 @@ def _known_good_fits(run: _Run, row: dict[str, Any], candidate: Any, design: str
     """
     import optuna
 
-    epochs = int(candidate.training.epochs)
-    need, left = float(row.get("seconds") or 0.0) * epochs, loop_end() - time.perf_counter()
+    epochs, pace = int(candidate.training.epochs), float(row.get("seconds") or 0.0)
+    need, left = pace * epochs, loop_end() - time.perf_counter()
     if need > left:
         run.share_spent = True
         raise optuna.TrialPruned(f"would not finish within the search's share of --timeout: {design}'s screen epoch took "
-                                 f"{float(row['seconds']):.1f} s, so its {epochs} epochs need ~{need:.0f} s, and "
+                                 f"{pace:.1f} s, so its {epochs} epochs need ~{need:.0f} s, and "
                                  f"{max(0.0, left):.0f} s were left (the final training gets the time)")
 
 
