@@ -329,7 +329,7 @@ def test_a_known_good_design_whose_screen_pace_cannot_finish_is_not_trained_once
     assert first.user_attrs["known_good"] == "4-conv BN CNN" and first.state == optuna.trial.TrialState.COMPLETE
     assert second.user_attrs["known_good"] == "small ResNet"
     if second_screen_s is None:
-        assert second.state == optuna.trial.TrialState.COMPLETE
+        assert second.state == optuna.trial.TrialState.COMPLETE and trial_record(second)["screen"]["promoted"] is True
         assert len(study.trials) == 3 and "known_good" not in study.trials[2].user_attrs
         return
     assert len(study.trials) == 2 and len(calls) == 2  # the trials ended with it
@@ -338,6 +338,8 @@ def test_a_known_good_design_whose_screen_pace_cannot_finish_is_not_trained_once
     assert reason.startswith("would not finish within the search's share of --timeout: small ResNet's screen epoch took 1000.0 s"), reason
     assert "3 epochs need ~3000 s" in reason
     assert not trial_record(second).get("history")  # not one full epoch ran
+    # its screen row tells the same: not promoted, with that reason (summary.md counts it as screened out)
+    assert trial_record(second)["screen"]["promoted"] is False and trial_record(second)["screen"]["reason"] == reason
 
 
 @pytest.mark.parametrize(("wide_s", "timeout", "want", "n_timed"),

@@ -480,7 +480,7 @@ class _Run:
     head_companion: dict[str, Any] | None = None
     screening: bool = False  # sampled candidates are screened before their full training (training.screening)
     quickest: float = math.inf  # seconds of this run's quickest complete trial: a new trial starts only if the time left fits it
-    share_spent: bool = False  # a known-good design could not finish in the search's share (_known_good_fits): no trial starts
+    share_spent: bool = False  # a known-good design could not finish in the search's share (_known_good_late): no trial starts
 
     @property
     def name(self) -> str:
@@ -1212,6 +1212,9 @@ def _screen(run: _Run, trial: Any, candidate: Any, record: dict[str, Any], loop_
     decision = decide([*others, {**row, "number": trial.number}], me=trial.number, cost_objective=cost)
     promoted = decision.promoted or bool(known_good)
     reason = f"known-good design ({known_good}): trains in full" if known_good else decision.reason
+    late = _known_good_late(row, candidate, known_good, loop_end) if known_good and math.isfinite(run.quickest) else None
+    if late is not None:  # recorded as not promoted, so the screen's counts (summary.md) and its reason tell what happened
+        promoted, reason, run.share_spent = False, late, True
     row.update(promoted=promoted, position=decision.position, pool=decision.pool, keep=decision.keep, reason=reason)
     trial.set_user_attr(SCREEN_ATTR, row)
     if writes is not None:
@@ -1221,15 +1224,13 @@ def _screen(run: _Run, trial: Any, candidate: Any, record: dict[str, Any], loop_
                                      metrics={"val_accuracy": row["val_accuracy"], "phase": "screen"}))
     if not promoted:
         raise optuna.TrialPruned(reason)
-    if known_good and math.isfinite(run.quickest):
-        _known_good_fits(run, row, candidate, known_good, loop_end)
 
 
-def _known_good_fits(run: _Run, row: dict[str, Any], candidate: Any, design: str, loop_end: Callable[[], float]) -> None:
-    """Raise ``optuna.TrialPruned`` when a promoted known-good design's full training cannot end before the search's
-    share does, at its screen epoch's pace, and end the trials there (``run.share_spent``). Only asked once a trial has
-    completed: the study then holds a result, and a training cut at the share's end gives nothing, while the final
-    training would have used its time.
+def _known_good_late(row: dict[str, Any], candidate: Any, design: str, loop_end: Callable[[], float]) -> str | None:
+    """Why a known-good design's full training cannot end before the search's share does, at its screen epoch's pace;
+    None when it can. ``_screen`` then prunes it with this reason and ends the trials there (``run.share_spent``). Only
+    asked once a trial has completed: the study then holds a result, and a training cut at the share's end gives
+    nothing, while the final training would have used its time.
 
     The trials end with it: what a sampled candidate could do with the rest of the share is worth less than the final
     training's epochs. Fashion-MNIST seed 21, float32 on 2 cores: with the ResNet and the wide net pruned here at 972 and
@@ -1245,15 +1246,12 @@ def _known_good_fits(run: _Run, row: dict[str, Any], candidate: Any, design: str
     share left and ran 14 epochs, ~880 s, before the guard cut it. Candidates that are not known-good designs meet the
     screen's own fit guard (``_screen``).
     """
-    import optuna
-
     epochs, pace = int(candidate.training.epochs), float(row.get("seconds") or 0.0)
     need, left = pace * epochs, loop_end() - time.perf_counter()
-    if need > left:
-        run.share_spent = True
-        raise optuna.TrialPruned(f"would not finish within the search's share of --timeout: {design}'s screen epoch took "
-                                 f"{pace:.1f} s, so its {epochs} epochs need ~{need:.0f} s, and "
-                                 f"{max(0.0, left):.0f} s were left (the final training gets the time)")
+    if need <= left:
+        return None
+    return (f"would not finish within the search's share of --timeout: {design}'s screen epoch took {pace:.1f} s, so its "
+            f"{epochs} epochs need ~{need:.0f} s, and {max(0.0, left):.0f} s were left (the final training gets the time)")
 
 
 def screen_metrics(record: dict[str, Any]) -> dict[str, float]:
