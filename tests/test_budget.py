@@ -84,6 +84,46 @@ def test_a_timed_search_refits_its_best_and_train_config_repeats_it_exactly(tmp_
     assert again["train_size"] == 300 + len(load_dataset("digits", seed=0).y_val)
     assert again["val_accuracy"] is None and again["val_macro_f1"] is None
     assert again["epochs_trained"] == training["epochs"]
+    # the refit's epoch time was planned from its trial's epochs without their validation (the refit does not validate)
+    study = optuna.load_study(study_name="timed", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    final = study.user_attrs["final_training"]
+    from nas_core.schema.record import trial_record
+
+    rows = trial_record(study.trials[final["trial"]])["history"]
+    assert all(0 < r["val_seconds"] < r["seconds"] for r in rows)
+    data = load_dataset("digits", seed=0, train_samples=300)
+    import statistics
+
+    want = statistics.median(r["seconds"] - r["val_seconds"] for r in rows) * (300 + len(data.y_val)) / 300
+    assert final["seconds_per_epoch"] == pytest.approx(want)
+
+
+def test_a_refit_skips_validation_and_trains_the_same_weights() -> None:
+    """A refit on train + validation keeps its last epoch, so its validation (of images it trained on) is skipped; the
+    weights are the same as with it, so `train --config`, which validates, repeats the refit exactly."""
+    from dataclasses import replace
+
+    from nas_core.data import load_dataset
+    from nas_core.model.assembly import assemble
+    from nas_core.search.seeds import known_good_designs, replay
+    from nas_core.training.loop import train_model
+
+    data = load_dataset("digits", seed=0, train_samples=300)
+    space = SearchConfig(dataset="digits").search_space()
+    arch, recipe = space.build(replay(space, known_good_designs("seed-cnn", (1, 8, 8))[0][1]), input_shape=(1, 8, 8), num_classes=10, epochs=3)
+    with pytest.raises(ValueError, match="refit on train"):
+        train_model(assemble(arch), data, recipe, device=torch.device("cpu"), validate=False)
+    refit = replace(recipe, train_split="train+val", patience=3)
+    models, histories = [], []
+    for validate in (True, False):
+        torch.manual_seed(0)
+        model = assemble(arch)
+        histories.append(train_model(model, data, refit, device=torch.device("cpu"), seed=0, validate=validate))
+        models.append(model.state_dict())
+    checked, skipped = histories
+    assert [r["epoch"] for r in skipped] == [1, 2, 3] and all("val_accuracy" not in r for r in skipped)
+    assert all("val_accuracy" in r and r["val_seconds"] > 0 for r in checked)
+    assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
 
 
 def test_a_search_without_timeout_has_no_final_training(tiny_study) -> None:  # type: ignore[no-untyped-def]

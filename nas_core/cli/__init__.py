@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -314,7 +315,8 @@ def _run_and_report(config: Any, args: argparse.Namespace) -> int:
             if event.metrics.get("held_test_accuracy") is not None:  # a one training's hold: what Ctrl-C now keeps
                 held[event.number] = float(event.metrics["held_test_accuracy"])
             bar.set_postfix_str(f"trial {event.number}{f' ({phase})' if isinstance(phase, str) else ''} epoch {event.epoch}/{event.epochs} "
-                                f"val {event.metrics.get('val_accuracy', 0):.3f}{val_mark(event.metrics)}"
+                                + (f"val {event.metrics['val_accuracy']:.3f}{val_mark(event.metrics)}" if "val_accuracy" in event.metrics
+                                   else f"loss {event.metrics.get('train_loss', math.nan):.3f}")  # a refit does not validate
                                 + (f" (held: test {held[event.number]:.3f})" if event.number in held else ""))
         elif isinstance(event, ev.TrialFinished):
             bar.update(1)

@@ -7,7 +7,9 @@ from the per-epoch time its trial measured (at most :data:`nas_core.budget.FINAL
 the search's epochs), and trains it from scratch with its own recipe and seed on the training *and*
 validation splits (``train_split="train+val"``): the validation split has done its job (choosing the
 candidate), and on small datasets the extra data is worth more than an early stop, which the
-one-cycle / warm-up schedules do not need (they end annealed). The test split stays unseen.
+one-cycle / warm-up schedules do not need (they end annealed). The test split stays unseen. Its epochs are
+not validated (it keeps the last, and validation would score images it trained on), so its epoch time is
+the trial's without validation (``val_seconds``), and the time saved goes to more epochs.
 
 The recipe it used (epochs and split included) is the best config's ``training``, so
 ``train --config best_config.json`` repeats the run exactly. The config's ``val_accuracy`` stays the
@@ -69,7 +71,9 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
         return None
     cfg = ModelConfig.from_dict(best.user_attrs["config"])
     history = best.user_attrs.get("history") or []
-    per_epoch = statistics.median([float(r["seconds"]) for r in history if "seconds" in r] or [math.nan])
+    # the refit does not validate (it keeps its last epoch): its epoch is the trial's training part (rows written before
+    # ``val_seconds`` was recorded count their validation too), over the longer split
+    per_epoch = statistics.median([float(r["seconds"]) - float(r.get("val_seconds", 0.0)) for r in history if "seconds" in r] or [math.nan])
     per_epoch *= (len(data.y_train) + len(data.y_val)) / max(1, len(data.y_train))  # the refit's epochs are longer
     left = deadline - time.perf_counter()
     epochs = fit_epochs(seconds_left=left, seconds_per_epoch=per_epoch, search_epochs=int(config.epochs))
@@ -99,7 +103,7 @@ def train_final(*, study: Any, config: Any, data: Any, device: Any, workspace: A
         # time-boxed at the cut: on a machine slower than the trial measured, the refit ends with its last whole epoch
         # (annealed first when its recipe allows, ``train_model(time_left=)``) and is kept, where the cut threw it away
         rows = train_model(model, data, recipe, device=device, seed=seed, on_epoch=on_epoch, should_stop=user_stop,
-                           time_up=lambda: time.perf_counter() > cut_at, time_left=lambda: cut_at - time.perf_counter())
+                           time_up=lambda: time.perf_counter() > cut_at, time_left=lambda: cut_at - time.perf_counter(), validate=False)
     except (StopRequested, Diverged) as exc:
         why = "stopped by the user" if user_stop() else str(exc) if isinstance(exc, Diverged) else "ran past --timeout before a whole epoch"
         record.update(kept=False, reason=f"final training ended early ({why}); the best trial stays the result")

@@ -167,6 +167,7 @@ def train_model(
     time_up: Callable[[], bool] | None = None,
     time_left: Callable[[], float] | None = None,
     on_kept: Callable[[int, nn.Module, torch.Tensor, list[dict[str, float]]], None] | None = None,
+    validate: bool = True,
 ) -> list[dict[str, float]]:
     """Train with the recipe, early-stop on validation accuracy and restore the best weights.
 
@@ -187,6 +188,10 @@ def train_model(
     ``on_kept(epoch, model, val_predictions, history)`` is called after each epoch whose weights become the ones the
     training would keep (its best so far), while ``model`` holds them (the averaged ones with EMA) in eval mode, before
     training goes on from the raw ones; a time-boxed training measures and holds such a model, so a stop keeps it.
+    Each row's ``val_seconds`` is the part of its ``seconds`` spent validating. ``validate=False`` (a refit on train +
+    validation only, which keeps its last epoch whatever validation says) skips validation: its rows carry no
+    ``val_accuracy`` and ``on_kept`` is not called. Validating 9,000 Fashion-MNIST images in float32 takes ~4 s, which
+    is 9 % of a float32 refit epoch of the 4-conv net on 2 CPU cores and 15 % of a bf16 one.
     """
     epochs = epochs or recipe.epochs
     forward = forward or model
@@ -195,6 +200,8 @@ def train_model(
     yt, yv = data.y_train, data.y_val
     # A refit on train+val (the final training of a timed search) has no held-out split to choose an epoch by: it keeps the last.
     refit = recipe.trains_on_val and x_train is None
+    if not validate and not refit:
+        raise ValueError("validate=False is for a refit on train + validation: any other training keeps its best validated epoch")
     if refit:
         xt, yt = torch.cat([data.x_train, data.x_val]), torch.cat([data.y_train, data.y_val])
     model.to(device)
@@ -280,16 +287,21 @@ def train_model(
             raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
             model.load_state_dict(ema.state)
         model.eval()
+        t_val = time.perf_counter()
         preds = []
-        with torch.no_grad():
-            for i in range(0, len(xv), 512):
-                xvb = xv[i : i + 512].to(device)
-                if channels_last:
-                    xvb = xvb.contiguous(memory_format=torch.channels_last)
-                preds.append(forward(xvb).argmax(1).cpu())
+        if validate:
+            with torch.no_grad():
+                for i in range(0, len(xv), 512):
+                    xvb = xv[i : i + 512].to(device)
+                    if channels_last:
+                        xvb = xvb.contiguous(memory_format=torch.channels_last)
+                    preds.append(forward(xvb).argmax(1).cpu())
         pred = torch.cat(preds) if preds else yv[:0]
-        val_acc = int((pred == yv).sum()) / max(1, len(xv))
-        row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "val_accuracy": val_acc, "seconds": time.perf_counter() - t0}
+        val_acc = int((pred == yv).sum()) / max(1, len(xv)) if validate else math.nan
+        t_end = time.perf_counter()
+        row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "seconds": t_end - t0, "val_seconds": t_end - t_val}
+        if validate:
+            row["val_accuracy"] = val_acc
         if end < epochs:
             row["schedule_epochs"] = end
         history.append(row)
@@ -299,7 +311,7 @@ def train_model(
             best_acc, best_epoch, bad = val_acc, epoch, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             best_pred = pred
-            if on_kept is not None:
+            if on_kept is not None and validate:
                 on_kept(epoch, model, pred, history)
         else:
             bad += 1
