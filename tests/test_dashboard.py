@@ -297,6 +297,13 @@ def test_event_lines_newest_first() -> None:
     assert len(dashboard.event_lines(events, limit=2)) == 2
 
 
+def test_the_final_refits_epochs_show_their_training_loss() -> None:
+    """The final refit does not validate (it keeps its last epoch): its progress lines show the training loss, not a
+    validation score it does not have."""
+    event = ev.EpochProgress("s", number=3, epoch=7, epochs=55, metrics={"epoch": 7, "train_loss": 0.61234, "phase": "final"})
+    assert dashboard.event_lines([event])[0].endswith("trial 3 (final) epoch 7/55: train loss 0.6123")
+
+
 def test_live_scatter_draws_the_front() -> None:
     points = [
         {"number": 0, "state": "COMPLETE", "val_accuracy": 0.9, "latency_ms": 1.0, "params": 100},

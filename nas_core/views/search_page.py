@@ -307,7 +307,10 @@ def event_line(event: ev.Event) -> str:
     elif kind == "EpochProgress":
         acc = e.metrics.get("val_accuracy")
         phase = f" ({e.metrics['phase']})" if isinstance(e.metrics.get("phase"), str) else ""
-        text = f"trial {e.number}{phase} epoch {e.epoch}/{e.epochs}" + (f": val acc {acc:.4f}{val_mark(e.metrics)}" if acc is not None else "")
+        loss = e.metrics.get("train_loss")
+        text = f"trial {e.number}{phase} epoch {e.epoch}/{e.epochs}" + (
+            f": val acc {acc:.4f}{val_mark(e.metrics)}" if acc is not None
+            else f": train loss {loss:.4f}" if isinstance(loss, (int, float)) else "")  # the final refit does not validate
         if e.metrics.get("held_test_accuracy") is not None:  # a one training's hold (fidelities.train.Holder)
             text += f" — model held, test {e.metrics['held_test_accuracy']:.4f}: a Stop now keeps it"
     elif kind == "TrialFinished":
