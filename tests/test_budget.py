@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import statistics
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -92,8 +93,6 @@ def test_a_timed_search_refits_its_best_and_train_config_repeats_it_exactly(tmp_
     rows = trial_record(study.trials[final["trial"]])["history"]
     assert all(0 < r["val_seconds"] < r["seconds"] for r in rows)
     data = load_dataset("digits", seed=0, train_samples=300)
-    import statistics
-
     want = statistics.median(r["seconds"] - r["val_seconds"] for r in rows) * (300 + len(data.y_val)) / 300
     assert final["seconds_per_epoch"] == pytest.approx(want)
 

@@ -288,20 +288,20 @@ def train_model(
             model.load_state_dict(ema.state)
         model.eval()
         t_val = time.perf_counter()
-        preds = []
+        pred, scores = yv[:0], {}  # a refit that does not validate keeps its last epoch: no score, no predictions
         if validate:
+            preds = []
             with torch.no_grad():
                 for i in range(0, len(xv), 512):
                     xvb = xv[i : i + 512].to(device)
                     if channels_last:
                         xvb = xvb.contiguous(memory_format=torch.channels_last)
                     preds.append(forward(xvb).argmax(1).cpu())
-        pred = torch.cat(preds) if preds else yv[:0]
-        val_acc = int((pred == yv).sum()) / max(1, len(xv)) if validate else math.nan
+            pred = torch.cat(preds) if preds else pred
+            scores = {"val_accuracy": int((pred == yv).sum()) / max(1, len(xv))}
+        val_acc = scores.get("val_accuracy", math.nan)
         t_end = time.perf_counter()
-        row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), "seconds": t_end - t0, "val_seconds": t_end - t_val}
-        if validate:
-            row["val_accuracy"] = val_acc
+        row = {"epoch": epoch, "train_loss": total_loss / max(1, seen), **scores, "seconds": t_end - t0, "val_seconds": t_end - t_val}
         if end < epochs:
             row["schedule_epochs"] = end
         history.append(row)
