@@ -411,6 +411,7 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
 
     monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_RESERVE", 0)  # the bar alone (the reserve for the companion: below)
     # 40 s fits 8 epochs of the 4-conv design at the 4 s given here (real ones take ~0.5 s); 16 s fits 3
     cfg = SearchConfig(dataset=str(tmp_path / "squares.npz"), trials=5, epochs=500, patience=2, seed=0, device="cpu",
                        workspace=str(tmp_path), study="wide", tracking=False, timeout=timeout)
@@ -472,7 +473,8 @@ def test_the_time_the_wide_one_training_leaves_trains_the_small_companion(tmp_pa
     monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
     monkeypatch.setattr(budget, "ONE_TRAINING_COMPANION_EPOCHS", 3)
-    timeout = 40  # 6 epochs of the wide design at the 5 s given; real ones take ~1 s, so ~30 s are left
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_RESERVE", 3)  # 6 s kept for the companion: 5 epochs of the wide net still fit
+    timeout = 50  # 7 epochs of the wide design at the 5 s given; real ones take ~1 s, so ~35 s are left
     cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
                        workspace=str(tmp_path), study="pair", tracking=False, timeout=timeout)
     result = run_search(cfg)
@@ -482,6 +484,7 @@ def test_the_time_the_wide_one_training_leaves_trains_the_small_companion(tmp_pa
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
     companion = one["companion"]
     assert companion["design"] == COMPANION and companion["seconds_per_epoch"] == 2.0 and "mode" not in companion
+    assert companion["reserved_s"] == 6.0 and one["epochs"] <= int((timeout - 6.0) * budget.ONE_TRAINING_SLACK / 5.0)
     assert 3 <= companion["epochs"] <= int(timeout * budget.ONE_TRAINING_SLACK / 2.0)
     main, small = (trial_record(t)["metrics"] for t in study.trials)
     assert main["epochs_trained"] == one["epochs"] and small["epochs_trained"] == companion["epochs"]  # both schedules run out
@@ -489,6 +492,42 @@ def test_the_time_the_wide_one_training_leaves_trains_the_small_companion(tmp_pa
     assert "body_from" not in trial_record(study.trials[1])["config"]["provenance"]
     assert any("left time for" in w for w in result.warnings) and result.n_complete == 2
     assert f"trains the small design {COMPANION}" in study.user_attrs["budget_plan"]["note"]  # the plan the pages show
+
+
+def test_the_wide_net_trains_only_when_the_budget_also_keeps_the_small_companions_epochs_after_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """28x28 images: the wide net's bar (lowered to 5 epochs) fits the budget on its own (40 s at 5 s an epoch), but its
+    body is not the small design's, so the small design would train from scratch after it: the planner times the small
+    design and keeps ONE_TRAINING_WIDER_RESERVE (10 here) epochs of it, 20 s, after the wide net; then 5 epochs of the wide
+    net do not fit, so the 4-conv net trains and the small design's head is fitted on its body. The plan says why."""
+    from nas_core.schema import budget
+    from nas_core.search.seeds import COMPANION
+    from nas_core.training import loop
+
+    timed: list[int] = []
+
+    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
+        params = sum(p.numel() for p in model.parameters())
+        timed.append(params)
+        return 5.0 if params > 600_000 else 4.0 if params > 100_000 else 2.0  # wide, 4-conv, small
+
+    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
+    monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_RESERVE", 10)
+    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
+                       workspace=str(tmp_path), study="reserve", tracking=False, timeout=40)
+    result = run_search(cfg)
+    study = optuna.load_study(study_name="reserve", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    one = study.user_attrs["one_training"]
+    assert len(timed) == 3 and min(timed) < 100_000  # the 4-conv net, the wide net, then the small design for the reserve
+    assert one["design"] == "4-conv BN CNN" and "instead_of" not in one
+    over = one["passed_over"]
+    assert over["design"] == "4-conv BN CNN, wide" and over["companion_reserve_s"] == 20.0 and over["epochs_that_fit"] < 5
+    assert one["companion"]["mode"] == "head" and result.n_complete == 2
+    assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN", COMPANION]
+    note = study.user_attrs["budget_plan"]["note"]
+    assert f"less ~20 s kept after it for 10 epochs of the small design {COMPANION} from scratch" in note, note
+    assert "fewer than 5, so it does not train" in note
 
 
 def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_train_repeats_it(

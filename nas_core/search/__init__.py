@@ -615,6 +615,7 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
 
     from nas_core.schema.budget import (
         ONE_TRAINING_SPLIT,
+        ONE_TRAINING_WIDER_RESERVE,
         epochs_that_fit,
         one_training_companion_epochs,
         one_training_epochs,
@@ -648,15 +649,27 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
         wider = (_time_queued(run, WIDER.get(design), otherwise=f"{design} trains")
                  if one_training_wider_epochs(left_s=left, seconds_per_epoch=per_epoch) else None)
         passed_over: tuple[str, float, int] | None = None
+        # the wide net would cost the small point its head (ONE_TRAINING_WIDER_RESERVE): if its bar fits, the companion is
+        # timed and that many epochs of it are kept after the wide net, whose own bar must fit in the time before them
+        small: tuple[tuple[str, dict[str, Any]], float] | None = None
+        reserve: tuple[str, float, int] | None = None
         # timings (first, passed_over, the plan's note) are the training split's, as timed; the decisions use the
         # epochs the one training would run (grow)
-        if wider is not None and one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1] * grow):
+        if (wider is not None and one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1] * grow)
+                and ONE_TRAINING_WIDER_RESERVE > 0 and _companion_on_body(run, values) is not None):
+            small = _time_queued(run, COMPANION, otherwise="the wide net is chosen on its own epochs")
+            if small is not None:
+                reserve = (COMPANION, ONE_TRAINING_WIDER_RESERVE * small[1], ONE_TRAINING_WIDER_RESERVE)
+        reserve_s = reserve[1] if reserve else 0.0
+        if wider is not None and one_training_wider_epochs(left_s=end - time.perf_counter(), seconds_per_epoch=wider[1] * grow,
+                                                           reserve_s=reserve_s):
             first = (design, slice_epoch)
             (design, values), slice_epoch = wider
             per_epoch = slice_epoch * grow
             run.designs.move(wider[0], 0)
         elif wider is not None:  # timed and too slow: the plan says so, with its timing
-            passed_over = (wider[0][0], wider[1], epochs_that_fit(end - time.perf_counter(), wider[1] * grow))
+            passed_over = (wider[0][0], wider[1], epochs_that_fit(end - time.perf_counter() - reserve_s, wider[1] * grow))
+            reserve_s = 0.0  # the first design trains, and its head needs no reserve
         # the companion goes second in the queue: right after the one training, if the time left fits it. When it shares
         # the chosen design's body, only its head trains, on that body frozen (training.frozen): no timing needed.
         companion: dict[str, Any] | None = None
@@ -667,15 +680,18 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
             companion = {"design": COMPANION, "mode": "head", "body_of": design, "epochs": HEAD_EPOCHS,
                          "seconds": round(HEAD_PLAN_EPOCHS * slice_epoch * images / max(1, len(data.y_train)), 3)}
         else:
-            left = end - time.perf_counter()
-            could_fit = one_training_companion_epochs(left_s=left - epochs_that_fit(left, per_epoch) * per_epoch,
-                                                      seconds_per_epoch=COMPANION_MIN_SHARE * (first or (design, slice_epoch))[1])
-            small = _time_queued(run, COMPANION, otherwise="it is not trained after the one training") if could_fit else None
+            if small is None:  # not timed for the reserve: timed only if the time the one training would leave could fit it
+                left = end - time.perf_counter()
+                could_fit = one_training_companion_epochs(left_s=left - epochs_that_fit(left, per_epoch) * per_epoch,
+                                                          seconds_per_epoch=COMPANION_MIN_SHARE * (first or (design, slice_epoch))[1])
+                small = _time_queued(run, COMPANION, otherwise="it is not trained after the one training") if could_fit else None
             if small is not None:
                 run.designs.move(small[0], 1)
                 companion = {"design": COMPANION, "seconds_per_epoch": round(small[1], 3), "epochs": None}
-        # the timings above took time too: the chosen design's epochs are fitted to what is left now
-        epochs = max(1, epochs_that_fit(end - time.perf_counter(), per_epoch))
+                if reserve_s:
+                    companion["reserved_s"] = round(reserve_s, 1)
+        # the timings above took time too: the chosen design's epochs are fitted to what is left now (less the reserve)
+        epochs = max(1, epochs_that_fit(end - time.perf_counter() - reserve_s, per_epoch))
     except StopRequested:  # the loop hears the stop next
         return None
     except (NasCoreError, RuntimeError, ValueError, FloatingPointError, MemoryError) as exc:  # what would fail the trial itself
@@ -687,13 +703,15 @@ def _plan_one_training(run: _Run, plan: Any, end: float) -> Any:
     if passed_over is not None:
         run.one_training["passed_over"] = {"design": passed_over[0], "seconds_per_epoch": round(passed_over[1], 3),
                                            "epochs_that_fit": passed_over[2]}
+        if reserve is not None:
+            run.one_training["passed_over"]["companion_reserve_s"] = round(reserve[1], 1)
     if companion is not None:
         run.one_training["companion"] = companion
     run.study.set_user_attr("one_training", run.one_training)
     one = one_training_plan(float(config.timeout), design=design, epochs=epochs, seconds_per_epoch=slice_epoch, search_epochs=config.epochs,
                             first=first, companion=(companion["design"], companion["seconds_per_epoch"]) if companion and "mode" not in companion else None,
                             companion_head=(companion["design"], companion["seconds"]) if companion and "mode" in companion else None,
-                            passed_over=passed_over, train_images=(len(data.y_train) + len(data.y_val)) if grow != 1.0 else None, grow=grow)
+                            passed_over=passed_over, reserve=reserve, train_images=(len(data.y_train) + len(data.y_val)) if grow != 1.0 else None, grow=grow)
     run.notes.append(one.note)
     # the CLI's bar and the Search page count the trials this plan runs (the companion's only if it fits later), not --trials
     _emit(run.emit, ev.PlanMade(run.name, note=one.note, trials=2 if companion is not None else 1))
