@@ -118,6 +118,8 @@ ONE_TRAINING_GRACE = 0.1
 # (benchmarks/results/fashion_default_2threads*.json). So 26: the 27-29 epochs a faster machine fits (~103-108 s an
 # epoch) still take the wide net; the 20-24 of a slower one take the 4-conv net and its <= 100K point. (25 until a slice
 # timing ~20 % slow turned a 27-epoch machine to the 4-conv net; then 22, a judgment that those two hours disproved.)
+# Since ONE_TRAINING_WIDER_RESERVE the bar must fit before the companion's reserve, so at an hour on 2 CPU cores the wide
+# net rarely trains: a longer budget, or a faster machine where the one training still fires, takes it.
 ONE_TRAINING_WIDER_EPOCHS = 26
 # The wide net's body is not the small companion's, so a wide one training leaves no head to fit: its <= 100K point must
 # train from scratch after it. The wide net then trains only when the budget fits its bar *and*, kept after it, this
