@@ -390,33 +390,14 @@ def test_the_one_training_takes_the_wider_design_when_the_budget_fits_its_epochs
     choice does not depend on this machine's speed and the training stays short. A timing costs three slice epochs, so
     the wider variant is not timed when the budget does not fit 5 epochs even of the 4-conv net (16 s: 3), nor the small
     companion when the time the one training would leave cannot fit its 12 epochs at 0.3 of the 4-conv net's epoch."""
-    import numpy as np
-
     from nas_core.schema import budget
     from nas_core.schema.record import trial_record
     from nas_core.search.seeds import COMPANION
-    from nas_core.training import loop
 
-    rng = np.random.default_rng(0)
-    y = np.arange(100) % 2
-    x = rng.integers(0, 60, (100, 28, 28), dtype=np.uint8)
-    x[y == 1, 8:20, 8:20] = 255  # a bright square: a learnable class
-    np.savez(tmp_path / "squares.npz", x=x, y=y)
-    timed: list[int] = []
-
-    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
-        params = sum(p.numel() for p in model.parameters())
-        timed.append(params)
-        return wide_s if params > 600_000 else 4.0  # the wide net has ~0.9M parameters, the 4-conv ~0.47M
-
-    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_RESERVE", 0)  # the bar alone (the reserve for the companion: below)
     # 40 s fits 8 epochs of the 4-conv design at the 4 s given here (real ones take ~0.5 s); 16 s fits 3
-    cfg = SearchConfig(dataset=str(tmp_path / "squares.npz"), trials=5, epochs=500, patience=2, seed=0, device="cpu",
-                       workspace=str(tmp_path), study="wide", tracking=False, timeout=timeout)
-    result = run_search(cfg)
-    study = optuna.load_study(study_name="wide", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    timed, result, study = _one_training_on_squares(tmp_path, monkeypatch, "wide", timeout, wide=wide_s)
     one = study.user_attrs["one_training"]
     assert len(timed) == n_timed and timed[-1] == max(timed)  # the first design, then its wider variant if timed; not the companion
     if want.endswith("wide"):  # the small design trains from scratch, and 12 epochs of it do not fit
@@ -456,6 +437,27 @@ def _squares(tmp_path: Path) -> str:
     return str(tmp_path / "squares.npz")
 
 
+def _one_training_on_squares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, study: str, timeout: float, *, wide: float,
+                             small: float = 4.0) -> tuple[list[int], Any, optuna.Study]:
+    """A search on :func:`_squares` that --epochs 500 turns into the one training, with each design's epoch timing given
+    by its size (the wide net has ~0.9M parameters, the 4-conv net ~0.47M at 4 s, the small design ~97K) so the plan does
+    not depend on this machine's speed: the parameter counts of the designs timed, in order, the result and the study."""
+    from nas_core.training import loop
+
+    timed: list[int] = []
+
+    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
+        params = sum(p.numel() for p in model.parameters())
+        timed.append(params)
+        return wide if params > 600_000 else 4.0 if params > 100_000 else small
+
+    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
+    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
+                       workspace=str(tmp_path), study=study, tracking=False, timeout=timeout)
+    result = run_search(cfg)
+    return timed, result, optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
 def test_the_time_the_wide_one_training_leaves_trains_the_small_companion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """28x28 images: after the one training of the wide net (whose body is not the small design's), the time it left fits
     enough epochs of the small design (given timings, the bars lowered to 5 and 3 epochs): it trains next from scratch
@@ -464,21 +466,12 @@ def test_the_time_the_wide_one_training_leaves_trains_the_small_companion(tmp_pa
     from nas_core.schema import budget
     from nas_core.schema.record import trial_record
     from nas_core.search.seeds import COMPANION
-    from nas_core.training import loop
 
-    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
-        params = sum(p.numel() for p in model.parameters())
-        return 5.0 if params > 600_000 else 4.0 if params > 100_000 else 2.0  # wide (fitting), 4-conv, small
-
-    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
     monkeypatch.setattr(budget, "ONE_TRAINING_COMPANION_EPOCHS", 3)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_RESERVE", 3)  # 6 s kept for the companion: 5 epochs of the wide net still fit
     timeout = 50  # 7 epochs of the wide design at the 5 s given; real ones take ~1 s, so ~35 s are left
-    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
-                       workspace=str(tmp_path), study="pair", tracking=False, timeout=timeout)
-    result = run_search(cfg)
-    study = optuna.load_study(study_name="pair", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    _, result, study = _one_training_on_squares(tmp_path, monkeypatch, "pair", timeout, wide=5.0, small=2.0)  # the wide net fits
     one = study.user_attrs["one_training"]
     assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN, wide", COMPANION]
     assert [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
@@ -503,22 +496,10 @@ def test_the_wide_net_trains_only_when_the_budget_also_keeps_the_small_companion
     its body. The plan says why."""
     from nas_core.schema import budget
     from nas_core.search.seeds import COMPANION
-    from nas_core.training import loop
 
-    timed: list[int] = []
-
-    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
-        params = sum(p.numel() for p in model.parameters())
-        timed.append(params)
-        return 5.0 if params > 600_000 else 4.0 if params > 100_000 else 2.0  # wide, 4-conv, small
-
-    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_RESERVE", 20)
-    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
-                       workspace=str(tmp_path), study="reserve", tracking=False, timeout=60)
-    result = run_search(cfg)
-    study = optuna.load_study(study_name="reserve", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    timed, result, study = _one_training_on_squares(tmp_path, monkeypatch, "reserve", 60, wide=5.0, small=2.0)
     one = study.user_attrs["one_training"]
     assert len(timed) == 3 and min(timed) < 100_000  # the 4-conv net, the wide net, then the small design for the reserve
     assert one["design"] == "4-conv BN CNN" and "instead_of" not in one
@@ -544,22 +525,11 @@ def test_the_small_companion_with_the_one_trainings_body_fits_only_its_head_and_
     from nas_core.schema import budget
     from nas_core.schema.record import trial_record
     from nas_core.search.seeds import COMPANION
-    from nas_core.training import loop
     from nas_core.training.frozen import HEAD_EPOCHS
 
-    timed: list[int] = []
-
-    def fake_time_epoch(model: torch.nn.Module, *args: object, **kwargs: object) -> float:
-        params = sum(p.numel() for p in model.parameters())
-        timed.append(params)
-        return 10.0 if params > 600_000 else 4.0  # the wide net does not fit 5 epochs; the 4-conv net trains
-
-    monkeypatch.setattr(loop, "time_epoch", fake_time_epoch)
     monkeypatch.setattr(budget, "ONE_TRAINING_WIDER_EPOCHS", 5)
-    cfg = SearchConfig(dataset=_squares(tmp_path), trials=5, epochs=500, patience=2, seed=0, device="cpu",
-                       workspace=str(tmp_path), study="head", tracking=False, timeout=40)
-    result = run_search(cfg)
-    study = optuna.load_study(study_name="head", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    # the wide net does not fit 5 epochs; the 4-conv net trains
+    timed, result, study = _one_training_on_squares(tmp_path, monkeypatch, "head", 40, wide=10.0)
     one = study.user_attrs["one_training"]
     assert len(timed) == 2 and max(timed) > 600_000  # the 4-conv net and the wide one; the small design is not timed
     assert [t.user_attrs.get("known_good") for t in study.trials] == ["4-conv BN CNN", COMPANION]
