@@ -20,9 +20,10 @@ default arm's ``best_config.json`` to results/fashion_default_best_config.json (
 
 To measure a change of the default path against baselines it does not affect, ``--reuse-baselines OLD.json`` runs only the
 ``default`` arm and takes ``reference`` and ``plain`` from an earlier run's JSON (same budget and seed; the table says so).
-Its files are written with ``--tag`` in their names (fashion_default_TAG.*), beside the one-run results. ``--default-result
-LOG`` takes that arm from the output of an ``--arm default`` run started earlier (beside a one run still going), rather
-than running it.
+Its files are written with ``--tag`` in their names (fashion_default_TAG.*), beside the one-run results. ``--stem`` changes
+the ``fashion_default`` part: ``benchmarks/fashion_mnist.py`` (issue 16's name for this comparison) runs this driver with
+``--stem fashion_mnist_default``. ``--default-result LOG`` takes that arm from the output of an ``--arm default`` run
+started earlier (beside a one run still going), rather than running it.
 """
 
 from __future__ import annotations
@@ -190,7 +191,7 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
         "default_ge_1pt_above_best_baseline": bool(final_default is not None and best_base is not None and final_default - best_base >= 0.01),
         "pareto_le_100k_ge_0.935": bool(small and (small["test_accuracy"] or 0) >= 0.935),
     }
-    stem = "fashion_default" + (f"_{args.tag}" if args.tag else "")
+    stem = getattr(args, "stem", "fashion_default") + (f"_{args.tag}" if args.tag else "")
     out = {"budget_s": args.budget_s, "seed": args.seed, "threads_per_arm": args.threads, "anytime": table, "goals": goals,
            "final": {n: a.get("final") for n, a in arms.items()}, "arms": arms, "baselines_from": args.reuse_baselines}
     (dest / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str))
@@ -257,6 +258,8 @@ def main() -> int:
     ap.add_argument("--default-result", default=None, metavar="LOG",
                     help="with --reuse-baselines: take the default arm from the output of an earlier --arm default run instead of running it")
     ap.add_argument("--tag", default=None, help="suffix of the result files (fashion_default_TAG.*); default: none, or 'rerun' with --reuse-baselines")
+    ap.add_argument("--stem", default="fashion_default", help="first part of the result files' names (STEM[_TAG].*); "
+                    "benchmarks/fashion_mnist.py passes fashion_mnist_default")
     args = ap.parse_args()
     if args.reuse_baselines and args.tag is None:
         args.tag = "rerun"

@@ -1,6 +1,14 @@
-"""The full product path on real Fashion-MNIST under a wall budget, beside two baselines trained in the same run.
+"""Fashion-MNIST under a wall budget: a search path beside the baselines a user would pick instead, in one run.
 
-Arms (each timed on its own wall clock):
+``--arms default`` (the default; issue 16's done-when 1): the default CLI path (``search --dataset fashion-mnist
+--timeout B``), the 4-conv BN CNN with the one-cycle recipe, and seed-cnn plain search + retrain, at equal budget in one
+run on the 2 cores. This runs ``benchmarks/fashion_default.py``'s driver (see its docstring for the arms, lanes and
+anytime table) and writes results/fashion_mnist_default.{json,md,png} and fashion_mnist_default_best_config.json:
+
+    python benchmarks/fashion_mnist.py [--budget-s 3600] [--seed 0] [--threads 1]
+
+``--arms moca``: the modular cached (MoCA) path, the comparison this benchmark first made. Arms (each timed on its own
+wall clock):
 
 - ``moca``: build the module library on Fashion-MNIST, run a ``modular`` search with the ``cached``
   fidelity (objectives accuracy + params; the fine-tune phase included), then retrain the chosen
@@ -13,7 +21,7 @@ Arms (each timed on its own wall clock):
 By default the two arms run in parallel, one process and ``--threads`` torch threads each, so both
 see the same machine at the same time. Writes results/fashion_mnist.json and fashion_mnist.md.
 
-    python benchmarks/fashion_mnist.py [--budget-s 3600] [--threads 1] [--reference-s 900]
+    python benchmarks/fashion_mnist.py --arms moca [--budget-s 3600] [--threads 1] [--reference-s 900]
 """
 
 from __future__ import annotations
@@ -291,9 +299,22 @@ def write_results(moca: dict[str, Any], base: dict[str, Any], args: Any, total_w
     (dest / "fashion_mnist.md").write_text("\n".join(md))
 
 
+def default_arms_command(args: Any) -> list[str]:
+    """The ``fashion_default.py`` run that ``--arms default`` is: the same budget, seed, threads and folders, its files
+    named fashion_mnist_default.*."""
+    return [sys.executable, str(ROOT / "fashion_default.py"), "--budget-s", str(args.budget_s), "--seed", str(args.seed),
+            "--threads", str(args.threads), "--reference-epochs", str(args.reference_epochs), "--workspace", str(args.workspace),
+            "--out", str(args.out), "--stem", "fashion_mnist_default"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arm", choices=["moca", "baseline"], default=None, help="run one arm only (used by the parallel driver)")
+    ap.add_argument("--arms", choices=["default", "moca"], default="default",
+                    help="default: the default CLI path vs the one-cycle 4-conv reference and plain search (fashion_default.py's "
+                    "driver); moca: the modular cached path vs seed-cnn full training (default: default)")
+    ap.add_argument("--seed", type=int, default=0, help="--arms default: the seed of every arm (default 0)")
+    ap.add_argument("--reference-epochs", type=int, default=12, help="--arms default: the one-cycle reference's epochs (default 12)")
+    ap.add_argument("--arm", choices=["moca", "baseline"], default=None, help="--arms moca: run one arm only (used by the parallel driver)")
     ap.add_argument("--budget-s", type=float, default=3600.0, help="wall budget of each arm's search + retrain (default 3600)")
     ap.add_argument("--search-fraction", type=float, default=0.4, help="share of the budget for the search phase (default 0.4)")
     ap.add_argument("--reference-s", type=float, default=900.0, help="training time of the hand-designed reference (default 900)")
@@ -310,6 +331,8 @@ def main() -> int:
     ap.add_argument("--workspace", default=str(ROOT / "work" / "fashion_mnist"))
     ap.add_argument("--out", default=str(ROOT / "results"))
     args = ap.parse_args()
+    if args.arms == "default" and args.arm is None:
+        return subprocess.run(default_arms_command(args), check=False).returncode
 
     import torch
 
