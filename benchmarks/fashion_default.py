@@ -191,7 +191,7 @@ def write_results(arms: dict[str, dict[str, Any]], args: argparse.Namespace) -> 
         "default_ge_1pt_above_best_baseline": bool(final_default is not None and best_base is not None and final_default - best_base >= 0.01),
         "pareto_le_100k_ge_0.935": bool(small and (small["test_accuracy"] or 0) >= 0.935),
     }
-    stem = getattr(args, "stem", "fashion_default") + (f"_{args.tag}" if args.tag else "")
+    stem = args.stem + (f"_{args.tag}" if args.tag else "")
     out = {"budget_s": args.budget_s, "seed": args.seed, "threads_per_arm": args.threads, "anytime": table, "goals": goals,
            "final": {n: a.get("final") for n, a in arms.items()}, "arms": arms, "baselines_from": args.reuse_baselines}
     (dest / f"{stem}.json").write_text(json.dumps(out, indent=2, default=str))
